@@ -1,0 +1,224 @@
+"""The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
+
+Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
+other failure. Only ``up``, ``run``, ``trace``, ``check`` and ``clean`` need root; ``validate``, ``plan``,
+``plot`` and ``doctor`` work from files alone.
+"""
+
+import argparse
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+from emu import __version__
+from emu.spec.errors import Problem, SpecError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input that is not a spec problem (a missing file, a wrong option value): exit 2."""
+
+
+def _print_problems(problems: Sequence[Problem], stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
+    for problem in problems:
+        print(str(problem), file=stream)
+
+
+def _load(files: Sequence[str], backend: Optional[str] = None):  # type: ignore[no-untyped-def]
+    """Load and validate; print warnings; raise SpecError on problems."""
+    from emu.spec.load import load
+
+    spec, warnings = load(files)
+    _print_problems(warnings)
+    if backend is not None:
+        spec = spec.with_backend(backend)
+    return spec
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from emu.spec.load import load
+
+    status = EXIT_OK
+    for group in _file_groups(args.files):
+        try:
+            spec, warnings = load(group)
+        except SpecError as exc:
+            _print_problems(exc.problems)
+            errors = len(exc.errors)
+            print(f"{group[0]}: invalid ({errors} error{'s' if errors != 1 else ''})", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        _print_problems(warnings)
+        services = len(spec.services)
+        print(
+            f"{', '.join(spec.files)}: valid: cluster {spec.name}, {len(spec.nodes)} nodes, {len(spec.pods)} pods, "
+            f"{services} service{'s' if services != 1 else ''}, backend {spec.network.backend.type}"
+        )
+    return status
+
+
+def _file_groups(files: Sequence[str]) -> List[List[str]]:
+    """validate takes several clusters at once: each cluster file starts a group, manifests join the last one."""
+    from emu.spec.yamlsrc import read_documents
+
+    groups: List[List[str]] = []
+    for path in files:
+        docs, _ = read_documents(path)
+        is_cluster = any(isinstance(d.data, dict) and d.data.get("kind") == "Cluster" for d in docs)
+        if is_cluster or not groups:
+            groups.append([path])
+        else:
+            groups[-1].append(path)
+    return groups
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from emu.plan.build import build_plan
+    from emu.plan.render import to_json, to_text
+
+    spec = _load(args.files, args.backend)
+    plan = build_plan(spec)
+    if args.node is not None and args.node not in [n.name for n in plan.nodes]:
+        raise UsageError(f"--node: no node named '{args.node}' (one of {', '.join(n.name for n in plan.nodes)})")
+    if args.format == "json":
+        sys.stdout.write(to_json(plan, args.node))
+    else:
+        sys.stdout.write(to_text(plan, args.node, iptables=not args.no_iptables))
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from emu.apply.session import up
+
+    spec = _load(args.files, args.backend)
+    return up(spec, run=args.run, script=args.script, quiet=args.quiet)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from emu.apply.clean import clean
+
+    return clean(dry_run=args.dry_run)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from emu.apply.doctor import doctor
+
+    return doctor()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from emu.experiment import run_experiment
+
+    return run_experiment(
+        args.experiment,
+        backend=args.backend,
+        repeat=args.repeat,
+        out=args.out,
+        quick=args.quick,
+        timeout=args.timeout,
+    )
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from emu.report.plots import plot_results
+
+    csv = Path(args.csv)
+    if not csv.is_file():
+        raise UsageError(f"{csv}: no such file (give a results.csv written by 'emu run')")
+    out = Path(args.out) if args.out else csv.parent
+    for path in plot_results(csv, out):
+        print(path)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emu",
+        description="Kubernetes pod networking (pods, cni0, flannel, kube-proxy), emulated on Mininet.",
+        epilog="Examples:\n"
+        "  python -m emu validate topologies/two_nodes.yaml\n"
+        "  python -m emu plan topologies/two_nodes.yaml --node node-1\n"
+        "  sudo python -m emu up topologies/two_nodes.yaml --backend host-gw\n"
+        "  sudo python -m emu run experiments/cross_node.py\n"
+        "  python -m emu plot results/cross_node/<timestamp>/results.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"emu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    backends = ("vxlan", "host-gw", "udp")
+
+    p = sub.add_parser("validate", help="check topology files (no root needed)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="print every device, address, route and rule emu would create (no root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--node", help="only this node")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text for people, json for programs")
+    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    p.add_argument("--no-iptables", action="store_true", help="leave out the iptables-save sections")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("up", help="build the cluster and open an interactive CLI (root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--run", metavar="CMD", action="append", help="run CLI command(s) instead of the prompt")
+    group.add_argument("--script", metavar="FILE", help="run the CLI commands in FILE instead of the prompt")
+    p.add_argument("--quiet", action="store_true", help="no summary")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("run", help="run an experiment: results CSV, metadata and plots under results/ (root)")
+    p.add_argument("experiment", metavar="EXPERIMENT", help="an experiment file, e.g. experiments/cross_node.py")
+    p.add_argument("--backend", choices=backends, help="only this backend (overrides the experiment's VARY)")
+    p.add_argument("--repeat", type=int, metavar="N", help="repetitions of each variant (default: REPEAT or 1)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: results/)")
+    p.add_argument("--quick", action="store_true", help="short measurements, for a smoke test")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop a variant that runs longer than this")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plot", help="draw figures from a results CSV (no root)")
+    p.add_argument("csv", metavar="CSV")
+    p.add_argument("--out", metavar="DIR", help="where to write PNG and SVG (default: beside the CSV)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("doctor", help="report what this machine has and lacks for emu (no side effects)")
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        _print_problems(exc.problems)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"emu {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"emu {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        from emu.errors import EmuError
+
+        if isinstance(exc, EmuError):
+            print(f"emu {args.command}: {exc}", file=sys.stderr)
+            return exc.exit_status
+        raise

@@ -1,0 +1,168 @@
+"""The typed, validated, fully resolved description of a cluster (the Spec).
+
+Every default is filled in and every Deployment expanded into Pods with their node chosen, so the plan layer
+never has to guess. Instances are immutable; they are produced only by ``emu.spec.load``.
+"""
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Dict, Optional, Tuple
+
+BACKENDS = ("vxlan", "host-gw", "udp")
+SERVICE_TYPES = ("ClusterIP", "NodePort")
+PROTOCOLS = ("TCP", "UDP")
+
+
+@dataclass(frozen=True)
+class LinkProps:
+    """Underlay link shaping (Mininet TCLink): bandwidth in Mbit/s; delay/jitter like '5ms'; loss in percent."""
+
+    bw: Optional[float] = None
+    delay: Optional[str] = None
+    jitter: Optional[str] = None
+    loss: Optional[float] = None
+
+    def merged(self, override: "LinkProps") -> "LinkProps":
+        return LinkProps(
+            bw=override.bw if override.bw is not None else self.bw,
+            delay=override.delay if override.delay is not None else self.delay,
+            jitter=override.jitter if override.jitter is not None else self.jitter,
+            loss=override.loss if override.loss is not None else self.loss,
+        )
+
+    @property
+    def needs_netem(self) -> bool:
+        return self.delay is not None or self.jitter is not None or self.loss is not None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Flannel's backend configuration (its net-conf.json ``Backend`` object)."""
+
+    type: str = "vxlan"
+    vni: int = 1
+    port: int = 8472  # vxlan: 8472 (Linux default for flannel); udp: 8285
+    direct_routing: bool = False
+    mtu: Optional[int] = None  # pod MTU override; default: underlay MTU minus the encapsulation overhead
+
+
+@dataclass(frozen=True)
+class Network:
+    pod_cidr: IPv4Network
+    subnet_len: int
+    service_cidr: IPv4Network
+    backend: Backend
+
+
+@dataclass(frozen=True)
+class Underlay:
+    cidr: IPv4Network
+    mtu: int
+    link: LinkProps
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    ip: IPv4Address
+    link: LinkProps
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    container_port: int
+    protocol: str = "TCP"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    name: str
+    mount_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    command: Tuple[str, ...]
+    args: Tuple[str, ...]
+    env: Tuple[Tuple[str, str], ...]
+    ports: Tuple[ContainerPort, ...]
+    volume_mounts: Tuple[VolumeMount, ...]
+    working_dir: str = ""
+
+    @property
+    def argv(self) -> Tuple[str, ...]:
+        """The process to run: command + args (empty: an idle placeholder, as no image is ever run)."""
+        return self.command + self.args
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: Tuple[Tuple[str, str], ...]
+    node: str
+    host_network: bool
+    containers: Tuple[Container, ...]
+    volumes: Tuple[str, ...]  # emptyDir volume names
+    owner: str = ""  # Deployment name, when expanded from one
+    file: str = ""
+    line: int = 0
+
+    @property
+    def label_map(self) -> Dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    protocol: str
+    port: int
+    target_port: str  # a number (as text) or a container port name
+    node_port: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    type: str
+    selector: Tuple[Tuple[str, str], ...]
+    ports: Tuple[ServicePort, ...]
+    cluster_ip: Optional[IPv4Address] = None  # allocated by the plan when not given
+    session_affinity: str = "None"
+    affinity_timeout: int = 10800
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str
+    network: Network
+    underlay: Underlay
+    nodes: Tuple[Node, ...]
+    pods: Tuple[Pod, ...]
+    services: Tuple[Service, ...]
+    files: Tuple[str, ...] = field(default=())
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def with_backend(self, backend_type: str) -> "ClusterSpec":
+        """The same cluster on another flannel backend (``--backend``), with that backend's default port."""
+        from dataclasses import replace
+
+        if backend_type == self.network.backend.type:
+            return self
+        port = 8285 if backend_type == "udp" else 8472
+        backend = replace(self.network.backend, type=backend_type, port=port, direct_routing=False)
+        return replace(self, network=replace(self.network, backend=backend))

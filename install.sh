@@ -1,0 +1,24 @@
+#!/bin/sh
+# Install everything emu needs, from the distribution's packages (Debian 12, Ubuntu 20.04+ / the Mininet VM).
+# Run as root, or with sudo: ./install.sh   (sudo ./install.sh on Ubuntu)
+set -eu
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        exec sudo "$0" "$@"
+    fi
+    echo "install.sh: run me as root" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# mininet brings mnexec and the 'mininet' module for the system python3; the rest are the kernel tools emu drives.
+apt-get install -y --no-install-recommends \
+    mininet iproute2 iptables iperf3 iputils-ping tcpdump ethtool procps util-linux kmod \
+    python3 python3-yaml python3-matplotlib python3-pytest python-is-python3 sudo
+
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+python3 -m emu doctor || true
+echo "install.sh: done. Try: sudo python -m emu run experiments/cross_node.py"
