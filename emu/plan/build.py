@@ -78,10 +78,6 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
             mac=names.mac_from_ip(gateway(lease.subnet)),
             addresses=(f"{gateway(lease.subnet)}/{lease.subnet.prefixlen}",),
         )
-        tables = merge_tables(
-            kubeproxy.kube_proxy_tables(_kube_services(services), str(net.pod_cidr), str(node.ip)),
-            flannel.iptables_tables(net.pod_cidr, lease.subnet),
-        )
         link = Link(
             dev=UNDERLAY_DEV,
             address=f"{node.ip}/{spec.underlay.cidr.prefixlen}",
@@ -104,8 +100,8 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
                 routes=dataplane.routes,
                 neighbours=dataplane.neighbours,
                 fdb=dataplane.fdb,
-                sysctls=flannel.SYSCTLS,
-                iptables=render_restore(tables),
+                sysctls=flannel.SYSCTLS + tuple(sorted(kubeproxy.required_sysctls().items())),
+                iptables=node_iptables(services, net.pod_cidr, str(node.ip), lease.subnet),
                 udp=dataplane.udp,
             )
         )
@@ -131,6 +127,33 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         pods=tuple(pods),
         services=tuple(services),
     )
+
+
+def node_iptables(services: Sequence[ServicePlan], pod_cidr: IPv4Network, node_ip: str, subnet: IPv4Network) -> str:
+    """A node's whole iptables-restore document: kube-proxy's rules first (its jumps come first on a real node),
+    then flanneld's."""
+    tables = merge_tables(
+        kubeproxy.kube_proxy_tables(_kube_services(services), str(pod_cidr), node_ip),
+        flannel.iptables_tables(pod_cidr, subnet),
+    )
+    return render_restore(tables)
+
+
+def replan_services(plan: Plan, spec: ClusterSpec, live_pods: Sequence[PodPlan]) -> Plan:
+    """The plan after pods came or went: endpoints recomputed from ``live_pods``, every node's rules re-rendered.
+
+    Pod addresses and everything else stay as they are (a live pod never changes its IP).
+    """
+    from dataclasses import replace
+
+    live = {p.name for p in live_pods}
+    kept = replace(spec, pods=tuple(p for p in spec.pods if p.name in live))
+    services = _plan_services(kept, list(live_pods))
+    nodes = []
+    for node in plan.nodes:
+        document = node_iptables(services, IPv4Network(plan.pod_cidr), node.ip, IPv4Network(node.subnet))
+        nodes.append(replace(node, iptables=document))
+    return replace(plan, services=tuple(services), nodes=tuple(nodes), pods=tuple(live_pods))
 
 
 def _plan_pods(spec: ClusterSpec, subnet_of: Dict[str, IPv4Network], mtu: int) -> List[PodPlan]:

@@ -1,0 +1,105 @@
+"""``emu clean``: remove what emu runs left behind after a crash or ``kill -9``, and nothing else.
+
+Only what a cluster's state file lists is touched: processes named by pid *and* start time (a recycled pid
+is left alone), the root-namespace links carrying the cluster's tag, and mount points emu created. Node and pod
+namespaces go away with their last process; their veths, routes and iptables rules with them. A cluster
+whose emu process is still alive is reported and left running. No pattern kill, no ``mn -c``.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+from emu.apply.commands import process_start_time
+from emu.apply.state import ClusterState, all_states
+
+# Kill order: what runs inside pods first, the node shells last.
+ROLE_ORDER = {"container": 0, "server": 0, "pause": 1, "daemon": 2, "node": 3, "switch": 4}
+
+
+def _link_exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def clean_state(state: ClusterState, directory: Path, verbose: bool = True, dry_run: bool = False) -> List[str]:
+    """Remove everything ``state`` lists; return a line per thing removed."""
+    removed: List[str] = []
+    alive = [p for p in state.processes if process_start_time(p.pid) == p.start]
+    alive.sort(key=lambda p: ROLE_ORDER.get(p.role, 0))
+    for proc in alive:
+        removed.append(f"process {proc.pid} ({proc.role} {proc.name})")
+        if not dry_run:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if not dry_run:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(process_start_time(p.pid) == p.start for p in alive):
+            time.sleep(0.02)
+    links = []
+    if state.switch:
+        links.append(state.switch)
+        net = Path("/sys/class/net")
+        if net.is_dir():
+            links += sorted(p.name for p in net.iterdir() if p.name.startswith(state.switch + "-eth"))
+    for link in links:
+        if _link_exists(link):
+            removed.append(f"link {link}")
+            if not dry_run:
+                subprocess.run(["ip", "link", "del", link], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for entry in state.links:
+        if entry.startswith("dir:"):
+            path = entry[4:]
+            if os.path.isdir(path) and not os.listdir(path):
+                removed.append(f"directory {path}")
+                if not dry_run:
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+    if not dry_run:
+        _unmount_below(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+    if verbose:
+        for line in removed:
+            print(("would remove " if dry_run else "removed ") + line)
+    return removed
+
+
+def _unmount_below(directory: Path) -> None:
+    """Private bind mounts of dead nodes vanish with their mount namespaces; this is only a safety net."""
+    try:
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1] for line in f if line.split()[1].startswith(str(directory) + "/")]
+    except OSError:
+        return
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def clean(dry_run: bool = False) -> int:
+    if os.geteuid() != 0:
+        print("emu clean: needs root (sudo python -m emu clean)", file=sys.stderr)
+        return 1
+    states = all_states()
+    total = 0
+    for directory, state in states.items():
+        if state is None:
+            print(f"{directory}: unreadable state; removing the directory")
+            if not dry_run:
+                shutil.rmtree(directory, ignore_errors=True)
+            continue
+        if state.owner_alive():
+            print(f"cluster {state.cluster}: still running (emu pid {state.owner_pid}); left alone")
+            continue
+        print(f"cluster {state.cluster} ({state.tag}): leftovers of a run that did not finish")
+        total += len(clean_state(state, directory, dry_run=dry_run))
+    if total == 0:
+        print("nothing to clean")
+    return 0

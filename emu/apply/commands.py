@@ -1,0 +1,132 @@
+"""Running commands inside namespaces: the one place the apply layer spawns processes.
+
+Every command is an argv list (never a shell string built from names), entered into a namespace with
+``nsenter`` by the pid of a process that lives there (a Mininet node's shell, a pod's pause process, a
+container). ``check`` raises ``BuildError`` naming the step and the command's output, so a failed build says
+exactly what failed.
+"""
+
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Union
+
+from emu.errors import BuildError
+from emu.measure import ExecResult
+
+Command = Union[str, Sequence[str]]
+
+#: The PATH processes started by emu get (a root shell's, so ip, tc, iptables are found).
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Namespaces:
+    """Where to run: the pid whose network (and UTS) namespace to enter, and the pid whose mount namespace."""
+
+    net_pid: int
+    mount_pid: Optional[int] = None
+    uts: bool = False
+
+    def nsenter(self) -> List[str]:
+        argv = ["nsenter", f"--net=/proc/{self.net_pid}/ns/net"]
+        if self.uts:
+            argv.append(f"--uts=/proc/{self.net_pid}/ns/uts")
+        if self.mount_pid is not None:
+            argv.append(f"--mount=/proc/{self.mount_pid}/ns/mnt")
+        return argv + ["--"]
+
+
+def as_argv(cmd: Command) -> List[str]:
+    """A string is a shell command line typed by a person (run with sh -c); a list is an argv."""
+    if isinstance(cmd, str):
+        return ["sh", "-c", cmd]
+    return list(cmd)
+
+
+def base_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = {"PATH": SAFE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
+    env.update(extra or {})
+    return env
+
+
+def run(
+    argv: Sequence[str],
+    ns: Optional[Namespaces] = None,
+    input: Optional[str] = None,
+    timeout: Optional[float] = None,
+    env: Optional[Dict[str, str]] = None,
+) -> ExecResult:
+    """Run ``argv`` (in ``ns`` when given) and wait; never raises for a non-zero exit."""
+    full = (ns.nsenter() if ns else []) + list(argv)
+    try:
+        proc = subprocess.run(
+            full,
+            input=input,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=timeout,
+            env=env or base_env(),
+            errors="replace",
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return ExecResult(out, err + f"\n(timed out after {timeout:g} s)", 124)
+    except FileNotFoundError as exc:
+        return ExecResult("", f"{exc.filename}: command not found", 127)
+    return ExecResult(proc.stdout, proc.stderr, proc.returncode)
+
+
+def check(step: str, argv: Sequence[str], ns: Optional[Namespaces] = None, input: Optional[str] = None) -> str:
+    """Run and raise BuildError (with the step, the command and its output) unless it succeeds."""
+    result = run(argv, ns, input=input, timeout=120)
+    if result.returncode != 0:
+        shown = list(argv)
+        if input is not None:
+            shown.append("<<EOF\n" + input.rstrip() + "\nEOF")
+        raise BuildError(step, (ns.nsenter() if ns else []) + shown, result.stderr or result.stdout)
+    return result.stdout
+
+
+def ip_batch(step: str, lines: Sequence[str], ns: Namespaces, tool: str = "ip") -> None:
+    """Run many ``ip`` (or ``bridge``) commands in one process, as ``ip -batch -`` does."""
+    if lines:
+        check(step, [tool, "-batch", "-"], ns, input="\n".join(lines) + "\n")
+
+
+def popen(
+    argv: Sequence[str],
+    ns: Optional[Namespaces] = None,
+    env: Optional[Dict[str, str]] = None,
+    stdout=subprocess.PIPE,  # type: ignore[no-untyped-def]
+    stderr=subprocess.PIPE,  # type: ignore[no-untyped-def]
+    stdin=subprocess.DEVNULL,  # type: ignore[no-untyped-def]
+) -> "subprocess.Popen[str]":
+    """Start ``argv`` in ``ns`` in a session of its own, so a Ctrl-C at the terminal reaches emu, not the
+    emulated processes; emu tears them down itself."""
+    full = (ns.nsenter() if ns else []) + list(argv)
+    return subprocess.Popen(
+        full,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=env or base_env(),
+        start_new_session=True,
+        universal_newlines=True,
+    )
+
+
+def process_start_time(pid: int) -> Optional[int]:
+    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), None if gone.
+
+    Together with the pid it names one process for good: a recycled pid has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])

@@ -1,0 +1,147 @@
+"""Pods as the kubelet and the CNI bridge plugin make them: a pause process, a veth into cni0, containers.
+
+- The **pause** process holds the pod: ``unshare --net --uts`` gives it a new network and UTS namespace, its
+  hostname is the pod name, and it then becomes ``sleep infinity`` named ``emu-pause:<cluster>/<pod>`` (no shell or
+  interpreter stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's network
+  namespace instead, with a UTS namespace of its own so the machine's hostname is never touched.
+- The **CNI bridge plugin's** work: a veth pair, the pod end moved into the pod as ``eth0`` with its planned MAC,
+  MTU and address, the node end (``veth`` + 8 hex) on ``cni0`` with hairpin mode on (flannel's CNI config sets
+  ``hairpinMode: true``), and the pod's routes. All pods of a node are wired with one ``ip -batch`` in the node.
+- **Containers** are processes that join the pause process's network and UTS namespaces (the
+  ``--net=container:<pause>`` of the source text) plus a mount namespace of their own: a private ``/tmp``, the
+  kubelet's ``/etc/hosts`` and ``/etc/hostname``, and bind-mounted ``emptyDir`` volumes shared between the
+  containers that mount them. Their output goes to a log file.
+"""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from emu.apply.commands import Namespaces, base_env, ip_batch, popen
+from emu.errors import BuildError
+from emu.plan.model import ContainerPlan, PodPlan
+
+PAUSE_SCRIPT = 'hostname "$1" && exec -a "$2" sleep infinity'
+
+# Runs inside the container's fresh mount namespace, then becomes the container's process (exec).
+CONTAINER_SCRIPT = r"""set -e
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount --bind "$1" /etc/hosts
+mount --bind "$2" /etc/hostname
+shift 2
+n=$1; shift
+while [ "$n" -gt 0 ]; do
+  mount --bind "$1" "$2"
+  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi
+  shift 3; n=$((n - 1))
+done
+if [ -n "$1" ]; then cd "$1"; fi
+shift
+exec "$@"
+"""
+
+
+def start_pause(pod: PodPlan, cluster: str, node_pid: int) -> "subprocess.Popen[str]":
+    """Start the pod's pause process (not waiting for it: see wait_pause)."""
+    argv = ["unshare", "--uts"]
+    ns = None
+    if pod.host_network:
+        ns = Namespaces(net_pid=node_pid, mount_pid=node_pid)
+    else:
+        argv.append("--net")
+    argv += ["--", "bash", "-c", PAUSE_SCRIPT, "emu-pause", pod.hostname, f"emu-pause:{cluster}/{pod.name}"]
+    return popen(argv, ns, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_pause(pod: PodPlan, proc: "subprocess.Popen[str]", timeout: float = 10.0) -> None:
+    """Wait until the pause process has become ``sleep`` in its namespaces."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise BuildError(f"pod {pod.name}: start the pause process", proc.args, err)
+        try:
+            with open(f"/proc/{proc.pid}/comm") as f:
+                if f.read().strip() == "sleep":
+                    if proc.stderr:
+                        proc.stderr.close()
+                    return
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise BuildError(f"pod {pod.name}: the pause process did not start within {timeout:g} s", proc.args)
+
+
+def wire_pods(node: str, pods: Sequence[PodPlan], pause_pids: Dict[str, int], node_ns: Namespaces) -> None:
+    """The CNI bridge plugin's ADD for every pod of one node: veth pairs, cni0 ports, pod addresses, routes."""
+    lines: List[str] = []
+    for pod in pods:
+        if pod.host_network:
+            continue
+        lines += [
+            f"link add {pod.host_veth} address {pod.host_veth_mac} mtu {pod.mtu} type veth"
+            f" peer name {pod.ifname} address {pod.mac} mtu {pod.mtu} netns {pause_pids[pod.name]}",
+            f"link set {pod.host_veth} master cni0",
+            f"link set {pod.host_veth} type bridge_slave hairpin on",
+            f"link set {pod.host_veth} up",
+        ]
+    ip_batch(f"{node}: pod veth pairs on cni0", lines, node_ns)
+    for pod in pods:
+        if pod.host_network:
+            continue
+        pod_lines = [
+            "link set lo up",
+            f"addr add {pod.ip}/{pod.prefixlen} dev {pod.ifname}",
+            f"link set {pod.ifname} up",
+        ] + [f"route add {route}" for route in pod.routes]
+        ip_batch(f"pod {pod.name}: eth0 address and routes", pod_lines, Namespaces(pause_pids[pod.name]))
+
+
+def write_pod_files(pod: PodPlan, pod_dir: Path) -> None:
+    """The files kubelet writes for a pod: /etc/hosts, /etc/hostname, and a directory per emptyDir volume."""
+    pod_dir.mkdir(parents=True, exist_ok=True)
+    (pod_dir / "hosts").write_text(pod.hosts_file)
+    (pod_dir / "hostname").write_text(pod.hostname + "\n")
+    for volume in pod.volumes:
+        (pod_dir / "volumes" / volume).mkdir(parents=True, exist_ok=True)
+
+
+def missing_mount_points(pod: PodPlan) -> List[str]:
+    """Mount points that do not exist on the machine and must be created (and removed again at teardown)."""
+    out: List[str] = []
+    for container in pod.containers:
+        for mount in container.mounts:
+            if not os.path.isdir(mount.path) and mount.path not in out:
+                out.append(mount.path)
+    return out
+
+
+def start_container(
+    pod: PodPlan,
+    container: ContainerPlan,
+    pause_pid: int,
+    node_pid: int,
+    pod_dir: Path,
+    extra_env: Dict[str, str],
+) -> "subprocess.Popen[str]":
+    """Start one container process in the pod's namespaces, with its own mount namespace; log to a file."""
+    ns = Namespaces(net_pid=pause_pid, mount_pid=node_pid, uts=True)
+    args: List[str] = [str(pod_dir / "hosts"), str(pod_dir / "hostname"), str(len(container.mounts))]
+    for mount in container.mounts:
+        args += [str(pod_dir / "volumes" / mount.volume), mount.path, "ro" if mount.read_only else "rw"]
+    args.append(container.working_dir)
+    argv = (
+        ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", CONTAINER_SCRIPT, "emu-container"]
+        + args
+        + list(container.argv)
+    )
+    env = base_env({"HOSTNAME": pod.hostname})
+    env.update(extra_env)
+    env.update(dict(container.env))
+    log = open(pod_dir / f"{container.name}.log", "ab")
+    try:
+        return popen(argv, ns, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()

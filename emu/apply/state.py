@@ -1,0 +1,86 @@
+"""What a running cluster owns, written down before it is created, so ``emu clean`` can remove exactly that.
+
+Each cluster has a directory ``/run/emu/<tag>/`` (tag = ``emu`` + 4 hex digits of the cluster name) holding
+``state.json``: the owning emu process, the root-namespace links it made (the underlay switch), and every
+process it started (node shells, pause processes, containers, flannel daemons), each named by pid *and* start
+time, so a recycled pid is never killed by mistake. The same directory holds the nodes' private state
+(``nodes/<node>/flannel/subnet.env``) and the pods' files (``pods/<pod>/``: hosts, hostname, logs, volumes).
+The file is rewritten atomically on every change; /run is a tmpfs, so nothing survives a reboot.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from emu.apply.commands import process_start_time
+
+STATE_ROOT = Path(os.environ.get("EMU_STATE_DIR", "/run/emu"))
+
+
+@dataclass
+class OwnedProcess:
+    pid: int
+    start: int
+    role: str  # node | pause | container | daemon | server
+    name: str
+
+    def alive(self) -> bool:
+        return process_start_time(self.pid) == self.start
+
+
+@dataclass
+class ClusterState:
+    cluster: str
+    tag: str
+    owner_pid: int
+    owner_start: int
+    switch: str = ""
+    links: List[str] = field(default_factory=list)
+    processes: List[OwnedProcess] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return STATE_ROOT / self.tag
+
+    def owner_alive(self) -> bool:
+        return self.owner_pid != os.getpid() and process_start_time(self.owner_pid) == self.owner_start
+
+    def save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, self.directory / "state.json")
+
+    def add_process(self, pid: int, role: str, name: str) -> OwnedProcess:
+        start = process_start_time(pid)
+        owned = OwnedProcess(pid, start if start is not None else -1, role, name)
+        self.processes.append(owned)
+        self.save()
+        return owned
+
+    def forget_process(self, pid: int) -> None:
+        self.processes = [p for p in self.processes if p.pid != pid]
+        self.save()
+
+    @classmethod
+    def new(cls, cluster: str, tag: str) -> "ClusterState":
+        me = os.getpid()
+        return cls(cluster, tag, me, process_start_time(me) or 0)
+
+    @classmethod
+    def read(cls, directory: Path) -> Optional["ClusterState"]:
+        try:
+            data = json.loads((directory / "state.json").read_text())
+            processes = [OwnedProcess(**p) for p in data.pop("processes", [])]
+            return cls(processes=processes, **data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def all_states() -> Dict[Path, Optional[ClusterState]]:
+    """Every cluster state directory under STATE_ROOT (None where state.json is unreadable)."""
+    if not STATE_ROOT.is_dir():
+        return {}
+    return {d: ClusterState.read(d) for d in sorted(STATE_ROOT.iterdir()) if d.is_dir() and d.name.startswith("emu")}

@@ -1,0 +1,87 @@
+"""The underlay: Mininet hosts as Kubernetes nodes, joined by one Linux bridge switch, with TCLink shaping.
+
+This is the only module that imports Mininet. Mininet gives each node a shell in new network and mount
+namespaces (``mnexec -n``); the switch is a Linux bridge in the root namespace named after the cluster's tag
+(Open vSwitch is not in every kernel, and no controller is needed). The node's end of its link is named
+``eth0`` like a real node's NIC; the switch's end ``<tag>-eth<N>``. Link delay, jitter and loss need the
+kernel's netem qdisc: asked for on a kernel without it, the build stops before anything is created.
+"""
+
+from typing import Callable, Dict, List
+
+from mininet.link import Link, TCLink
+from mininet.log import setLogLevel
+from mininet.net import Mininet
+from mininet.node import Host
+from mininet.nodelib import LinuxBridge
+
+from emu.apply.commands import check, run
+from emu.plan.model import Plan
+
+setLogLevel("error")
+
+
+class UnderlaySwitch(LinuxBridge):
+    """Mininet's LinuxBridge, driven with iproute2 instead of brctl/ifconfig (not installed everywhere)."""
+
+    @classmethod
+    def setup(cls) -> None:
+        """Mininet checks for brctl here; iproute2 is all this switch needs."""
+
+    def start(self, _controllers: List) -> None:  # type: ignore[override]
+        check(f"create underlay switch {self.name}", ["ip", "link", "add", "name", self.name, "type", "bridge"])
+        for intf in self.intfList():
+            if self.name in intf.name:
+                check(f"attach {intf.name} to {self.name}", ["ip", "link", "set", intf.name, "master", self.name])
+        check(f"bring up {self.name}", ["ip", "link", "set", self.name, "up"])
+
+    def stop(self, deleteIntfs: bool = True) -> None:
+        run(["ip", "link", "del", self.name])
+        super(LinuxBridge, self).stop(deleteIntfs)
+
+
+class NodeHost(Host):
+    """A Kubernetes node: a Mininet host whose /run/flannel is its own (flanneld's subnet.env lives there)."""
+
+
+def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str], None]) -> Mininet:
+    """Create the nodes, the switch and the links of ``plan`` (not started).
+
+    record: called with (pid, role, name) for every process Mininet starts, as soon as it exists.
+    """
+    shaped = any(n.link.bw or n.link.delay or n.link.jitter or n.link.loss is not None for n in plan.nodes)
+    net = Mininet(
+        topo=None,
+        switch=UnderlaySwitch,
+        host=NodeHost,
+        link=TCLink if shaped else Link,
+        controller=None,
+        build=False,
+        autoSetMacs=False,
+        waitConnected=False,
+    )
+    switch = net.addSwitch(plan.switch, dpid="1")
+    record(switch.pid, "switch", plan.switch)
+    for node in plan.nodes:
+        host = net.addHost(
+            node.name,
+            ip=node.link.address,
+            mac=node.link.mac,
+            privateDirs=[("/run/flannel", f"{state_dir}/nodes/%(name)s/flannel")],
+        )
+        record(host.pid, "node", node.name)
+        params: Dict = {}
+        if shaped:
+            for key in ("bw", "delay", "jitter", "loss"):
+                value = getattr(node.link, key)
+                if value is not None:
+                    params[key] = value
+        net.addLink(
+            host,
+            switch,
+            intfName1=node.link.dev,
+            intfName2=node.link.switch_port,
+            addr1=node.link.mac,
+            **params,
+        )
+    return net
