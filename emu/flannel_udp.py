@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import select
 import ipaddress
 import os
 import signal
@@ -168,6 +169,8 @@ class RouteTable:
         self.prefix_len: int = lengths.pop() if lengths else 24
         self.mask: int = (0xFFFFFFFF << (32 - self.prefix_len)) & 0xFFFFFFFF
         self.key_bytes: int = self.prefix_len // 8 if self.prefix_len % 8 == 0 else 0
+        # unpack_from(buf, 16)[0] is the key straight from a packet buffer (one C call)
+        self.key_struct = struct.Struct(f"!{self.key_bytes}s" if self.key_bytes else "!I")
         self.table: Dict[object, Tuple[str, int]] = {}
         for net, ip, port in nets:
             self.table[self._key_of_net(net)] = (ip, port)
@@ -180,8 +183,8 @@ class RouteTable:
     def key(self, dst: bytes) -> object:
         """The dict key for a 4-byte destination address."""
         if self.key_bytes:
-            return bytes(dst[: self.key_bytes])
-        return int.from_bytes(dst, "big") & self.mask
+            return self.key_struct.unpack_from(dst, 0)[0]
+        return self.key_struct.unpack_from(dst, 0)[0] & self.mask
 
     def lookup(self, dst: bytes) -> Optional[Tuple[str, int]]:
         """Return the (node IP, port) owning the 4-byte destination address, or None."""
@@ -233,6 +236,11 @@ class Stats:
         self.udp_rx = 0  # datagrams received and written to the TUN
         self.unreachable = 0
         self.dropped = 0
+        self.tun_reads = 0  # read() calls on the TUN (> tun_rx means super-packets were cut up)
+        self.udp_reads = 0  # recv calls on the socket (< udp_rx means GRO batches)
+        self.tun_writes = 0  # write() calls on the TUN (< udp_rx means merged writes)
+        self.udp_sends = 0  # send calls on the socket (< tun_rx means UDP GSO batches)
+        self.waits = 0  # times a loop found its input empty and slept in poll()
 
 
 class Proxy:
@@ -268,7 +276,8 @@ class Proxy:
             raise RuntimeError(f"cannot create TUN device {self.tun_name!r}: {exc.strerror}{hint}") from None
         if want:
             try:
-                fcntl.ioctl(self.tun_fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+                if os.environ.get("EMU_UDP_TSO"):
+                    fcntl.ioctl(self.tun_fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
                 self.vnet = True
             except OSError:
                 if offload == "on":
@@ -352,7 +361,7 @@ class Proxy:
         sendto = self.sock.sendto
         get = self.routes.table.get
         kb = self.routes.key_bytes
-        kend = 16 + kb
+        unpack_key = self.routes.key_struct.unpack_from
         mask = self.routes.mask
         stats = self.stats
         bufs = [mv]
@@ -361,9 +370,9 @@ class Proxy:
             if n < 20 or buf[0] >> 4 != 4:
                 continue
             if kb:
-                dst = get(buf[16:kend])
+                dst = get(unpack_key(buf, 16)[0])
             else:
-                dst = get(int.from_bytes(buf[16:20], "big") & mask)
+                dst = get(unpack_key(buf, 16)[0] & mask)
             if dst is None:
                 self._send_unreachable(bytes(buf[:n]))
                 continue
@@ -408,6 +417,74 @@ class Proxy:
             stats.udp_rx += 1
 
     # -- offloaded loops ------------------------------------------------------------------------------------
+    def tun_to_udp_batched(self) -> None:
+        """``tun_to_udp`` reading packets (already segmented and checksummed by the kernel) until the TUN queue
+        is empty, and sending each run of same-size packets to one node with one UDP GSO sendmsg()."""
+        out = bytearray(2 * BUF_SIZE)
+        omv = memoryview(out)
+        hdr = bytearray(VNET_HDR_LEN)
+        fd = self.tun_fd
+        os.set_blocking(fd, False)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poll = poller.poll
+        readv = os.readv
+        get = self.routes.table.get
+        kb = self.routes.key_bytes
+        unpack_key = self.routes.key_struct.unpack_from
+        mask = self.routes.mask
+        stats = self.stats
+        send_batch = self._send_batch
+        o = 0  # bytes batched in out[:o]
+        count = 0  # packets batched
+        seg = 0  # size of the batch's packets (all but the last have it)
+        bdst = None  # the batch's node
+        limit = MAX_UDP_PAYLOAD
+        while True:
+            try:
+                n = readv(fd, [hdr, omv[o:]]) - VNET_HDR_LEN
+            except BlockingIOError:
+                if count:
+                    send_batch(omv, o, seg, count, bdst)
+                    stats.tun_rx += count
+                    o = count = 0
+                stats.waits += 1
+                poll()
+                continue
+            stats.tun_reads += 1
+            if n < 20 or out[o] >> 4 != 4:
+                continue
+            if kb:
+                dst = get(unpack_key(out, o + 16)[0])
+            else:
+                dst = get(unpack_key(out, o + 16)[0] & mask)
+            if dst is None:
+                self._send_unreachable(bytes(out[o:o + n]))
+                continue
+            ttl = out[o + 8]
+            if ttl <= 1:
+                continue
+            out[o + 8] = ttl - 1
+            acc = 0x1FEFE - ((out[o + 10] << 8) | out[o + 11])
+            acc = 0xFFFF - ((acc & 0xFFFF) + (acc >> 16))
+            out[o + 10] = acc >> 8
+            out[o + 11] = acc & 0xFF
+            if count and (dst is not bdst or n > seg):
+                # this packet cannot join the batch: send the batch, move the packet to the front
+                send_batch(omv, o, seg, count, bdst)
+                stats.tun_rx += count
+                out[0:n] = omv[o:o + n]
+                o = count = 0
+            if not count:
+                seg = n
+                bdst = dst
+            o += n
+            count += 1
+            if n < seg or count >= UDP_MAX_SEGMENTS or o + seg > limit:
+                send_batch(omv, o, seg, count, bdst)
+                stats.tun_rx += count
+                o = count = 0
+
     def tun_to_udp_offload(self) -> None:
         """``tun_to_udp`` with TUN TSO in and UDP GSO out: the same datagrams, far fewer system calls."""
         buf = bytearray(BUF_SIZE)
@@ -419,19 +496,20 @@ class Proxy:
         sendto = self.sock.sendto
         get = self.routes.table.get
         kb = self.routes.key_bytes
-        kend = 16 + 10 + kb
+        unpack_key = self.routes.key_struct.unpack_from
         mask = self.routes.mask
         stats = self.stats
         bufs = [mv]
         P = VNET_HDR_LEN
         while True:
             n = readv(fd, bufs) - P
+            stats.tun_reads += 1
             if n < 20 or buf[P] >> 4 != 4:
                 continue
             if kb:
-                dst = get(buf[P + 16:kend])
+                dst = get(unpack_key(buf, P + 16)[0])
             else:
-                dst = get(int.from_bytes(buf[P + 16:P + 20], "big") & mask)
+                dst = get(unpack_key(buf, P + 16)[0] & mask)
             if dst is None:
                 self._send_unreachable(bytes(buf[P:P + n]))
                 continue
@@ -548,6 +626,7 @@ class Proxy:
     def _send_batch(self, omv: memoryview, length: int, seg_size: int, count: int, dst: Tuple[str, int]) -> None:
         """Send ``count`` back-to-back packets of ``seg_size`` bytes (last may be shorter) as that many datagrams."""
         sock = self.sock
+        self.stats.udp_sends += 1
         if count > 1 and self.udp_gso:
             try:
                 sock.sendmsg([omv[:length]], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg_size))], 0, dst)
@@ -582,6 +661,7 @@ class Proxy:
         zero = ZERO_VNET_HDR
         while True:
             n, anc, _flags, _addr = recvmsg_into(bufs, anc_size)
+            stats.udp_reads += 1
             seg = n
             for level, ctype, data in anc:
                 if level == SOL_UDP and ctype == UDP_GRO:
@@ -592,6 +672,7 @@ class Proxy:
                     continue
                 try:
                     writev(fd, [zero, mv[:n]])
+                    stats.tun_writes += 1
                 except OSError as exc:
                     self._log(f"TUN write failed: {exc.strerror}")
                 stats.udp_rx += 1
@@ -655,6 +736,7 @@ class Proxy:
                 if plen_ip >= 20 and decrement_ttl(buf, o):
                     try:
                         writev(fd, [zero, mv[o:end]])
+                        self.stats.tun_writes += 1
                     except OSError as exc:
                         self._log(f"TUN write failed: {exc.strerror}")
             o = end
@@ -671,6 +753,7 @@ class Proxy:
             decrement_ttl(out, P)
             try:
                 os.writev(self.tun_fd, [ZERO_VNET_HDR, omv[P:P + olen]])
+                self.stats.tun_writes += 1
             except OSError as exc:
                 self._log(f"TUN write failed: {exc.strerror}")
             return
@@ -692,14 +775,15 @@ class Proxy:
         VNET_HDR.pack_into(out, 0, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 20 + thl, mss, 20, 16)
         try:
             os.write(self.tun_fd, omv[:P + olen])
+            self.stats.tun_writes += 1
         except OSError as exc:
             self._log(f"TUN write failed: {exc.strerror}")
 
     # -- running --------------------------------------------------------------------------------------------
-    def loops(self) -> List[Tuple[str, "object"]]:
+    def loops(self) -> List[Tuple[str, object]]:
         """The (name, callable) pair of forwarding loops for this configuration."""
         if self.vnet:
-            tx = self.tun_to_udp_offload
+            tx = self.tun_to_udp_offload if os.environ.get("EMU_UDP_TSO") else self.tun_to_udp_batched
             rx = self.udp_to_tun_offload if self.udp_gro else self._udp_to_tun_vnet
         else:
             tx, rx = self.tun_to_udp_plain, self.udp_to_tun_plain
@@ -774,10 +858,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failure: List[str] = []
     main_id = threading.get_ident()
 
-    def guard(name: str, loop: "object") -> None:
+    def guard(name: str, loop: object) -> None:
         try:
             loop()  # type: ignore[operator]
-        except BaseException as exc:  # noqa: BLE001 - any death of a loop ends the daemon
+        except BaseException as exc:
             failure.append(f"{name} loop died: {exc!r}")
             signal.pthread_kill(main_id, signal.SIGUSR1)
 
@@ -803,7 +887,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.verbose:
         s = proxy.stats
         sys.stderr.write(f"{PROG}: exiting: {s.tun_rx} packets sent, {s.udp_rx} received, "
-                         f"{s.unreachable} unreachable\n")
+                         f"{s.unreachable} unreachable, {s.tun_reads} TUN reads, {s.udp_reads} UDP reads, "
+                         f"{s.tun_writes} TUN writes, {s.udp_sends} UDP sends, {s.waits} waits\n")
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Union
 from emu.apply import commands
 from emu.apply.commands import Command, Namespaces, as_argv
 from emu.apply.state import ClusterState
-from emu.errors import BuildError, EmuError
+from emu.errors import EmuError
 from emu.measure import ExecResult
 from emu.plan.build import build_plan, replan_services
 from emu.plan.model import NodePlan, Plan, PodPlan, ServicePlan
@@ -325,7 +325,7 @@ class Cluster:
         if self.net is not None:
             try:
                 self.net.stop()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down; clean can finish the job
+            except Exception as exc:  # keep tearing down; clean can finish the job
                 print(f"emu: warning: stopping Mininet: {exc}", file=sys.stderr)
         for path in reversed(self._created_dirs):
             try:

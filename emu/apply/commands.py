@@ -65,7 +65,7 @@ def run(
             input=input,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            universal_newlines=True,
+            text=True,
             timeout=timeout,
             env=env or base_env(),
             errors="replace",

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from typing import List, Optional
 
-from emu.apply.state import ClusterState, STATE_ROOT
+from emu.apply.state import STATE_ROOT, ClusterState
 from emu.errors import EnvironmentProblem
 from emu.plan.model import Plan
 
