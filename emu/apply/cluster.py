@@ -114,12 +114,25 @@ class Pod:
         node_pid = self.cluster.node(self.node).pid
         return Namespaces(net_pid=self.pause.pid, mount_pid=node_pid, uts=True)
 
+    def exec_env(self, container: Optional[str]) -> Dict[str, str]:
+        """The environment a command gets: a container's own (as ``kubectl exec`` gives), else a root shell's."""
+        if container is None:
+            return commands.base_env()
+        proc = self.containers[container].process
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                items = [i.decode(errors="replace") for i in f.read().split(b"\0") if b"=" in i]
+        except OSError:
+            return commands.base_env()
+        return dict(i.split("=", 1) for i in items)
+
     def exec(self, cmd: Command, container: Optional[str] = None, timeout: Optional[float] = None) -> ExecResult:
-        """Run ``cmd`` in the pod (its network and UTS namespaces), or inside ``container`` (also its files)."""
-        return commands.run(as_argv(cmd), self._namespaces(container), timeout=timeout)
+        """Run ``cmd`` in the pod (its network and UTS namespaces), or inside ``container`` (also its files
+        and environment)."""
+        return commands.run(as_argv(cmd), self._namespaces(container), timeout=timeout, env=self.exec_env(container))
 
     def popen(self, argv: Command, container: Optional[str] = None) -> "subprocess.Popen[str]":
-        return commands.popen(as_argv(argv), self._namespaces(container))
+        return commands.popen(as_argv(argv), self._namespaces(container), env=self.exec_env(container))
 
     def logs(self, container: Optional[str] = None) -> str:
         name = container or next(iter(self.containers), "")
@@ -302,6 +315,33 @@ class Cluster:
                 )
                 self.state.add_process(proc.pid, "container", f"{pod_plan.name}/{container.name}")
                 pod.containers[container.name] = Container(pod, container.name, proc)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 15.0) -> None:
+        """Like a readiness check: wait until every declared container port listens in its pod, so Services
+        answer as soon as the build returns. A container that exits or never listens gets a warning."""
+        from emu.apply.pods import listening_ports
+
+        waiting = {
+            (pod.name, port, proto)
+            for pod in self._pods.values()
+            for c in pod.plan.containers
+            for port, proto, _name in c.ports
+        }
+        if waiting:
+            self.progress(f"waiting for {len(waiting)} container ports to listen")
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            for pod_name, port, proto in sorted(waiting):
+                pod = self._pods[pod_name]
+                if (port, proto) in listening_ports(pod.pause.pid):
+                    waiting.discard((pod_name, port, proto))
+            if waiting:
+                time.sleep(0.02)
+        for pod_name, port, proto in sorted(waiting):
+            message = f"pod {pod_name}: nothing listens on {port}/{proto} after {timeout:g} s (see emu logs)"
+            self.problems.append(message)
+            print(f"emu: warning: {message}", file=sys.stderr)
 
     def _start_daemon(self, node: NodePlan) -> None:
         from emu.apply.udp import start_udp_daemon

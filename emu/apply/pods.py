@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Set, Tuple
 
 from emu.apply.commands import Namespaces, base_env, ip_batch, popen
 from emu.errors import BuildError
@@ -145,3 +145,21 @@ def start_container(
         return popen(argv, ns, env=env, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
+
+
+def listening_ports(pid: int) -> Set[Tuple[int, str]]:
+    """(port, protocol) of the TCP sockets listening and UDP sockets bound in the network namespace of ``pid``,
+    read from /proc/PID/net (no process is started)."""
+    found: Set[Tuple[int, str]] = set()
+    for table, proto in (("tcp", "TCP"), ("tcp6", "TCP"), ("udp", "UDP"), ("udp6", "UDP")):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if proto == "TCP" and fields[3] != "0A":  # 0A: LISTEN
+                        continue
+                    found.add((int(fields[1].rsplit(":", 1)[1], 16), proto))
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return found
