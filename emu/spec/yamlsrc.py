@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - depends on the interpreter
+    raise SystemExit(
+        "emu: PyYAML is missing for this Python (" + __import__("sys").executable + "): run ./install.sh, "
+        "or use the system Python (sudo python -m emu ...), or pip install pyyaml"
+    ) from None
 
 from emu.spec.errors import Problem
 
