@@ -317,15 +317,17 @@ class Cluster:
                 pod.containers[container.name] = Container(pod, container.name, proc)
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 15.0) -> None:
-        """Like a readiness check: wait until every declared container port listens in its pod, so Services
-        answer as soon as the build returns. A container that exits or never listens gets a warning."""
+    def _wait_ready(self, timeout: float = 15.0, pods: Optional[Sequence["Pod"]] = None) -> None:
+        """Like a readiness check: wait until every declared container port listens in its pod (of ``pods``,
+        default all), so Services answer as soon as the build returns. A container that exits or never listens
+        gets a warning."""
         from emu.apply.pods import listening_ports
 
         waiting = {
             (pod.name, port, proto)
-            for pod in self._pods.values()
+            for pod in (self._pods.values() if pods is None else pods)
             for c in pod.plan.containers
+            if not c.placeholder  # an image that is not run: nothing will listen
             for port, proto, _name in c.ports
         }
         if waiting:
@@ -425,6 +427,13 @@ class Cluster:
             if s.name == name:
                 return s.cluster_ip
         return name
+
+    def placements(self):  # type: ignore[no-untyped-def]
+        """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this
+        cluster's pods make possible; see emu.apply.placements."""
+        from emu.apply.placements import placements
+
+        return list(placements(self))
 
     # ------------------------------------------------------------------------------------------ pod changes
 
