@@ -20,11 +20,10 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = "emubench-udp-"
@@ -49,10 +48,12 @@ def nsx(ns: str, argv: List[str]) -> List[str]:
 class Testbed:
     """Two node namespaces and two pod namespaces, wired for one data path; a context manager."""
 
-    def __init__(self, path: str, tag: str = "") -> None:
+    def __init__(self, path: str, underlay: str = "veth", tag: str = "") -> None:
         self.path = path
+        self.underlay = underlay
         self.tag = tag
-        self.ns = {k: f"{PREFIX}{tag}{k}" for k in ("n1", "n2", "p1", "p2")}
+        keys = ("n1", "n2", "p1", "p2") + (("sw",) if underlay == "bridge" else ())
+        self.ns = {k: f"{PREFIX}{tag}{k}" for k in keys}
         self.daemons: Dict[int, subprocess.Popen] = {}
 
     def __enter__(self) -> "Testbed":
@@ -70,8 +71,19 @@ class Testbed:
         ns = self.ns
         for name in ns.values():
             sh(["ip", "netns", "add", name])
-        # underlay: one veth between the nodes
-        sh(["ip", "link", "add", "eth0", "netns", ns["n1"], "type", "veth", "peer", "name", "eth0", "netns", ns["n2"]])
+        if self.underlay == "bridge":
+            # underlay as Mininet wires it: each node's eth0 is a veth into a Linux bridge (here in its own
+            # namespace rather than the root one, so nothing outside is touched)
+            sw = ns["sw"]
+            sh(nsx(sw, ["ip", "link", "add", "br0", "type", "bridge"]))
+            sh(nsx(sw, ["ip", "link", "set", "br0", "up"]))
+            for i in (1, 2):
+                sh(["ip", "link", "add", "eth0", "netns", ns[f"n{i}"], "type", "veth", "peer", "name", f"s1-eth{i}",
+                    "netns", sw])
+                sh(nsx(sw, ["ip", "link", "set", f"s1-eth{i}", "master", "br0", "up"]))
+        else:
+            # underlay: one veth between the nodes
+            sh(["ip", "link", "add", "eth0", "netns", ns["n1"], "type", "veth", "peer", "name", "eth0", "netns", ns["n2"]])
         mtu = MTUS[self.path]
         for i in (1, 2):
             n, p = ns[f"n{i}"], ns[f"p{i}"]
@@ -95,7 +107,7 @@ class Testbed:
         j = 3 - i
         n = self.ns[f"n{i}"]
         argv = nsx(n, [sys.executable, "-m", "emu.flannel_udp", "--tun", "flannel0", "--listen",
-                       f"{NODE_IPS[i]}:8285", "--route", f"10.244.{j}.0/24={NODE_IPS[j]}", "-v",
+                       f"{NODE_IPS[i]}:8285", "--route", f"10.244.{j}.0/24={NODE_IPS[j]}", "-v", "--ping-unreachable",
                        "--offload", "off" if self.path == "udp-plain" else "auto"])
         env = dict(os.environ, PYTHONPATH=REPO)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
@@ -129,8 +141,8 @@ class Testbed:
         tick = os.sysconf("SC_CLK_TCK")
         out: Dict[int, List[float]] = {}
         for i, proc in self.daemons.items():
-            pid = _python_child(proc.pid)
-            if pid is None:
+            pid = proc.pid  # `ip netns exec` execs the daemon in place: same pid
+            if not os.path.exists(f"/proc/{pid}"):
                 continue
             secs = []
             for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
@@ -160,18 +172,12 @@ class Testbed:
         self.stop_daemons()
         for name in self.ns.values():
             if os.path.exists(f"/run/netns/{name}"):
-                sh(["ip", "netns", "pids", name], check=False)
                 for pid in sh(["ip", "netns", "pids", name], check=False).stdout.split():
                     try:
                         os.kill(int(pid), signal.SIGKILL)  # only our iperf3/ping can live in our namespaces
                     except (ProcessLookupError, ValueError):
                         pass
                 sh(["ip", "netns", "del", name], check=False)
-
-
-def _python_child(pid: int) -> Optional[int]:
-    """`ip netns exec` execs the command in place, so the daemon is that very pid."""
-    return pid if os.path.exists(f"/proc/{pid}") else None
 
 
 def ping_rtts(tb: Testbed, count: int) -> List[float]:
@@ -209,9 +215,9 @@ def pct(values: List[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
 
 
-def measure(path: str, duration: int, pings: int) -> Dict[str, object]:
+def measure(path: str, duration: int, pings: int, underlay: str) -> Dict[str, object]:
     """Build one path, measure it, tear it down; return its figures."""
-    with Testbed(path) as tb:
+    with Testbed(path, underlay) as tb:
         rtts = ping_rtts(tb, pings)
         cpu0 = tb.thread_cpu()
         t0 = time.monotonic()
@@ -238,33 +244,46 @@ def _count(text: str, what: str) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM: unwind like Ctrl-C, so every Testbed is torn down."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     """Measure every path, print a table and the ratios."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="iperf3 seconds per path (default 5)")
     ap.add_argument("--pings", type=int, default=300, help="pings per path (default 300)")
+    ap.add_argument("--underlay", choices=("veth", "bridge"), default="bridge",
+                    help="bridge: node veths on a Linux bridge, as Mininet's LinuxBridge switch wires hosts "
+                         "(default); veth: one veth straight between the nodes")
     ap.add_argument("--paths", default="udp,udp-plain,vxlan,host-gw", help="comma list of paths to measure")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/udp_daemon.py needs root (namespaces, TUN devices)", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _interrupt)
     rows = {}
     try:
         for path in args.paths.split(","):
-            rows[path] = measure(path, args.duration, args.pings)
+            rows[path] = measure(path, args.duration, args.pings, args.underlay)
             r = rows[path]
             extra = ""
             if "pps_tx" in r:
-                extra = f"  daemon pps tx {r['pps_tx']:.0f} rx {r['pps_rx']:.0f}  CPU s/s per thread n1 {r['cpu'].get(1)} n2 {r['cpu'].get(2)}"
-            print(f"{path:10s} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  TCP {r['gbps']:.2f} Gbit/s{extra}", flush=True)
+                cpu = r["cpu"]
+                extra = (f"  daemon pps tx {r['pps_tx']:.0f} rx {r['pps_rx']:.0f}"
+                         f"  CPU s/s [main, tun->udp, udp->tun] n1 {cpu.get(1)} n2 {cpu.get(2)}")
+            print(f"{path:10s} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  TCP {r['gbps']:.2f} Gbit/s{extra}",
+                  flush=True)
     except KeyboardInterrupt:
         print("interrupted: namespaces removed", file=sys.stderr)
         return 130
     print()
-    print(f"{'path':10s} {'RTT p50 ms':>10s} {'p99 ms':>8s} {'Gbit/s':>7s}")
+    print(f"underlay: {args.underlay}; TCP: iperf3 -J, 1 stream, {args.duration} s; ping: {args.pings} at 10 ms")
+    print(f"{'path':10s} {'RTT p50 ms':>10s} {'p99 ms':>8s} {'Gbit/s':>7s} {'daemon pps':>11s}")
     for r in rows.values():
-        print(f"{r['path']:10s} {r['p50']:10.3f} {r['p99']:8.3f} {r['gbps']:7.2f}")
+        pps = f"{r['pps_tx']:11.0f}" if "pps_tx" in r else f"{'-':>11s}"
+        print(f"{r['path']:10s} {r['p50']:10.3f} {r['p99']:8.3f} {r['gbps']:7.2f} {pps}")
     vx = rows.get("vxlan")
     if vx:
         for name in ("udp", "udp-plain", "host-gw"):

@@ -22,19 +22,20 @@ How it mirrors flannel (``backend/udp/proxy.c``, function by function)
     masked destination instead of proxy.c's linear scan. Non-IPv4 packets read from the TUN are dropped.
 
 Speed (what proxy.c gets from C, this module gets from the kernel)
-    One thread per direction (``os.readv``/``recv_into``/``sendto``/``os.write`` release the GIL),
-    preallocated buffers, large socket buffers. With ``--offload auto`` (the default, used when the kernel
-    has it) three standard kernel offloads cut the number of system calls per packet, while the wire format
-    stays flannel's (one UDP datagram per pod IP packet of at most the TUN MTU, bare IP payload):
-      * TUN TSO (IFF_VNET_HDR + TUNSETOFFLOAD): the kernel hands over a TCP super-packet; this daemon cuts it
-        into MTU-sized IP packets itself (new IP id/length/checksum, TCP seq/flags/checksum per segment,
-        exactly as the kernel's own TCP segmentation would have produced on flannel0);
-      * UDP GSO (UDP_SEGMENT): those packets leave in one sendmsg(); the kernel splits it into one datagram
-        per packet (on a veth underlay the split happens where a NIC would do it, so a capture on the
-        underlay may show the not-yet-split super-datagram, as it does for kernel VXLAN);
-      * UDP GRO + TUN GSO write: datagrams arriving in one burst are read at once and consecutive segments
-        of one TCP flow are merged into one TUN write, the same merge the kernel's GRO does for VXLAN.
-    ``--offload off`` is the literal per-packet proxy.c loop.
+    One thread per direction (reads, writes and sends release the GIL), preallocated buffers, one dict hit per
+    packet, 8 MiB socket buffers (SO_*BUFFORCE), TUN txqueuelen 1000. With ``--offload auto`` (the default;
+    each part is used when the kernel has it) standard kernel interfaces cut the system calls per packet
+    while the wire stays flannel's: one UDP datagram per pod IP packet (at most the TUN MTU), bare IP payload.
+      * tun -> udp: the kernel still segments and checksums TCP for flannel0 (no TSO on the TUN); the daemon
+        reads packets with ``preadv(RWF_NOWAIT)`` until the TUN queue is empty, then sends each run of
+        same-size packets for one node with a single ``sendmsg`` carrying UDP_SEGMENT (UDP GSO): the kernel
+        cuts it back into one datagram per packet. (On a veth underlay that cut happens where a NIC would
+        make it, so a capture on the sending veth may show the not-yet-cut burst, as it does for VXLAN.)
+      * udp -> tun: UDP_GRO hands over a burst of datagrams in one ``recvmsg``; consecutive segments of one
+        TCP flow are merged (by the rules of the kernel's TCP GRO) and written into the TUN as one GSO
+        packet (IFF_VNET_HDR), which is what the kernel's GRO does for VXLAN on the receiving node.
+    Cutting TSO super-packets in Python instead was measured and is slower (TCP checksums in Python cost
+    more per segment than the kernel's segmentation). ``--offload off`` is the literal per-packet loop.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
-import select
 import ipaddress
 import os
 import signal
@@ -50,16 +50,13 @@ import socket
 import struct
 import sys
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # --- kernel constants (linux/if_tun.h, linux/udp.h, asm-generic/socket.h, linux/sockios.h) -------------------
 TUNSETIFF = 0x400454CA
-TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
-TUN_F_CSUM = 0x01
-TUN_F_TSO4 = 0x02
 SIOCGIFADDR = 0x8915
 SIOCSIFTXQLEN = 0x8943
 SO_SNDBUFFORCE = 32
@@ -76,12 +73,16 @@ VNET_GSO_NONE = 0
 VNET_GSO_TCPV4 = 1
 VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
+# the IPv4 + TCP fields GRO looks at: version/IHL, TOS, flags/fragment offset, TTL, protocol,
+# addresses + ports, sequence number, ack number + data offset, TCP flags
+SEG_HDR = struct.Struct("!BB4xHBB2x12sI5sB")
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 ICMP_DEST_UNREACH = 3
 ICMP_NET_UNREACH = 0
+ICMP_ECHO = 8
 MAX_IPOPTLEN = 40
 DEFAULT_PORT = 8285
 BUF_SIZE = 65536 + VNET_HDR_LEN  # one (super-)packet
@@ -126,20 +127,21 @@ def decrement_ttl(buf: bytearray, off: int = 0) -> bool:
     return True
 
 
-def build_net_unreachable(offender: bytes, tun_ip: bytes) -> Optional[bytes]:
+def build_net_unreachable(offender: bytes, tun_ip: bytes, about_echo: bool = False) -> Optional[bytes]:
     """Build proxy.c's ICMP "destination net unreachable" for ``offender`` (an IPv4 packet), or None.
 
     The reply comes from ``tun_ip`` (4 bytes, the TUN device's address) to the offender's source, TTL 8, and
     quotes the offender's IP header plus the first 8 bytes of its payload (zero-padded if the packet is
-    shorter). Like proxy.c, nothing is sent about ICMP packets (RFC 792), non-first fragments, or headers of
-    60 bytes or more.
+    shorter). Like proxy.c, nothing is sent about ICMP packets (its reading of RFC 792), non-first fragments,
+    or headers of 60 bytes or more; ``about_echo`` makes an exception for ICMP echo requests (RFC 1122 only
+    forbids errors about ICMP errors), so that ``ping`` shows "Destination Net Unreachable".
     """
     if len(offender) < 20:
         return None
     ihl = (offender[0] & 0x0F) * 4
     if ihl < 20 or ihl >= 20 + MAX_IPOPTLEN:
         return None
-    if offender[9] == IPPROTO_ICMP:
+    if offender[9] == IPPROTO_ICMP and not (about_echo and len(offender) > ihl and offender[ihl] == ICMP_ECHO):
         return None
     if ((offender[6] << 8) | offender[7]) & 0x1FFF:
         return None
@@ -165,7 +167,8 @@ class RouteTable:
         nets = [(ipaddress.IPv4Network(cidr, strict=True), ip, port) for cidr, ip, port in routes]
         lengths = {net.prefixlen for net, _, _ in nets}
         if len(lengths) > 1:
-            raise ValueError(f"all routes must have one prefix length (flannel's node subnet length), got {sorted(lengths)}")
+            raise ValueError("all routes must have one prefix length (flannel's node subnet length), "
+                             f"got {sorted(lengths)}")
         self.prefix_len: int = lengths.pop() if lengths else 24
         self.mask: int = (0xFFFFFFFF << (32 - self.prefix_len)) & 0xFFFFFFFF
         self.key_bytes: int = self.prefix_len // 8 if self.prefix_len % 8 == 0 else 0
@@ -236,27 +239,30 @@ class Stats:
         self.udp_rx = 0  # datagrams received and written to the TUN
         self.unreachable = 0
         self.dropped = 0
-        self.tun_reads = 0  # read() calls on the TUN (> tun_rx means super-packets were cut up)
-        self.udp_reads = 0  # recv calls on the socket (< udp_rx means GRO batches)
-        self.tun_writes = 0  # write() calls on the TUN (< udp_rx means merged writes)
+        self.tun_reads = 0  # read calls on the TUN that returned a packet
+        self.udp_reads = 0  # recv calls on the socket (< udp_rx means UDP GRO bursts)
+        self.tun_writes = 0  # write calls on the TUN (< udp_rx means merged writes)
         self.udp_sends = 0  # send calls on the socket (< tun_rx means UDP GSO batches)
-        self.waits = 0  # times a loop found its input empty and slept in poll()
+        self.waits = 0  # times the batched TUN reader found the queue empty and slept
 
 
 class Proxy:
     """The TUN device, the UDP socket and the two forwarding loops between them."""
 
     def __init__(self, tun_name: str, listen: Tuple[str, int], routes: RouteTable, offload: str = "auto",
-                 txqueuelen: int = 1000, tun_ip: Optional[str] = None, verbose: bool = False) -> None:
+                 txqueuelen: int = 1000, tun_ip: Optional[str] = None, verbose: bool = False,
+                 ping_unreachable: bool = False) -> None:
         self.tun_name = tun_name
         self.listen = listen
         self.routes = routes
         self.verbose = verbose
+        self.ping_unreachable = ping_unreachable
         self.stats = Stats()
         self.tun_ip: Optional[bytes] = socket.inet_aton(tun_ip) if tun_ip else None
         self.tun_fd = -1
         self.sock: Optional[socket.socket] = None
-        self.vnet = False  # IFF_VNET_HDR + TSO on the TUN
+        self.vnet = False  # IFF_VNET_HDR on the TUN (GSO writes)
+        self.nowait = False  # the TUN honours RWF_NOWAIT (batched reads)
         self.udp_gso = False
         self.udp_gro = False
         self._open(offload, txqueuelen)
@@ -267,25 +273,33 @@ class Proxy:
         try:
             self.tun_fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            raise RuntimeError(f"cannot open /dev/net/tun: {exc.strerror} (is the tun module loaded, are we root?)") from None
+            raise RuntimeError(f"cannot open /dev/net/tun: {exc.strerror} (tun module loaded? root?)") from None
         flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if want else 0)
         try:
             fcntl.ioctl(self.tun_fd, TUNSETIFF, struct.pack("16sH", self.tun_name.encode(), flags))
         except OSError as exc:
-            hint = " (a device of that name already exists in this namespace?)" if exc.errno in (errno.EBUSY, errno.EEXIST, errno.EINVAL) else ""
+            hint = ""
+            if exc.errno in (errno.EBUSY, errno.EEXIST, errno.EINVAL):
+                hint = " (a device of that name already exists in this namespace?)"
             raise RuntimeError(f"cannot create TUN device {self.tun_name!r}: {exc.strerror}{hint}") from None
-        if want:
+        if self.ping_unreachable:
+            path = f"/proc/sys/net/ipv4/conf/{self.tun_name}/accept_local"
             try:
-                if os.environ.get("EMU_UDP_TSO"):
-                    fcntl.ioctl(self.tun_fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
-                self.vnet = True
-            except OSError:
-                if offload == "on":
-                    raise RuntimeError("--offload on: the kernel refused TUN TSO offload (TUNSETOFFLOAD)") from None
-                # keep IFF_VNET_HDR (all-zero headers) rather than reopening the device
-                self.vnet = True
+                with open(path, "w") as f:
+                    f.write("1\n")
+            except OSError as exc:
+                raise RuntimeError(f"--ping-unreachable: cannot set {path}: {exc.strerror}") from None
+        if want:
+            # IFF_VNET_HDR lets us write merged TCP packets (GSO); RWF_NOWAIT lets one read not block
+            self.vnet = True
+            try:
+                os.preadv(self.tun_fd, [bytearray(BUF_SIZE)], -1, os.RWF_NOWAIT)
+                self.nowait = True
+            except BlockingIOError:
+                self.nowait = True
+            except (OSError, AttributeError):
+                self.nowait = False
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
                 self.sock.setsockopt(socket.SOL_SOCKET, force, SOCK_BUF_BYTES)
@@ -303,8 +317,8 @@ class Proxy:
                 pass
             # UDP_SEGMENT is probed per send (it fails with EIO/EINVAL when the kernel lacks it)
             self.udp_gso = True
-        if offload == "on" and not (self.udp_gro and self.udp_gso):
-            raise RuntimeError("--offload on: the kernel lacks UDP GRO")
+        if offload == "on" and not (self.udp_gro and self.nowait):
+            raise RuntimeError("--offload on: the kernel lacks UDP GRO or RWF_NOWAIT reads on TUN devices")
         try:
             ifr = struct.pack("16si", self.tun_name.encode(), txqueuelen)
             fcntl.ioctl(self.sock.fileno(), SIOCSIFTXQLEN, ifr)
@@ -328,7 +342,8 @@ class Proxy:
         """The TUN device's IPv4 address (the source of ICMP replies), read once it has been set."""
         if self.tun_ip is None:
             try:
-                res = fcntl.ioctl(self.sock.fileno(), SIOCGIFADDR, struct.pack("16sH14s", self.tun_name.encode(), socket.AF_INET, bytes(14)))
+                ifr = struct.pack("16sH14s", self.tun_name.encode(), socket.AF_INET, bytes(14))
+                res = fcntl.ioctl(self.sock.fileno(), SIOCGIFADDR, ifr)
                 self.tun_ip = res[20:24]
             except OSError:
                 return None
@@ -339,7 +354,7 @@ class Proxy:
         if src is None:
             self._log("no route and no TUN address yet: cannot send ICMP net unreachable")
             return
-        reply = build_net_unreachable(pkt, src)
+        reply = build_net_unreachable(pkt, src, self.ping_unreachable)
         if reply is None:
             return
         self.stats.unreachable += 1
@@ -364,9 +379,12 @@ class Proxy:
         unpack_key = self.routes.key_struct.unpack_from
         mask = self.routes.mask
         stats = self.stats
-        bufs = [mv]
+        # with IFF_VNET_HDR the 10-byte header lands in its own buffer and the packet at buf[0]
+        bufs = [bytearray(VNET_HDR_LEN), mv] if self.vnet else [mv]
+        skip = VNET_HDR_LEN if self.vnet else 0
         while True:
-            n = readv(fd, bufs)
+            n = readv(fd, bufs) - skip
+            stats.tun_reads += 1
             if n < 20 or buf[0] >> 4 != 4:
                 continue
             if kb:
@@ -380,7 +398,7 @@ class Proxy:
             if ttl <= 1:
                 continue
             buf[8] = ttl - 1
-            acc = 0x1FEFE - ((buf[10] << 8) | buf[11])
+            acc = 0x1FEFE - ((buf[10] << 8) | buf[11])  # RFC 1624 eqn. 3, as in decrement_ttl()
             acc = 0xFFFF - ((acc & 0xFFFF) + (acc >> 16))
             buf[10] = acc >> 8
             buf[11] = acc & 0xFF
@@ -389,17 +407,20 @@ class Proxy:
             except OSError as exc:
                 self._log(f"UDP send to {dst[0]}:{dst[1]} failed: {exc.strerror}")
             stats.tun_rx += 1
+            stats.udp_sends += 1
 
     def udp_to_tun_plain(self) -> None:
         """proxy.c ``udp_to_tun``: one recv, TTL - 1, one write, per datagram."""
         buf = bytearray(BUF_SIZE)
         mv = memoryview(buf)
         fd = self.tun_fd
-        write = os.write
+        writev = os.writev
         recv_into = self.sock.recv_into
         stats = self.stats
+        head = [ZERO_VNET_HDR] if self.vnet else []
         while True:
             n = recv_into(mv)
+            stats.udp_reads += 1
             if n < 20:
                 continue
             ttl = buf[8]
@@ -411,10 +432,11 @@ class Proxy:
             buf[10] = acc >> 8
             buf[11] = acc & 0xFF
             try:
-                write(fd, mv[:n])
+                writev(fd, head + [mv[:n]])
             except OSError as exc:
                 self._log(f"TUN write failed: {exc.strerror}")
             stats.udp_rx += 1
+            stats.tun_writes += 1
 
     # -- offloaded loops ------------------------------------------------------------------------------------
     def tun_to_udp_batched(self) -> None:
@@ -424,11 +446,9 @@ class Proxy:
         omv = memoryview(out)
         hdr = bytearray(VNET_HDR_LEN)
         fd = self.tun_fd
-        os.set_blocking(fd, False)
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poll = poller.poll
         readv = os.readv
+        preadv = os.preadv
+        nowait = os.RWF_NOWAIT
         get = self.routes.table.get
         kb = self.routes.key_bytes
         unpack_key = self.routes.key_struct.unpack_from
@@ -442,15 +462,16 @@ class Proxy:
         limit = MAX_UDP_PAYLOAD
         while True:
             try:
-                n = readv(fd, [hdr, omv[o:]]) - VNET_HDR_LEN
+                # RWF_NOWAIT: this one read does not block (the fd stays blocking for the idle wait below)
+                n = preadv(fd, [hdr, omv[o:]], -1, nowait) - VNET_HDR_LEN
             except BlockingIOError:
+                # the TUN queue is empty: send what we have, then sleep in a blocking read
                 if count:
                     send_batch(omv, o, seg, count, bdst)
                     stats.tun_rx += count
                     o = count = 0
                 stats.waits += 1
-                poll()
-                continue
+                n = readv(fd, [hdr, omv]) - VNET_HDR_LEN
             stats.tun_reads += 1
             if n < 20 or out[o] >> 4 != 4:
                 continue
@@ -484,144 +505,6 @@ class Proxy:
                 send_batch(omv, o, seg, count, bdst)
                 stats.tun_rx += count
                 o = count = 0
-
-    def tun_to_udp_offload(self) -> None:
-        """``tun_to_udp`` with TUN TSO in and UDP GSO out: the same datagrams, far fewer system calls."""
-        buf = bytearray(BUF_SIZE)
-        mv = memoryview(buf)
-        out = bytearray(BUF_SIZE)
-        omv = memoryview(out)
-        fd = self.tun_fd
-        readv = os.readv
-        sendto = self.sock.sendto
-        get = self.routes.table.get
-        kb = self.routes.key_bytes
-        unpack_key = self.routes.key_struct.unpack_from
-        mask = self.routes.mask
-        stats = self.stats
-        bufs = [mv]
-        P = VNET_HDR_LEN
-        while True:
-            n = readv(fd, bufs) - P
-            stats.tun_reads += 1
-            if n < 20 or buf[P] >> 4 != 4:
-                continue
-            if kb:
-                dst = get(unpack_key(buf, P + 16)[0])
-            else:
-                dst = get(unpack_key(buf, P + 16)[0] & mask)
-            if dst is None:
-                self._send_unreachable(bytes(buf[P:P + n]))
-                continue
-            ttl = buf[P + 8]
-            if ttl <= 1:
-                continue
-            gso_type = buf[1]
-            if gso_type == VNET_GSO_NONE:
-                if buf[0] & VNET_F_NEEDS_CSUM:
-                    self._finish_checksum(buf, n)
-                buf[P + 8] = ttl - 1
-                acc = 0x1FEFE - ((buf[P + 10] << 8) | buf[P + 11])
-                acc = 0xFFFF - ((acc & 0xFFFF) + (acc >> 16))
-                buf[P + 10] = acc >> 8
-                buf[P + 11] = acc & 0xFF
-                try:
-                    sendto(mv[P:P + n], dst)
-                except OSError as exc:
-                    self._log(f"UDP send to {dst[0]}:{dst[1]} failed: {exc.strerror}")
-                stats.tun_rx += 1
-            elif gso_type == VNET_GSO_TCPV4:
-                buf[P + 8] = ttl - 1
-                self._segment_and_send(buf, mv, n, out, omv, dst)
-            else:
-                stats.dropped += 1
-                self._log(f"dropping GSO packet of unsupported type {gso_type}")
-
-    @staticmethod
-    def _finish_checksum(buf: bytearray, n: int) -> None:
-        """Complete a CHECKSUM_PARTIAL packet (the TUN gave the pseudo-header sum at csum_start+csum_offset)."""
-        P = VNET_HDR_LEN
-        start = P + (buf[6] | (buf[7] << 8))
-        field = start + (buf[8] | (buf[9] << 8))
-        end = P + n
-        value = int.from_bytes(buf[start:end], "big")
-        if (end - start) & 1:
-            value <<= 8
-        rest = value % 0xFFFF
-        csum = 0xFFFF - rest if rest else 0
-        if csum == 0 and buf[P + 9] == IPPROTO_UDP:
-            csum = 0xFFFF
-        buf[field] = csum >> 8
-        buf[field + 1] = csum & 0xFF
-
-    def _segment_and_send(self, buf: bytearray, mv: memoryview, n: int, out: bytearray, omv: memoryview,
-                          dst: Tuple[str, int]) -> None:
-        """Cut a TCP super-packet into MTU-sized IPv4 packets (as tcp_gso_segment would) and send them."""
-        P = VNET_HDR_LEN
-        mss = buf[4] | (buf[5] << 8)
-        ihl = (buf[P] & 0x0F) * 4
-        t = P + ihl
-        thl = (buf[t + 12] >> 4) * 4
-        hl = ihl + thl
-        payload = n - hl
-        if mss <= 0 or payload <= 0:
-            return
-        seg_size = hl + mss
-        per_send = min(UDP_MAX_SEGMENTS, MAX_UDP_PAYLOAD // seg_size) if self.udp_gso else 1
-        ip_id = (buf[P + 4] << 8) | buf[P + 5]
-        seq = int.from_bytes(buf[t + 4:t + 8], "big")
-        flags = buf[t + 13]
-        # pseudo-header: src + dst + protocol; the TCP length is added per segment
-        pseudo = int.from_bytes(buf[P + 12:P + 20], "big") % 0xFFFF + IPPROTO_TCP
-        # template header with zeroed checksums
-        buf[P + 10] = buf[P + 11] = 0
-        buf[t + 16] = buf[t + 17] = 0
-        hdr = bytes(buf[P:P + hl])
-        nseg = (payload + mss - 1) // mss
-        src_off = P + hl
-        o = 0
-        in_batch = 0
-        sent = 0
-        for i in range(nseg):
-            plen = mss if i < nseg - 1 else payload - mss * (nseg - 1)
-            tot = hl + plen
-            out[o:o + hl] = hdr
-            out[o + hl:o + tot] = mv[src_off:src_off + plen]
-            src_off += plen
-            out[o + 2] = tot >> 8
-            out[o + 3] = tot & 0xFF
-            pid = (ip_id + i) & 0xFFFF
-            out[o + 4] = pid >> 8
-            out[o + 5] = pid & 0xFF
-            rest = int.from_bytes(omv[o:o + ihl], "big") % 0xFFFF
-            c = 0xFFFF - rest if rest else 0
-            out[o + 10] = c >> 8
-            out[o + 11] = c & 0xFF
-            to = o + ihl
-            s = (seq + i * mss) & 0xFFFFFFFF
-            out[to + 4:to + 8] = s.to_bytes(4, "big")
-            f = flags
-            if i:
-                f &= ~0x80  # CWR only on the first segment
-            if i < nseg - 1:
-                f &= ~0x09  # FIN and PSH only on the last
-            out[to + 13] = f
-            tcp_len = thl + plen
-            value = int.from_bytes(omv[to:o + tot], "big")
-            if tcp_len & 1:
-                value <<= 8
-            rest = (value + pseudo + tcp_len) % 0xFFFF
-            c = 0xFFFF - rest if rest else 0
-            out[to + 16] = c >> 8
-            out[to + 17] = c & 0xFF
-            o += tot
-            in_batch += 1
-            if in_batch == per_send or i == nseg - 1:
-                self._send_batch(omv, o, seg_size, in_batch, dst)
-                sent += in_batch
-                o = 0
-                in_batch = 0
-        self.stats.tun_rx += sent
 
     def _send_batch(self, omv: memoryview, length: int, seg_size: int, count: int, dst: Tuple[str, int]) -> None:
         """Send ``count`` back-to-back packets of ``seg_size`` bytes (last may be shorter) as that many datagrams."""
@@ -681,67 +564,73 @@ class Proxy:
 
     def _coalesce_and_write(self, buf: bytearray, mv: memoryview, n: int, seg: int, out: bytearray,
                             omv: memoryview) -> None:
-        """Write the packets of a GRO batch into the TUN, merging consecutive segments of one TCP flow."""
+        """Write the packets of a GRO batch into the TUN, merging consecutive segments of one TCP flow.
+
+        Segments merge when the kernel's TCP GRO would merge them: IPv4 without options or fragmentation,
+        ACK/PSH only, same addresses, ports, TOS, TTL, DF, ack number, header length and options, the next
+        sequence number, a payload no larger than the first one's; a short or PSH segment ends the merge.
+        """
         fd = self.tun_fd
         P = VNET_HDR_LEN
         writev = os.writev
         zero = ZERO_VNET_HDR
-        # the merge in progress lives in out[P:P+olen]: header of its first packet, then payloads
-        olen = 0
-        count = 0
-        mss = 0
-        next_seq = 0
-        key = b""
-        last_flags = 0
+        unpack = SEG_HDR.unpack_from
+        flush = self._flush_merge
+        # the merge in progress lives in out[P:P+olen]: the header of its first packet, then payloads
+        olen = count = mss = next_seq = 0
+        k_addrs = k_ack = k_opts = b""
+        k_tos = k_ttl = k_df = last_flags = 0
         o = 0
         npk = 0
         while o < n:
-            end = min(o + seg, n)
+            end = o + seg
+            if end > n:
+                end = n
             npk += 1
-            plen_ip = end - o
-            ok = plen_ip >= 40 and buf[o] == 0x45 and buf[o + 9] == IPPROTO_TCP and not (((buf[o + 6] << 8) | buf[o + 7]) & 0x3FFF)
-            if ok:
-                thl = (buf[o + 32] >> 4) * 4
-                flags = buf[o + 33]
-                hl = 20 + thl
-                pay = plen_ip - hl
-                ok = pay > 0 and not (flags & 0xE7) and hl <= plen_ip  # only ACK/PSH segments with data merge
-            if ok:
-                # flow key: tos, DF, ttl, addresses, ports, ack, data offset, options (everything GRO compares)
-                k = bytes(buf[o + 1:o + 2]) + bytes(buf[o + 6:o + 7]) + bytes(buf[o + 8:o + 9]) + bytes(buf[o + 12:o + 24]) + bytes(buf[o + 28:o + 33]) + bytes(buf[o + 40:o + hl])
-                seq = int.from_bytes(buf[o + 24:o + 28], "big")
-                if count and k == key and seq == next_seq and pay <= mss and not (last_flags & 0x08) and olen + pay <= 65535:
-                    out[P + olen:P + olen + pay] = mv[o + hl:end]
-                    olen += pay
-                    count += 1
-                    next_seq = (seq + pay) & 0xFFFFFFFF
-                    last_flags = flags
-                    if pay < mss:
-                        self._flush_merge(out, omv, olen, count, mss, last_flags)
-                        count = 0
-                else:
-                    if count:
-                        self._flush_merge(out, omv, olen, count, mss, last_flags)
-                    out[P:P + plen_ip] = mv[o:end]
-                    olen = plen_ip
-                    count = 1
-                    mss = pay
-                    key = k
-                    next_seq = (seq + pay) & 0xFFFFFFFF
-                    last_flags = flags
-            else:
-                if count:
-                    self._flush_merge(out, omv, olen, count, mss, last_flags)
-                    count = 0
-                if plen_ip >= 20 and decrement_ttl(buf, o):
-                    try:
-                        writev(fd, [zero, mv[o:end]])
-                        self.stats.tun_writes += 1
-                    except OSError as exc:
-                        self._log(f"TUN write failed: {exc.strerror}")
+            size = end - o
+            if size >= 40:
+                vi, tos, frag, ttl, proto, addrs, seq, ack, flags = unpack(buf, o)
+                if vi == 0x45 and proto == IPPROTO_TCP and not (frag & 0x3FFF) and not (flags & 0xE7):
+                    hl = 20 + ((ack[4] >> 4) << 2)
+                    pay = size - hl
+                    if pay > 0:
+                        opts = buf[o + 40:o + hl]
+                        if (count and seq == next_seq and addrs == k_addrs and ack == k_ack and opts == k_opts
+                                and pay <= mss and ttl == k_ttl and tos == k_tos and frag == k_df
+                                and not (last_flags & 0x08) and olen + pay <= 65535):
+                            out[P + olen:P + olen + pay] = mv[o + hl:end]
+                            olen += pay
+                            count += 1
+                            next_seq = (seq + pay) & 0xFFFFFFFF
+                            last_flags = flags
+                            if pay < mss:
+                                flush(out, omv, olen, count, mss, last_flags)
+                                count = 0
+                        else:
+                            if count:
+                                flush(out, omv, olen, count, mss, last_flags)
+                            out[P:P + size] = mv[o:end]
+                            olen = size
+                            count = 1
+                            mss = pay
+                            k_addrs, k_ack, k_opts, k_ttl, k_tos, k_df = addrs, ack, opts, ttl, tos, frag
+                            next_seq = (seq + pay) & 0xFFFFFFFF
+                            last_flags = flags
+                        o = end
+                        continue
+            # anything else goes through on its own, in order
+            if count:
+                flush(out, omv, olen, count, mss, last_flags)
+                count = 0
+            if size >= 20 and decrement_ttl(buf, o):
+                try:
+                    writev(fd, [zero, mv[o:end]])
+                    self.stats.tun_writes += 1
+                except OSError as exc:
+                    self._log(f"TUN write failed: {exc.strerror}")
             o = end
         if count:
-            self._flush_merge(out, omv, olen, count, mss, last_flags)
+            flush(out, omv, olen, count, mss, last_flags)
         self.stats.udp_rx += npk
 
     def _flush_merge(self, out: bytearray, omv: memoryview, olen: int, count: int, mss: int, last_flags: int) -> None:
@@ -780,29 +669,11 @@ class Proxy:
             self._log(f"TUN write failed: {exc.strerror}")
 
     # -- running --------------------------------------------------------------------------------------------
-    def loops(self) -> List[Tuple[str, object]]:
+    def loops(self) -> List[Tuple[str, Callable[[], None]]]:
         """The (name, callable) pair of forwarding loops for this configuration."""
-        if self.vnet:
-            tx = self.tun_to_udp_offload if os.environ.get("EMU_UDP_TSO") else self.tun_to_udp_batched
-            rx = self.udp_to_tun_offload if self.udp_gro else self._udp_to_tun_vnet
-        else:
-            tx, rx = self.tun_to_udp_plain, self.udp_to_tun_plain
+        tx = self.tun_to_udp_batched if self.nowait else self.tun_to_udp_plain
+        rx = self.udp_to_tun_offload if self.udp_gro else self.udp_to_tun_plain
         return [("tun->udp", tx), ("udp->tun", rx)]
-
-    def _udp_to_tun_vnet(self) -> None:
-        """Per-datagram receive loop for a TUN that has IFF_VNET_HDR but a socket without UDP GRO."""
-        buf = bytearray(BUF_SIZE)
-        mv = memoryview(buf)
-        recv_into = self.sock.recv_into
-        while True:
-            n = recv_into(mv)
-            if n < 20 or not decrement_ttl(buf, 0):
-                continue
-            try:
-                os.writev(self.tun_fd, [ZERO_VNET_HDR, mv[:n]])
-            except OSError as exc:
-                self._log(f"TUN write failed: {exc.strerror}")
-            self.stats.udp_rx += 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -823,9 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", metavar="PATH", help="create this file once the device and socket exist")
     p.add_argument("--tun-ip", metavar="IP",
                    help="source of ICMP net-unreachable replies (default: the device's address, read when needed)")
+    p.add_argument("--ping-unreachable", action="store_true",
+                   help="make net unreachable reach the sender: answer ICMP echo requests too, and set accept_local=1 "
+                        "on the TUN so the kernel takes an ICMP from its own address. flannel's proxy.c does "
+                        "neither: its reply is never about ICMP, and the kernel drops it as a martian anyway")
     p.add_argument("--offload", choices=("auto", "on", "off"), default="auto",
-                   help="auto: use TUN TSO, UDP GSO and UDP GRO when the kernel has them (same datagrams, fewer "
-                        "system calls); off: proxy.c's literal per-packet loop; on: like auto but fail without them")
+                   help="auto (default): batch TUN reads into UDP GSO sends and merge UDP GRO bursts into GSO "
+                        "TUN writes when the kernel can (same datagrams on the wire, fewer system calls); "
+                        "off: proxy.c's literal per-packet loop; on: like auto but fail if the kernel cannot")
     p.add_argument("--txqueuelen", type=int, default=1000, help="TUN transmit queue length (default 1000)")
     p.add_argument("-v", "--verbose", action="store_true", help="log per-packet errors to stderr (flannel's -v=1)")
     return p
@@ -850,7 +726,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, wait_for)
     try:
         proxy = Proxy(args.tun, listen, routes, offload=args.offload, txqueuelen=args.txqueuelen,
-                      tun_ip=args.tun_ip, verbose=args.verbose)
+                      tun_ip=args.tun_ip, verbose=args.verbose, ping_unreachable=args.ping_unreachable)
     except RuntimeError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return 1

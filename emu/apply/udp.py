@@ -8,14 +8,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import emu
-from emu.apply.commands import Namespaces, base_env, popen
+from emu.apply.commands import GATE_ARGV, Namespaces, base_env, popen, release
 from emu.errors import BuildError
 from emu.plan.model import NodePlan
 
 
-def start_udp_daemon(node: NodePlan, ns: Namespaces, state_dir: Path, timeout: float = 10.0) -> "subprocess.Popen[str]":
+def start_udp_daemon(
+    node: NodePlan,
+    ns: Namespaces,
+    state_dir: Path,
+    timeout: float = 10.0,
+    record: Optional[Callable[[int], object]] = None,
+) -> "subprocess.Popen[str]":
+    """Start the daemon of ``node`` and wait until it is ready.
+
+    record: called with the daemon's pid before it may run (it writes the pid into the state file).
+    """
     daemon = node.udp
     assert daemon is not None
     node_dir = state_dir / "nodes" / node.name
@@ -34,13 +45,17 @@ def start_udp_daemon(node: NodePlan, ns: Namespaces, state_dir: Path, timeout: f
     ]
     for subnet, node_ip in daemon.table:
         argv += ["--route", f"{subnet}={node_ip}"]
-    argv += ["--ready-file", str(ready)]
+    # --ping-unreachable: also answer a ping to a subnet no node holds with ICMP net unreachable (flannel's
+    # proxy.c only does so for TCP/UDP, and its reply would be dropped as a martian; see emu.flannel_udp).
+    argv += ["--ready-file", str(ready), "--ping-unreachable"]
     package_root = str(Path(emu.__file__).resolve().parent.parent)
     log = open(node_dir / "flannel-udp.log", "ab")
     try:
-        proc = popen(argv, ns, env=base_env({"PYTHONPATH": package_root}), stdout=log, stderr=subprocess.STDOUT)
+        env = base_env({"PYTHONPATH": package_root})
+        proc = popen(GATE_ARGV + argv, ns, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
+    release(proc, record)
     deadline = time.monotonic() + timeout
     while not ready.exists():
         if proc.poll() is not None:

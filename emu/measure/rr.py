@@ -8,11 +8,13 @@ bytes one after the other on one connection and times each reply (``time.perf_co
 """
 
 import json
-import math
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence, Tuple
+from typing import Any, Tuple
+
+from emu.measure import MeasurementError
+from emu.measure.ping import percentile
 
 SERVER = r"""
 import socket, sys
@@ -57,10 +59,6 @@ print(json.dumps({"peer": c.getpeername()[0], "rtts": rtts[5:]}))
 """
 
 
-class MeasurementError(RuntimeError):
-    pass
-
-
 @dataclass(frozen=True)
 class RRResult:
     src: str
@@ -75,17 +73,6 @@ class RRResult:
     p90: float
     p99: float
     max: float
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), q in 0..100."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def tcp_rr(src: Any, dst: Any, port: int = 5202, count: int = 200, size: int = 64, timeout: float = 10.0) -> RRResult:
@@ -129,8 +116,8 @@ def tcp_rr(src: Any, dst: Any, port: int = 5202, count: int = 200, size: int = 6
         rtts=rtts,
         min=min(rtts),
         avg=sum(rtts) / len(rtts),
-        p50=_percentile(rtts, 50),
-        p90=_percentile(rtts, 90),
-        p99=_percentile(rtts, 99),
+        p50=percentile(rtts, 50),
+        p90=percentile(rtts, 90),
+        p99=percentile(rtts, 99),
         max=max(rtts),
     )

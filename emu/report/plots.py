@@ -1,0 +1,318 @@
+"""Plots: figures of a results CSV, drawn with matplotlib's Agg backend, saved as PNG and SVG.
+
+This module owns turning rows of the tidy schema (``emu.report.results``) into figures:
+
+- ``latency``: ping's RTT p50 per placement, one box per variant over the runs (quartiles of the runs' p50s,
+  whiskers from min to max, a dot per run, the median written above); with a single run per group, a bar at
+  the p50 with a whisker from that run's min to its p99.
+- ``latency_tcp_rr``: the same for the TCP request/response round trip (the only latency a Service has).
+- ``throughput`` (iperf3 TCP) and ``throughput_udp``: bars at the median over runs, whiskers from min to max.
+
+Placements are in the standard order (same-pod, same-node, cross-node, pod-to-service, node-to-pod, then any
+others); variants are grouped by the CSV's variant columns (the first one, e.g. ``backend``, names the legend).
+Figures are readable in black and white: every variant has its own grey *and* hatch. A figure whose metric is
+missing from the CSV is skipped; an empty CSV is an error. matplotlib is imported inside the functions, so
+``emu.report`` imports without it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from emu.report.results import ReportError, finite_median, order_placements, read_results, to_float, variant_keys_of
+
+__all__ = ["plot_results", "FIGURES"]
+
+#: Fill greys (matplotlib grey levels, 1 = white) and hatches, one pair per variant, in legend order.
+FILLS = ("1.0", "0.72", "0.45", "0.88", "0.6", "0.8")
+HATCHES = ("", "///", "...", "xxx", "\\\\\\", "++")
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: which rows it shows and how."""
+
+    name: str  # file stem
+    tools: Tuple[str, ...]  # the "tool" values it takes
+    metric: str
+    kind: str  # "latency" (boxes over runs) or "throughput" (bars, median and range)
+    what: str  # for the title
+    ylabel: str
+
+
+FIGURES: Tuple[FigureSpec, ...] = (
+    FigureSpec("latency", ("ping",), "rtt_p50", "latency", "ping round-trip time", "RTT p50 (ms)"),
+    FigureSpec(
+        "latency_tcp_rr", ("tcp_rr",), "rtt_p50", "latency", "TCP request/response round trip", "round trip p50 (ms)"
+    ),
+    FigureSpec(
+        "throughput",
+        ("iperf3-tcp", "iperf3"),
+        "throughput",
+        "throughput",
+        "iperf3 TCP throughput",
+        "throughput (Gbit/s)",
+    ),
+    FigureSpec(
+        "throughput_udp",
+        ("iperf3-udp",),
+        "throughput",
+        "throughput",
+        "iperf3 UDP throughput",
+        "received throughput (Gbit/s)",
+    ),
+)
+
+
+@dataclass
+class _Data:
+    placements: List[str]
+    variants: List[Tuple[str, ...]]
+    values: Dict[Tuple[str, Tuple[str, ...]], List[float]]  # (placement, variant) -> one value per row
+    low: Dict[Tuple[str, Tuple[str, ...]], float]  # single-run whisker ends (latency only)
+    high: Dict[Tuple[str, Tuple[str, ...]], float]
+
+
+def _collect(
+    rows: Sequence[Mapping[str, str]],
+    keys: Sequence[str],
+    spec: FigureSpec,
+    variants: Sequence[Tuple[str, ...]],
+    placements: Sequence[str],
+) -> Optional[_Data]:
+    def variant_of(row: Mapping[str, str]) -> Tuple[str, ...]:
+        return tuple(row.get(k, "") for k in keys)
+
+    values: Dict[Tuple[str, Tuple[str, ...]], List[float]] = {}
+    extra: Dict[str, Dict[Tuple[str, Tuple[str, ...]], List[float]]] = {"rtt_min": {}, "rtt_p99": {}}
+    for row in rows:
+        if row.get("tool") not in spec.tools:
+            continue
+        key = (row.get("placement", ""), variant_of(row))
+        metric = row.get("metric")
+        if metric == spec.metric:
+            values.setdefault(key, []).append(to_float(row.get("value", "")))
+        elif metric in extra:
+            extra[metric].setdefault(key, []).append(to_float(row.get("value", "")))
+    if not values:
+        return None
+    used_placements = [p for p in placements if any(k[0] == p for k in values)]
+    used_variants = [v for v in variants if any(k[1] == v for k in values)]
+    low = {k: finite_median(v) for k, v in extra["rtt_min"].items()}
+    high = {k: finite_median(v) for k, v in extra["rtt_p99"].items()}
+    return _Data(used_placements, used_variants, values, low, high)
+
+
+def _label(variant: Tuple[str, ...], keys: Sequence[str]) -> str:
+    if not keys:
+        return "all runs"
+    return ", ".join(v if v else "(none)" for v in variant)
+
+
+def _value_text(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -> Any:
+    """Draw one figure and return it (a matplotlib Figure on an Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    n_places = len(data.placements)
+    n_vars = len(data.variants)
+    fig = Figure(figsize=(max(4.8, 1.05 * n_places * max(1.0, n_vars / 2.5) + 2.4), 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    group_width = 0.8
+    width = group_width / n_vars
+    runs = max((len(v) for v in data.values.values()), default=0)
+    boxes = spec.kind == "latency" and runs >= 2
+    top = 0.0
+    for j, variant in enumerate(data.variants):
+        fill, hatch = FILLS[j % len(FILLS)], HATCHES[j % len(HATCHES)]
+        if j >= len(FILLS):  # more variants than styles: vary the hatch density too
+            hatch = hatch * 2
+        for i, placement in enumerate(data.placements):
+            x = i + (j - (n_vars - 1) / 2.0) * width
+            raw = data.values.get((placement, variant))
+            if raw is None:
+                continue
+            finite = [v for v in raw if not math.isnan(v)]
+            if not finite:
+                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.2")
+                continue
+            top = max(top, max(finite))
+            if boxes:
+                box = ax.boxplot(
+                    [finite],
+                    positions=[x],
+                    widths=width * 0.8,
+                    patch_artist=True,
+                    manage_ticks=False,
+                    showfliers=False,
+                    whis=(0, 100),
+                    medianprops={"color": "black", "linewidth": 1.6},
+                    whiskerprops={"color": "black", "linewidth": 0.8},
+                    capprops={"color": "black", "linewidth": 0.8},
+                    boxprops={"edgecolor": "black", "linewidth": 0.8},
+                )
+                for patch in box["boxes"]:
+                    patch.set_facecolor(fill)
+                    patch.set_hatch(hatch)
+                offsets = [((k % 5) - 2) * width * 0.08 for k in range(len(finite))]
+                ax.plot(
+                    [x + o for o in offsets],
+                    finite,
+                    linestyle="none",
+                    marker="o",
+                    markersize=2.8,
+                    markerfacecolor="white",
+                    markeredgecolor="black",
+                    markeredgewidth=0.7,
+                    zorder=4,
+                )
+                ax.annotate(
+                    _value_text(finite_median(finite)),
+                    (x, max(finite)),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    rotation=90 if n_vars > 2 else 0,
+                )
+            else:
+                centre = finite_median(finite)
+                if spec.kind == "latency":
+                    lo = data.low.get((placement, variant), math.nan)
+                    hi = data.high.get((placement, variant), math.nan)
+                else:
+                    lo, hi = min(finite), max(finite)
+                whisker = not (math.isnan(lo) or math.isnan(hi)) and (spec.kind == "latency" or len(finite) > 1)
+                ax.bar(x, centre, width * 0.9, color=fill, hatch=hatch, edgecolor="black", linewidth=0.8, zorder=2)
+                label_y = centre
+                if whisker:
+                    ax.errorbar(
+                        x,
+                        centre,
+                        yerr=[[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]],
+                        fmt="none",
+                        ecolor="black",
+                        elinewidth=0.8,
+                        capsize=2.5,
+                        zorder=3,
+                    )
+                    label_y = max(centre, hi)
+                    top = max(top, hi)
+                ax.annotate(
+                    _value_text(centre),
+                    (x, label_y),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    rotation=90 if n_vars > 2 else 0,
+                )
+    ax.set_xticks(list(range(n_places)))
+    ax.set_xticklabels(data.placements)
+    ax.set_xlim(-0.6, n_places - 0.4)
+    ax.set_ylim(0, top * 1.22 if top > 0 else 1)
+    ax.set_xlabel("placement (source to destination)")
+    ax.set_ylabel(spec.ylabel)
+    ax.grid(axis="y", color="0.85", linewidth=0.6, linestyle=":")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if boxes:
+        how = f"box: p50 of each run (dots); box quartiles, whiskers min to max; up to {runs} runs"
+    elif spec.kind == "latency":
+        how = "bar: p50 of the run; whisker: min to p99"
+    elif runs > 1:
+        how = f"bar: median over {runs} runs; whisker: min to max"
+    else:
+        how = "bar: one run"
+    fig.suptitle(f"{experiment}: {spec.what}", fontsize=11, x=0.02, ha="left")
+    ax.set_title(how, fontsize=8, loc="left", color="0.25")
+    if keys:
+        handles = [
+            Patch(
+                facecolor=FILLS[j % len(FILLS)],
+                hatch=HATCHES[j % len(HATCHES)] * (2 if j >= len(FILLS) else 1),
+                edgecolor="black",
+                linewidth=0.8,
+                label=_label(v, keys),
+            )
+            for j, v in enumerate(data.variants)
+        ]
+        ax.legend(
+            handles=handles,
+            title=", ".join(keys),
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
+            fontsize=8,
+            title_fontsize=8,
+            handlelength=2.2,
+            handleheight=1.4,
+        )
+    return fig
+
+
+def plot_results(csv_path: Union[str, Path], out_dir: Union[str, Path]) -> List[Path]:
+    """Draw the standard figures of a results CSV into ``out_dir`` (created if needed).
+
+    Returns the files written, a PNG (200 dpi) and an SVG per figure: latency, latency_tcp_rr, throughput,
+    throughput_udp, each only when the CSV has its metric. Raises ReportError for a CSV without rows.
+    """
+    csv_path = Path(csv_path)
+    rows = read_results(csv_path)
+    if not rows:
+        raise ReportError(f"{csv_path}: no result rows to plot (the CSV is empty or has only its header)")
+    keys = variant_keys_of(list(rows[0].keys()))
+    variants: List[Tuple[str, ...]] = []
+    for row in rows:
+        variant = tuple(row.get(k, "") for k in keys)
+        if variant not in variants:
+            variants.append(variant)
+    placements = order_placements(row.get("placement", "") for row in rows)
+    experiments = []
+    for row in rows:
+        if row.get("experiment") and row["experiment"] not in experiments:
+            experiments.append(row["experiment"])
+    experiment = ", ".join(experiments) or csv_path.stem
+
+    import matplotlib
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    style = {
+        "font.size": 9,
+        "axes.titlesize": 9,
+        "axes.labelsize": 9,
+        "hatch.linewidth": 0.6,
+        "svg.hashsalt": "emu",  # stable ids: the same CSV gives the same SVG
+        "svg.fonttype": "path",
+    }
+    with matplotlib.rc_context(style):
+        for spec in FIGURES:
+            data = _collect(rows, keys, spec, variants, placements)
+            if data is None:
+                continue
+            fig = _draw(spec, data, keys, experiment)
+            for suffix, extra in ((".png", {"dpi": 200}), (".svg", {"metadata": {"Date": None}})):
+                path = out / f"{spec.name}{suffix}"
+                fig.savefig(str(path), bbox_inches="tight", **extra)
+                written.append(path)
+    return written

@@ -1,0 +1,410 @@
+"""Tests of emu.flannel_udp, flannel's UDP backend daemon.
+
+Pure tests (no root) check the header helpers against full recomputations. Root tests build two nodes by hand
+(namespaces ``emutest-udp-<pid>-*``, always deleted in teardown) and run the real daemon in each::
+
+    p1 10.244.1.2 --veth-- n1 [flannel0 10.244.1.0/32] 192.168.56.11 ==veth== 192.168.56.12 [flannel0 10.244.2.0/32] n2 --veth-- p2 10.244.2.2
+
+Run: ``cd /work/main && sudo python -m pytest tests/test_udp_daemon.py -q``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import random
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from emu import flannel_udp as fu
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREFIX = f"emutest-udp-{os.getpid()}-"
+NODE_IPS = {1: "192.168.56.11", 2: "192.168.56.12"}
+POD_IPS = {1: "10.244.1.2", 2: "10.244.2.2"}
+STARTED: List[subprocess.Popen] = []  # every process these tests start, to check none is left
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces and TUN devices")
+
+
+def ip_header(ttl: int = 64, proto: int = 17, src: str = "10.244.1.2", dst: str = "10.244.2.2", ident: int = 1,
+              tos: int = 0, length: int = 20, frag: int = 0x4000) -> bytearray:
+    """A valid 20-byte IPv4 header."""
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, tos, length, ident, frag, ttl, proto, 0,
+                                ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
+    struct.pack_into("!H", hdr, 10, fu.inet_checksum(hdr))
+    return hdr
+
+
+# --- pure tests --------------------------------------------------------------------------------------------
+def test_inet_checksum_known_vector() -> None:
+    hdr = bytes.fromhex("450000730000400040110000c0a80001c0a800c7")
+    assert fu.inet_checksum(hdr) == 0xB861
+    # over a header that carries its checksum, the checksum comes out 0
+    assert fu.inet_checksum(bytes.fromhex("450000730000400040110000c0a80001c0a800c7")[:10] + b"\xb8\x61"
+                            + bytes.fromhex("c0a80001c0a800c7")) == 0
+
+
+def test_decrement_ttl_matches_full_recomputation() -> None:
+    rng = random.Random(1624)
+    cases = [bytearray(rng.getrandbits(160).to_bytes(20, "big")) for _ in range(20000)]
+    # one header with every IP id: its checksum takes every value, the edges RFC 1624 is about included
+    base = ip_header(ttl=2)
+    for ident in range(65536):
+        h = bytearray(base)
+        h[4:6] = ident.to_bytes(2, "big")
+        cases.append(h)
+    for h in cases:
+        h[0] = 0x45
+        h[8] = max(2, h[8])
+        h[10:12] = b"\0\0"
+        h[10:12] = fu.inet_checksum(h).to_bytes(2, "big")
+        before = h[8]
+        assert fu.decrement_ttl(h)
+        assert h[8] == before - 1
+        check = bytearray(h)
+        check[10:12] = b"\0\0"
+        assert int.from_bytes(h[10:12], "big") == fu.inet_checksum(check)
+
+
+def test_decrement_ttl_drops_at_zero_and_leaves_packet() -> None:
+    for ttl in (0, 1):
+        h = ip_header(ttl=ttl)
+        orig = bytes(h)
+        assert not fu.decrement_ttl(h)
+        assert bytes(h) == orig
+    h = bytearray(b"pad") + ip_header(ttl=2)
+    assert fu.decrement_ttl(h, 3) and h[3 + 8] == 1
+
+
+def test_net_unreachable_packet() -> None:
+    payload = b"12345678abcdefgh"
+    offender = bytes(ip_header(proto=17, length=20 + 8 + len(payload))) + struct.pack("!HHHH", 40000, 53, 24, 0) + payload
+    tun_ip = ipaddress.IPv4Address("10.244.1.0").packed
+    reply = fu.build_net_unreachable(offender, tun_ip)
+    assert reply is not None
+    assert len(reply) == 20 + 8 + 20 + 8
+    assert fu.inet_checksum(reply[:20]) in (0, 0xFFFF)  # a valid header sums to all ones
+    version_ihl, _, total, _, _, ttl, proto, _, src, dst = struct.unpack("!BBHHHBBH4s4s", reply[:20])
+    assert (version_ihl, total, ttl, proto) == (0x45, len(reply), 8, 1)
+    assert src == tun_ip and dst == offender[12:16]
+    icmp = reply[20:]
+    assert (icmp[0], icmp[1]) == (3, 0)
+    assert fu.inet_checksum(icmp) in (0, 0xFFFF)
+    assert icmp[8:] == offender[:28]  # the offender's header + first 8 bytes of its payload
+
+
+def test_net_unreachable_not_sent_when_proxy_c_would_not() -> None:
+    tun_ip = bytes(4)
+    echo = bytes(ip_header(proto=1, length=28)) + bytes([8, 0, 0, 0, 0, 1, 0, 1])
+    assert fu.build_net_unreachable(echo, tun_ip) is None  # proxy.c: never about ICMP
+    assert fu.build_net_unreachable(echo, tun_ip, about_echo=True) is not None
+    err = bytes(ip_header(proto=1, length=28)) + bytes([3, 0, 0, 0, 0, 0, 0, 0])
+    assert fu.build_net_unreachable(err, tun_ip, about_echo=True) is None  # never about ICMP errors
+    frag = bytes(ip_header(proto=17, frag=0x0010, length=28)) + bytes(8)
+    assert fu.build_net_unreachable(frag, tun_ip) is None  # not about non-first fragments
+    big = bytearray(ip_header(proto=17)) + bytes(40 + 8)
+    big[0] = 0x4F  # a 60-byte header: proxy.c refuses
+    assert fu.build_net_unreachable(bytes(big), tun_ip) is None
+    assert fu.build_net_unreachable(b"\x45" * 10, tun_ip) is None
+
+
+def test_route_table_lookup() -> None:
+    table = fu.RouteTable([("10.244.2.0/24", "192.168.56.12", 8285), ("10.244.3.0/24", "192.168.56.13", 8285)])
+    assert table.prefix_len == 24
+    assert table.lookup(ipaddress.IPv4Address("10.244.2.77").packed) == ("192.168.56.12", 8285)
+    assert table.lookup(ipaddress.IPv4Address("10.244.3.1").packed) == ("192.168.56.13", 8285)
+    assert table.lookup(ipaddress.IPv4Address("10.244.9.9").packed) is None
+    # the hot loops key the dict straight from a packet buffer
+    pkt = ip_header(dst="10.244.3.200")
+    assert table.table.get(table.key_struct.unpack_from(pkt, 16)[0]) == ("192.168.56.13", 8285)
+    odd = fu.RouteTable([("10.244.16.0/20", "192.168.56.12", 8285)])
+    assert odd.lookup(ipaddress.IPv4Address("10.244.31.255").packed) == ("192.168.56.12", 8285)
+    assert odd.lookup(ipaddress.IPv4Address("10.244.32.1").packed) is None
+    with pytest.raises(ValueError):
+        fu.RouteTable([("10.244.2.0/24", "192.168.56.12", 8285), ("10.245.0.0/16", "192.168.56.13", 8285)])
+
+
+def test_parse_arguments() -> None:
+    assert fu.parse_route("10.244.2.0/24=192.168.56.12", 8285) == ("10.244.2.0/24", "192.168.56.12", 8285)
+    assert fu.parse_route("10.244.2.0/24=192.168.56.12:9000", 8285)[2] == 9000
+    assert fu.parse_listen("192.168.56.11:8285") == ("192.168.56.11", 8285)
+    assert fu.parse_listen("192.168.56.11") == ("192.168.56.11", 8285)
+    for bad in ("10.244.2.0/24", "10.244.2.1/24=192.168.56.12", "10.244.2.0/24=nodeA", "10.244.2.0/24=1.2.3.4:0"):
+        with pytest.raises(ValueError):
+            fu.parse_route(bad, 8285)
+    res = subprocess.run([sys.executable, "-m", "emu.flannel_udp", "--listen", "192.168.56.11:8285", "--route",
+                          "10.244.2.0/24=192.168.56.12", "--route", "10.244.0.0/16=192.168.56.13"],
+                         capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    assert res.returncode == 2 and "prefix length" in res.stderr
+
+
+def tcp_segment(seq: int, payload: bytes, flags: int = 0x10, ttl: int = 62, ident: int = 1) -> bytes:
+    """An IPv4/TCP packet 10.244.1.2:40000 -> 10.244.2.2:5201 with a timestamp option."""
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 777, 8 << 4, flags, 500, 0, 0) + bytes([1, 1, 8, 10]) + bytes(8)
+    ip = ip_header(ttl=ttl, proto=6, length=20 + len(tcp) + len(payload), ident=ident)
+    return bytes(ip) + tcp + payload
+
+
+def test_gro_burst_merges_one_flow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A UDP GRO burst of 3 full + 1 short TCP segment and one UDP packet: one GSO write, then the UDP one."""
+    writes: List[bytes] = []
+    monkeypatch.setattr(fu.os, "writev", lambda fd, bufs: writes.append(b"".join(bytes(b) for b in bufs)) or 0)
+    monkeypatch.setattr(fu.os, "write", lambda fd, b: writes.append(bytes(b)) or 0)
+    proxy = fu.Proxy.__new__(fu.Proxy)
+    proxy.tun_fd, proxy.stats, proxy.verbose = -1, fu.Stats(), False
+    mss = 100
+    data = bytes(range(256)) * 2
+    segs = [tcp_segment(1000 + i * mss, data[i * mss:(i + 1) * mss], ident=i) for i in range(3)]
+    segs.append(tcp_segment(1000 + 3 * mss, data[300:350], flags=0x18, ident=3))
+    udp = bytes(ip_header(proto=17, length=28)) + bytes(8)
+    stride = len(segs[0])  # UDP GRO: every datagram of a burst has this size but the last
+    buf = bytearray(fu.BUF_SIZE)
+    first = b"".join(segs)
+    buf[:len(first)] = first
+    out = bytearray(fu.BUF_SIZE)
+    proxy._coalesce_and_write(buf, memoryview(buf), len(first), stride, out, memoryview(out))
+    assert len(writes) == 1
+    vnet, pkt = writes[0][:fu.VNET_HDR_LEN], writes[0][fu.VNET_HDR_LEN:]
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = fu.VNET_HDR.unpack(vnet)
+    assert (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset) == (1, 1, 52, mss, 20, 16)
+    assert struct.unpack_from("!H", pkt, 2)[0] == len(pkt) == 52 + 350
+    assert pkt[52:] == data[:350]
+    assert pkt[8] == 61  # one proxy decrement, as proxy.c's udp_to_tun
+    assert fu.inet_checksum(pkt[:20]) in (0, 0xFFFF)
+    assert pkt[33] & 0x08  # PSH of the last segment kept
+    # a lone datagram of another protocol goes through on its own, TTL - 1, no GSO
+    writes.clear()
+    buf[:len(udp)] = udp
+    proxy._coalesce_and_write(buf, memoryview(buf), len(udp), len(udp), out, memoryview(out))
+    assert len(writes) == 1 and writes[0][:fu.VNET_HDR_LEN] == bytes(fu.VNET_HDR_LEN)
+    assert writes[0][fu.VNET_HDR_LEN + 8] == 63 and writes[0][fu.VNET_HDR_LEN + 20:] == bytes(8)
+
+
+# --- root tests: two hand-built nodes ----------------------------------------------------------------------
+def run(argv: List[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{argv} failed ({res.returncode}): {res.stdout}{res.stderr}")
+    return res
+
+
+def nsx(ns: str, argv: List[str]) -> List[str]:
+    return ["ip", "netns", "exec", ns] + argv
+
+
+def start_daemon(ns: str, args: List[str]) -> subprocess.Popen:
+    """Start the daemon in ``ns`` with ``python -m emu.flannel_udp`` and wait for READY (or its exit)."""
+    proc = subprocess.Popen(nsx(ns, [sys.executable, "-m", "emu.flannel_udp"] + args), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    STARTED.append(proc)
+    ready, _, _ = select.select([proc.stdout], [], [], 15)
+    line = proc.stdout.readline().strip() if ready else ""
+    if line != "READY":
+        proc.wait(timeout=5)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def delete_namespaces(names: List[str]) -> None:
+    for name in names:
+        if os.path.exists(f"/run/netns/{name}"):
+            for pid in run(["ip", "netns", "pids", name], check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)  # only what these tests started lives in their namespaces
+                except (ProcessLookupError, ValueError):
+                    pass
+            run(["ip", "netns", "del", name], check=False)
+
+
+class Nodes:
+    """The two-node, two-pod setup with a daemon per node."""
+
+    def __init__(self, offload: str) -> None:
+        self.offload = offload
+        self.ns = {k: f"{PREFIX}{offload}-{k}" for k in ("n1", "n2", "p1", "p2")}
+        self.daemons: Dict[int, subprocess.Popen] = {}
+
+    def build(self) -> None:
+        ns = self.ns
+        for name in ns.values():
+            run(["ip", "netns", "add", name])
+        run(["ip", "link", "add", "eth0", "netns", ns["n1"], "type", "veth", "peer", "name", "eth0", "netns", ns["n2"]])
+        for i in (1, 2):
+            n, p, j = ns[f"n{i}"], ns[f"p{i}"], 3 - i
+            for argv in (["ip", "addr", "add", f"{NODE_IPS[i]}/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
+                         ["ip", "link", "set", "lo", "up"], ["sysctl", "-qw", "net.ipv4.ip_forward=1"]):
+                run(nsx(n, argv))
+            run(["ip", "link", "add", "veth0", "netns", n, "mtu", "1472", "type", "veth", "peer", "name", "eth0",
+                 "netns", p, "mtu", "1472"])
+            run(nsx(n, ["ip", "addr", "add", f"10.244.{i}.1/24", "dev", "veth0"]))
+            run(nsx(n, ["ip", "link", "set", "veth0", "up"]))
+            for argv in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{POD_IPS[i]}/24", "dev", "eth0"],
+                         ["ip", "link", "set", "eth0", "up"], ["ip", "route", "add", "default", "via", f"10.244.{i}.1"]):
+                run(nsx(p, argv))
+            proc = start_daemon(n, ["--tun", "flannel0", "--listen", f"{NODE_IPS[i]}:8285", "--route",
+                                    f"10.244.{j}.0/24={NODE_IPS[j]}", "--offload", self.offload, "--ping-unreachable"])
+            self.daemons[i] = proc
+            assert proc.poll() is None, f"daemon did not start: {proc.stderr.read()}"
+            # what the apply layer does after READY (flanneld's configureIface)
+            run(nsx(n, ["ip", "addr", "add", f"10.244.{i}.0/32", "dev", "flannel0"]))
+            run(nsx(n, ["ip", "link", "set", "flannel0", "mtu", "1472", "up"]))
+            run(nsx(n, ["ip", "route", "add", "10.244.0.0/16", "dev", "flannel0"]))
+
+    def close(self) -> None:
+        for proc in self.daemons.values():
+            stop(proc)
+        delete_namespaces(list(self.ns.values()))
+
+
+@pytest.fixture(scope="class", params=["auto", "off"])
+def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates network namespaces and TUN devices")
+    tb = Nodes(request.param)
+    try:
+        tb.build()
+        yield tb
+    finally:
+        tb.close()
+
+
+def read_pcap(path: str) -> List[bytes]:
+    """Frames of a classic pcap file (Ethernet link type)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = data[:4]
+    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    assert struct.unpack(endian + "I", data[20:24])[0] == 1, "expected an Ethernet capture"
+    frames, off = [], 24
+    while off + 16 <= len(data):
+        incl = struct.unpack(endian + "I", data[off + 8:off + 12])[0]
+        frames.append(data[off + 16:off + 16 + incl])
+        off += 16 + incl
+    return frames
+
+
+@needs_root
+class TestTwoNodes:
+    """Pod-to-pod traffic through a real daemon on each node, in both loop styles."""
+
+    def test_ping_across(self, nodes: Nodes) -> None:
+        res = run(nsx(nodes.ns["p1"], ["ping", "-c", "3", "-i", "0.2", "-W", "2", POD_IPS[2]]), check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    def test_wire_is_bare_ip_in_udp_8285(self, nodes: Nodes, tmp_path: "os.PathLike[str]") -> None:
+        pcap = os.path.join(str(tmp_path), "underlay.pcap")
+        cap = subprocess.Popen(nsx(nodes.ns["n1"], ["tcpdump", "-i", "eth0", "-U", "-w", pcap, "-c", "6", "udp"]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        STARTED.append(cap)
+        try:
+            ready, _, _ = select.select([cap.stderr], [], [], 10)
+            assert ready and "listening" in cap.stderr.readline()
+            run(nsx(nodes.ns["p1"], ["ping", "-c", "3", "-i", "0.2", "-s", "200", POD_IPS[2]]))
+            cap.wait(timeout=10)
+        finally:
+            stop(cap)
+        frames = read_pcap(pcap)
+        assert len(frames) == 6
+        seen = set()
+        for frame in frames:
+            assert struct.unpack_from("!H", frame, 12)[0] == 0x0800
+            outer = frame[14:]
+            ihl = (outer[0] & 15) * 4
+            assert outer[9] == 17
+            sport, dport, ulen = struct.unpack_from("!HHH", outer, ihl)
+            assert (sport, dport) == (8285, 8285)
+            inner = outer[ihl + 8:ihl + ulen]
+            assert inner[0] >> 4 == 4 and struct.unpack_from("!H", inner, 2)[0] == len(inner)  # one bare IP packet
+            assert fu.inet_checksum(inner[:20]) in (0, 0xFFFF)
+            src, dst = str(ipaddress.IPv4Address(inner[12:16])), str(ipaddress.IPv4Address(inner[16:20]))
+            seen.add((str(ipaddress.IPv4Address(outer[12:16])), src, dst))
+            assert inner[9] == 1 and len(inner) == 20 + 8 + 200
+            assert inner[8] == 62  # 64 - 1 (node's kernel routing) - 1 (sending proxy)
+        assert seen == {(NODE_IPS[1], POD_IPS[1], POD_IPS[2]), (NODE_IPS[2], POD_IPS[2], POD_IPS[1])}
+
+    def test_ttl_decrement(self, nodes: Nodes) -> None:
+        out = run(nsx(nodes.ns["p1"], ["ping", "-c", "1", "-W", "2", POD_IPS[2]])).stdout
+        # 64 - 2 kernel routers - 2 proxy decrements (proxy.c decrements in tun_to_udp and in udp_to_tun)
+        assert "ttl=60" in out, out
+
+    def test_net_unreachable(self, nodes: Nodes) -> None:
+        start = time.monotonic()
+        res = run(nsx(nodes.ns["p1"], ["ping", "-c", "1", "-W", "3", "10.244.9.9"]), check=False)
+        assert time.monotonic() - start < 1.5, "got a timeout, not an ICMP error"
+        assert "Destination Net Unreachable" in res.stdout, res.stdout
+        assert "From 10.244.1.0" in res.stdout  # from flannel0's address, as proxy.c
+
+    def test_tcp_bulk_transfer_intact(self, nodes: Nodes) -> None:
+        size = 8 << 20
+        server_code = ("import socket,hashlib;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+                       f"s.bind(('{POD_IPS[2]}',5000));s.listen(1);print('up',flush=True);c,_=s.accept();h=hashlib.sha256();n=0\n"
+                       "while True:\n b=c.recv(1<<16)\n if not b: break\n h.update(b);n+=len(b)\n"
+                       "print(n,h.hexdigest(),flush=True)")
+        client_code = ("import socket,random;d=random.Random(7).getrandbits(8*%d).to_bytes(%d,'little');"
+                       "s=socket.create_connection(('%s',5000),timeout=20);s.sendall(d);s.close()" % (size, size, POD_IPS[2]))
+        server = subprocess.Popen(nsx(nodes.ns["p2"], [sys.executable, "-c", server_code]), stdout=subprocess.PIPE,
+                                  text=True)
+        STARTED.append(server)
+        try:
+            assert server.stdout.readline().strip() == "up"
+            run(nsx(nodes.ns["p1"], [sys.executable, "-c", client_code]), timeout=60)
+            out, _ = server.communicate(timeout=60)
+        finally:
+            stop(server)
+        n, digest = out.split()
+        assert int(n) == size
+        assert digest == hashlib.sha256(random.Random(7).getrandbits(8 * size).to_bytes(size, "little")).hexdigest()
+
+
+@needs_root
+def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> None:
+    ns = f"{PREFIX}term"
+    ready_file = os.path.join(str(tmp_path), "ready")
+    try:
+        run(["ip", "netns", "add", ns])
+        run(nsx(ns, ["ip", "link", "set", "lo", "up"]))
+        proc = start_daemon(ns, ["--tun", "flannel0", "--listen", "127.0.0.1:8285", "--route",
+                                 "10.244.2.0/24=192.168.56.12", "--ready-file", ready_file])
+        assert proc.poll() is None and os.path.exists(ready_file)
+        assert run(nsx(ns, ["ip", "link", "show", "flannel0"]), check=False).returncode == 0
+        # a second daemon for the same device fails clearly with exit 1
+        second = start_daemon(ns, ["--tun", "flannel0", "--listen", "127.0.0.1:8286"])
+        assert second.wait(timeout=10) == 1 and "flannel0" in second.stderr.read()
+        # so does one that cannot bind its address
+        third = start_daemon(ns, ["--tun", "flannel9", "--listen", "192.0.2.1:8285"])
+        assert third.wait(timeout=10) == 1 and "cannot bind" in third.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert run(nsx(ns, ["ip", "link", "show", "flannel0"]), check=False).returncode != 0
+        assert run(nsx(ns, ["ip", "link", "show", "flannel9"]), check=False).returncode != 0
+    finally:
+        for p in STARTED:
+            if p.poll() is None and p.args[:4] == ["ip", "netns", "exec", ns]:
+                stop(p)
+        delete_namespaces([ns])
+
+
+def test_zz_nothing_left_behind() -> None:
+    """Runs last in this file: every namespace and process these tests made is gone."""
+    if os.geteuid() == 0:
+        left = [n for n in run(["ip", "netns", "list"]).stdout.split() if n.startswith(PREFIX)]
+        assert not left
+    assert all(p.poll() is not None for p in STARTED)
