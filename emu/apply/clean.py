@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Set
 
 from emu.apply.commands import process_start_time
 from emu.apply.state import ClusterState, all_states
@@ -56,13 +56,8 @@ def clean_state(state: ClusterState, directory: Path, verbose: bool = True, dry_
     for entry in state.links:
         if entry.startswith("dir:"):
             path = entry[4:]
-            if os.path.isdir(path) and not os.listdir(path):
+            if dry_run and _removable(path) or not dry_run and remove_created_dir(path):
                 removed.append(f"directory {path}")
-                if not dry_run:
-                    try:
-                        os.rmdir(path)
-                    except OSError:
-                        pass
     if not dry_run:
         _unmount_below(directory)
         shutil.rmtree(directory, ignore_errors=True)
@@ -70,6 +65,41 @@ def clean_state(state: ClusterState, directory: Path, verbose: bool = True, dry_
         for line in removed:
             print(("would remove " if dry_run else "removed ") + line)
     return removed
+
+
+def mounted_somewhere(path: str) -> bool:
+    """Whether ``path`` is a mount point in some mount namespace (another cluster's node or container may use a
+    directory emu created: removing it would detach their mount)."""
+    seen: Set[str] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            namespace = os.readlink(f"/proc/{entry}/ns/mnt")
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            with open(f"/proc/{entry}/mountinfo") as f:
+                if any(line.split()[4:5] == [path] for line in f):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _removable(path: str) -> bool:
+    return os.path.isdir(path) and not os.listdir(path) and not mounted_somewhere(path)
+
+
+def remove_created_dir(path: str) -> bool:
+    """Remove a directory emu created (a mount point, /run/flannel) if it is empty and mounted nowhere."""
+    if not _removable(path):
+        return False
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
 
 
 def _unmount_below(directory: Path) -> None:

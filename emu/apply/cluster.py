@@ -8,6 +8,8 @@ Build order: ownership state first (so ``emu clean`` can always finish the job),
 each node's dataplane (flannel + kube-proxy rules), pause processes (all at once), veth wiring (one batch per
 node), containers. Any failure undoes everything built so far and raises ``BuildError`` with the failing step.
 Teardown stops containers, pause processes and daemons, then Mininet, and removes the state directory.
+While it runs, pods come and go (``delete_pod``, ``add_pod``, a pause process that dies) and every node's
+Service rules follow, as kube-proxy's do (see docs/services.md).
 """
 
 import os
@@ -18,9 +20,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Union
 
 from emu.apply import commands
+from emu.apply.clean import remove_created_dir
 from emu.apply.commands import Command, Namespaces, as_argv
 from emu.apply.state import ClusterState
 from emu.errors import EmuError
@@ -28,6 +31,9 @@ from emu.measure import ExecResult
 from emu.plan.build import build_plan, replan_services
 from emu.plan.model import NodePlan, Plan, PodPlan, ServicePlan
 from emu.spec.model import ClusterSpec
+
+if TYPE_CHECKING:
+    from emu.spec.yamlsrc import Document
 
 Progress = Callable[[str], None]
 
@@ -260,10 +266,13 @@ class Cluster:
             wire_pods,
             write_pod_files,
         )
-        from emu.apply.underlay import build_underlay
+        from emu.apply.underlay import FLANNEL_RUN_DIR, build_underlay
 
         plan = self.plan
         self.state.switch = plan.switch
+        if not os.path.isdir(FLANNEL_RUN_DIR):  # Mininet will create the nodes' mount point on the machine
+            self._created_dirs.append(FLANNEL_RUN_DIR)
+            self.state.links.append(f"dir:{FLANNEL_RUN_DIR}")
         self.state.save()
         self.progress(f"nodes: {len(plan.nodes)} Mininet hosts on switch {plan.switch}")
         self.net = build_underlay(plan, str(self.state.directory), self.state.add_process)
@@ -286,8 +295,8 @@ class Cluster:
                 os.makedirs(path, exist_ok=True)
         pending = []
         for pod_plan in plan.pods:
-            proc = start_pause(pod_plan, plan.cluster, self._nodes[pod_plan.node].pid)
-            self.state.add_process(proc.pid, "pause", pod_plan.name)
+            record = self._recorder("pause", pod_plan.name)
+            proc = start_pause(pod_plan, plan.cluster, self._nodes[pod_plan.node].pid, record)
             self._pods[pod_plan.name] = Pod(self, pod_plan, proc)
             pending.append((pod_plan, proc))
         for pod_plan, proc in pending:
@@ -312,8 +321,8 @@ class Cluster:
                     self._nodes[pod_plan.node].pid,
                     pod.directory,
                     service_env,
+                    self._recorder("container", f"{pod_plan.name}/{container.name}"),
                 )
-                self.state.add_process(proc.pid, "container", f"{pod_plan.name}/{container.name}")
                 pod.containers[container.name] = Container(pod, container.name, proc)
         self._wait_ready()
 
@@ -348,9 +357,13 @@ class Cluster:
     def _start_daemon(self, node: NodePlan) -> None:
         from emu.apply.udp import start_udp_daemon
 
-        proc = start_udp_daemon(node, self._nodes[node.name].namespaces, self.state.directory)
+        record = self._recorder("daemon", f"flannel-udp/{node.name}")
+        proc = start_udp_daemon(node, self._nodes[node.name].namespaces, self.state.directory, record=record)
         self._daemons[node.name] = proc
-        self.state.add_process(proc.pid, "daemon", f"flannel-udp/{node.name}")
+
+    def _recorder(self, role: str, name: str) -> Callable[[int], object]:
+        """What writes a process emu starts into the state file before it may run (``commands.release``)."""
+        return lambda pid: self.state.add_process(pid, role, name)
 
     def stop(self) -> None:
         """Tear everything down; safe to call twice and after a failed build."""
@@ -370,10 +383,7 @@ class Cluster:
             except Exception as exc:  # keep tearing down; clean can finish the job
                 print(f"emu: warning: stopping Mininet: {exc}", file=sys.stderr)
         for path in reversed(self._created_dirs):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
+            remove_created_dir(path)
         shutil.rmtree(self.state.directory, ignore_errors=True)
         self._started = False
 
@@ -440,24 +450,102 @@ class Cluster:
     def delete_pod(self, name: str) -> None:
         """Delete a pod as kubelet would: stop its containers and pause; kube-proxy drops it from every Service."""
         pod = self.pod(name)
+        try:
+            with self._lock:
+                pod.deleted = True
+                self._update_services()
+        finally:  # the pod goes even if a node refused its new rules
+            _terminate([c.process for c in pod.containers.values()], grace=2.0)
+            _terminate([pod.pause], grace=1.0)
+            for proc in [pod.pause] + [c.process for c in pod.containers.values()]:
+                self.state.forget_process(proc.pid)
+
+    def add_pod(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Pod:
+        """Create a pod in the running cluster, as ``kubectl apply`` of a Pod object would.
+
+        It is validated with the loader's rules, placed on ``spec.nodeName`` or by the same spread scheduler,
+        given the lowest free address of its node's subnet, and built like the others (pause, veth on cni0,
+        containers). Once its declared ports listen, every Service that selects it gets it as an endpoint
+        (every node's rules are reloaded). ``spec`` and ``plan`` then include it.
+
+        manifest: a Kubernetes Pod object as a dict, as loaded from YAML.
+        document: the YAML document it comes from (``emu.spec.yamlsrc``), so that errors name its file and line.
+        Raises SpecError (nothing is created) for an invalid manifest, BuildError (what was made is removed
+        again) when the kernel refuses a step.
+        """
+        from dataclasses import replace
+
+        from emu.apply.pods import (
+            missing_mount_points,
+            start_container,
+            start_pause,
+            wait_pause,
+            wire_pods,
+            write_pod_files,
+        )
+        from emu.plan.build import plan_added_pod
+        from emu.spec.load import load_added_pod
+
         with self._lock:
-            pod.deleted = True
+            if not self._started or self._stopping:
+                raise EmuError("the cluster is not running: cannot add a pod")
+            pod_spec = load_added_pod(manifest, self.spec, document)
+            pod_plan = plan_added_pod(self.plan, self.spec, pod_spec)
+            node = self._nodes[pod_plan.node]
+            self.progress(f"pod {pod_plan.name}: {pod_plan.ip} on {pod_plan.node}")
+            pod_dir = self.state.directory / "pods" / pod_plan.name
+            if pod_plan.name in self._pods:  # a deleted pod of the same name: its files and logs go
+                shutil.rmtree(pod_dir, ignore_errors=True)
+            write_pod_files(pod_plan, pod_dir)
+            for path in missing_mount_points(pod_plan):
+                self._created_dirs.append(path)
+                self.state.links.append(f"dir:{path}")
+                self.state.save()
+                os.makedirs(path, exist_ok=True)
+            pause = start_pause(pod_plan, self.plan.cluster, node.pid)
+            self.state.add_process(pause.pid, "pause", pod_plan.name)
+            pod = Pod(self, pod_plan, pause)
+            try:
+                wait_pause(pod_plan, pause)
+                wire_pods(node.name, [pod_plan], {pod_plan.name: pause.pid}, node.namespaces)
+                service_env = _service_env(self.plan.services)
+                for container in pod_plan.containers:
+                    proc = start_container(pod_plan, container, pause.pid, node.pid, pod.directory, service_env)
+                    self.state.add_process(proc.pid, "container", f"{pod_plan.name}/{container.name}")
+                    pod.containers[container.name] = Container(pod, container.name, proc)
+            except BaseException:
+                made = [c.process for c in pod.containers.values()]
+                _terminate(made, grace=1.0)
+                _terminate([pause], grace=1.0)
+                for proc in made + [pause]:
+                    self.state.forget_process(proc.pid)
+                raise
+            self._pods[pod_plan.name] = pod
+            self.spec = replace(self.spec, pods=self.spec.pods + (pod_spec,))
+            self.plan = replace(self.plan, pods=self.plan.pods + (pod_plan,))
+            self._wait_ready(pods=[pod])
             self._update_services()
-        _terminate([c.process for c in pod.containers.values()], grace=2.0)
-        _terminate([pod.pause], grace=1.0)
-        for proc in [pod.pause] + [c.process for c in pod.containers.values()]:
-            self.state.forget_process(proc.pid)
+        return pod
 
     def _update_services(self) -> None:
-        """Recompute endpoints from the live pods and reload every node's rules (one restore per node)."""
+        """Recompute endpoints from the live pods, as kube-proxy does on an EndpointSlice change, and reload the
+        rules of every node whose document changed (one full iptables-restore per node). ``spec`` and ``plan``
+        keep only the live pods."""
+        from dataclasses import replace
+
         from emu.apply.nodes import load_iptables
 
         live = [p.plan for p in self._pods.values() if p.alive]
-        self.plan = replan_services(self.plan, self.spec, live)
-        for node_plan in self.plan.nodes:
+        names = {p.name for p in live}
+        spec = replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name in names))
+        plan = replan_services(self.plan, spec, live)
+        for node_plan in plan.nodes:
             node = self._nodes[node_plan.name]
+            if node_plan.iptables != node.plan.iptables:
+                load_iptables(node_plan, node.namespaces)
             node.plan = node_plan
-            load_iptables(node_plan, node.namespaces)
+        # Published only now, so whoever reads a Service's endpoints finds them in every node's rules already.
+        self.spec, self.plan = spec, plan
 
     def _watch(self) -> None:
         """Notice a pause process or a flannel daemon dying: a dead pause is a dead pod; a dead daemon is a

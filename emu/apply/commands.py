@@ -9,7 +9,7 @@ exactly what failed.
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from emu.errors import BuildError
 from emu.measure import ExecResult
@@ -116,6 +116,35 @@ def popen(
         start_new_session=True,
         universal_newlines=True,
     )
+
+
+#: Shell text that holds a process until emu has written its pid down (see ``release``). A process emu starts
+#: lives on after emu is killed, so it must be in the state file before it does anything: it waits for one line
+#: on stdin, and exits at end of file, which is what it reads when emu died before recording it.
+GATE = "read -r _ || exit 1; "
+
+#: ``GATE`` in front of any argv (the program then runs with /dev/null as stdin).
+GATE_ARGV = ["bash", "-c", GATE + 'exec "$@" </dev/null', "emu-gate"]
+
+
+def release(proc: "subprocess.Popen[str]", record: Optional[Callable[[int], object]] = None) -> None:
+    """Call ``record(pid)`` for a process started behind ``GATE`` (with ``stdin=PIPE``), then let it go on.
+
+    If ``record`` raises, the process is not released: its stdin is closed and it exits by itself.
+    """
+    recorded = False
+    try:
+        if record is not None:
+            record(proc.pid)
+        recorded = True
+    finally:
+        try:
+            if recorded and proc.stdin is not None:
+                proc.stdin.write("\n")
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except (OSError, ValueError):  # it died already: whoever waits for it reports that
+            pass
 
 
 def process_start_time(pid: int) -> Optional[int]:

@@ -54,7 +54,7 @@ def apply_node(
     lines: List[str] = []
     for device in node.devices:
         lines += device_lines(device)
-    for route in node.routes:
+    for route in node.routes + node.service_routes:
         lines.append(f"route add {route}")
     for neighbour in node.neighbours:
         lines.append(f"neigh add {neighbour.ip} lladdr {neighbour.lladdr} dev {neighbour.dev} nud permanent")

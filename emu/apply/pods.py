@@ -17,13 +17,14 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from emu.apply.commands import Namespaces, base_env, ip_batch, popen
+from emu.apply.commands import GATE, Namespaces, base_env, ip_batch, popen, release
 from emu.errors import BuildError
 from emu.plan.model import ContainerPlan, PodPlan
 
-PAUSE_SCRIPT = 'hostname "$1" && exec -a "$2" sleep infinity'
+# Both scripts first wait behind GATE until emu has recorded their pid (commands.release).
+PAUSE_SCRIPT = GATE + 'hostname "$1" && exec -a "$2" sleep infinity </dev/null'
 
 # Runs inside the container's fresh mount namespace, then becomes the container's process (exec).
 CONTAINER_SCRIPT = r"""set -e
@@ -39,12 +40,17 @@ while [ "$n" -gt 0 ]; do
 done
 if [ -n "$1" ]; then cd "$1"; fi
 shift
-exec "$@"
+exec "$@" </dev/null
 """
 
 
-def start_pause(pod: PodPlan, cluster: str, node_pid: int) -> "subprocess.Popen[str]":
-    """Start the pod's pause process (not waiting for it: see wait_pause)."""
+def start_pause(
+    pod: PodPlan, cluster: str, node_pid: int, record: Optional[Callable[[int], object]] = None
+) -> "subprocess.Popen[str]":
+    """Start the pod's pause process (not waiting for it: see wait_pause).
+
+    record: called with the pid before the process may go on (it writes the pid into the state file).
+    """
     argv = ["unshare", "--uts"]
     ns = None
     if pod.host_network:
@@ -52,7 +58,9 @@ def start_pause(pod: PodPlan, cluster: str, node_pid: int) -> "subprocess.Popen[
     else:
         argv.append("--net")
     argv += ["--", "bash", "-c", PAUSE_SCRIPT, "emu-pause", pod.hostname, f"emu-pause:{cluster}/{pod.name}"]
-    return popen(argv, ns, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = popen(argv, ns, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    release(proc, record)
+    return proc
 
 
 def wait_pause(pod: PodPlan, proc: "subprocess.Popen[str]", timeout: float = 10.0) -> None:
@@ -125,15 +133,19 @@ def start_container(
     node_pid: int,
     pod_dir: Path,
     extra_env: Dict[str, str],
+    record: Optional[Callable[[int], object]] = None,
 ) -> "subprocess.Popen[str]":
-    """Start one container process in the pod's namespaces, with its own mount namespace; log to a file."""
+    """Start one container process in the pod's namespaces, with its own mount namespace; log to a file.
+
+    record: called with the pid before the process may go on (it writes the pid into the state file).
+    """
     ns = Namespaces(net_pid=pause_pid, mount_pid=node_pid, uts=True)
     args: List[str] = [str(pod_dir / "hosts"), str(pod_dir / "hostname"), str(len(container.mounts))]
     for mount in container.mounts:
         args += [str(pod_dir / "volumes" / mount.volume), mount.path, "ro" if mount.read_only else "rw"]
     args.append(container.working_dir)
     argv = (
-        ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", CONTAINER_SCRIPT, "emu-container"]
+        ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", GATE + CONTAINER_SCRIPT, "emu-container"]
         + args
         + list(container.argv)
     )
@@ -142,9 +154,11 @@ def start_container(
     env.update(dict(container.env))
     log = open(pod_dir / f"{container.name}.log", "ab")
     try:
-        return popen(argv, ns, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = popen(argv, ns, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
+    release(proc, record)
+    return proc
 
 
 def listening_ports(pid: int) -> Set[Tuple[int, str]]:

@@ -4,6 +4,7 @@
     emu> client-0 ping -c 3 web-1             # a command in a pod; pod, node and Service names become IPs
     emu> exec client-0 -c shell -- cat /etc/hostname
     emu> pods | nodes | services | logs web-0 -c http | delete pod web-0
+    emu> apply -f pod.yaml                    # create pods; Services that select them get new endpoints
 
 Every Mininet command (``net``, ``dump``, ``pingall``, ``sh``, ``py``, ...) still works on the nodes.
 """
@@ -33,6 +34,7 @@ class ClusterCLI(CLI):
         "  exec POD [-c CONTAINER] -- CMD ARGS...   run CMD inside a container (its files too)\n"
         "  logs POD [-c CONTAINER]       a container's output\n"
         "  delete pod NAME               delete a pod (its Service endpoints go with it)\n"
+        "  apply -f FILE                 create the Pods of a YAML file (Services that select them get them)\n"
         "  plan [NODE]                   the planned dataplane, to compare with what you see\n"
         "In commands, pod, node and Service names are replaced by their IP addresses.\n"
         "Mininet's own commands (net, dump, pingall, sh, py, ...) work on the nodes. exit or Ctrl-D leaves\n"
@@ -202,6 +204,32 @@ class ClusterCLI(CLI):
             return
         self.cluster.delete_pod(words[1])
         print(f'pod "{words[1]}" deleted')
+
+    def do_apply(self, line: str) -> None:
+        """apply -f FILE: create the Pods of a YAML file; every Service that selects one gets it as an endpoint."""
+        from emu.spec.errors import SpecError
+        from emu.spec.yamlsrc import read_documents
+
+        words = shlex.split(line)
+        if len(words) != 2 or words[0] not in ("-f", "--filename"):
+            print("*** usage: apply -f FILE", file=sys.stderr)
+            self.last_status = 2
+            return
+        documents, problems = read_documents(words[1])
+        for problem in problems:
+            print(f"*** {problem}", file=sys.stderr)
+        if any(p.severity == "error" for p in problems):
+            self.last_status = 2
+            return
+        for document in documents:
+            try:
+                pod = self.cluster.add_pod(document.data, document)
+            except SpecError as exc:
+                for problem in exc.problems:
+                    print(f"*** {problem}", file=sys.stderr)
+                self.last_status = 2
+                continue
+            print(f'pod "{pod.name}" created ({pod.ip} on {pod.node})')
 
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""

@@ -1,11 +1,12 @@
 """What a running cluster owns, written down before it is created, so ``emu clean`` can remove exactly that.
 
 Each cluster has a directory ``/run/emu/<tag>/`` (tag = ``emu`` + 4 hex digits of the cluster name) holding
-``state.json``: the owning emu process, the root-namespace links it made (the underlay switch), and every
-process it started (node shells, pause processes, containers, flannel daemons), each named by pid *and* start
-time, so a recycled pid is never killed by mistake. The same directory holds the nodes' private state
-(``nodes/<node>/flannel/subnet.env``) and the pods' files (``pods/<pod>/``: hosts, hostname, logs, volumes).
-The file is rewritten atomically on every change; /run is a tmpfs, so nothing survives a reboot.
+``state.json`` (the owning emu process and the root-namespace links it made: the underlay switch; rewritten
+atomically on every change) and the append-only journal ``processes.jsonl`` (every process it started: node
+shells, pause processes, containers, flannel daemons, each named by pid *and* start time, so a recycled pid is
+never killed by mistake). The same directory holds the nodes' private state (``nodes/<node>/flannel/
+subnet.env``) and the pods' files (``pods/<pod>/``: hosts, hostname, logs, volumes). /run is a tmpfs, so
+nothing survives a reboot.
 """
 
 import json
@@ -16,6 +17,7 @@ from typing import Dict, List, Optional
 
 from emu.apply.commands import process_start_time
 
+JOURNAL = "processes.jsonl"
 STATE_ROOT = Path(os.environ.get("EMU_STATE_DIR", "/run/emu"))
 
 
@@ -48,21 +50,31 @@ class ClusterState:
         return self.owner_pid != os.getpid() and process_start_time(self.owner_pid) == self.owner_start
 
     def save(self) -> None:
+        """Rewrite state.json (everything but the processes, which go to the journal as they come)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)
+        data.pop("processes")
         tmp = self.directory / "state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
+        tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, self.directory / "state.json")
+
+    def _journal(self, entry: Dict) -> None:
+        """Append one line to processes.jsonl: O(1) per process, so a thousand pods cost a thousand short
+        writes, not a thousand rewrites of a growing file. A torn last line (a crash mid-write) is skipped."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / JOURNAL, "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def add_process(self, pid: int, role: str, name: str) -> OwnedProcess:
         start = process_start_time(pid)
         owned = OwnedProcess(pid, start if start is not None else -1, role, name)
         self.processes.append(owned)
-        self.save()
+        self._journal(asdict(owned))
         return owned
 
     def forget_process(self, pid: int) -> None:
         self.processes = [p for p in self.processes if p.pid != pid]
-        self.save()
+        self._journal({"forget": pid})
 
     @classmethod
     def new(cls, cluster: str, tag: str) -> "ClusterState":
@@ -73,10 +85,24 @@ class ClusterState:
     def read(cls, directory: Path) -> Optional["ClusterState"]:
         try:
             data = json.loads((directory / "state.json").read_text())
-            processes = [OwnedProcess(**p) for p in data.pop("processes", [])]
-            return cls(processes=processes, **data)
+            data.pop("processes", None)
+            state = cls(**data)
         except (OSError, ValueError, TypeError):
             return None
+        try:
+            lines = (directory / JOURNAL).read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "forget" in entry:
+                state.processes = [p for p in state.processes if p.pid != entry["forget"]]
+            else:
+                state.processes.append(OwnedProcess(**entry))
+        return state
 
 
 def all_states() -> Dict[Path, Optional[ClusterState]]:

@@ -40,6 +40,11 @@ class UnderlaySwitch(LinuxBridge):
         super(LinuxBridge, self).stop(deleteIntfs)
 
 
+#: Each node's private directory (a bind mount in its mount namespace). Mininet creates the mount point on the
+#: machine itself when it is missing; the cluster then records it and removes it again at teardown.
+FLANNEL_RUN_DIR = "/run/flannel"
+
+
 class NodeHost(Host):
     """A Kubernetes node: a Mininet host whose /run/flannel is its own (flanneld's subnet.env lives there)."""
 
@@ -67,7 +72,7 @@ def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str],
             node.name,
             ip=node.link.address,
             mac=node.link.mac,
-            privateDirs=[("/run/flannel", f"{state_dir}/nodes/%(name)s/flannel")],
+            privateDirs=[(FLANNEL_RUN_DIR, f"{state_dir}/nodes/%(name)s/flannel")],
         )
         record(host.pid, "node", node.name)
         params: Dict = {}

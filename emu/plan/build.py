@@ -6,7 +6,7 @@ the backend programs its devices, routes, neighbour and FDB entries; the CNI bri
 the Service rules. Nothing here runs a command or imports Mininet.
 """
 
-from ipaddress import IPv4Network, ip_interface
+from ipaddress import IPv4Address, IPv4Network, ip_interface
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from emu.plan import flannel, kubeproxy, names
@@ -103,6 +103,7 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
                 sysctls=flannel.SYSCTLS + tuple(sorted(kubeproxy.required_sysctls().items())),
                 iptables=node_iptables(services, net.pod_cidr, str(node.ip), lease.subnet),
                 udp=dataplane.udp,
+                service_routes=(Route(str(net.service_cidr), UNDERLAY_DEV),),
             )
         )
 
@@ -161,63 +162,86 @@ def _plan_pods(spec: ClusterSpec, subnet_of: Dict[str, IPv4Network], mtu: int) -
     node_ip = {node.name: node.ip for node in spec.nodes}
     out: List[PodPlan] = []
     for pod in spec.pods:
-        subnet = subnet_of[pod.node]
-        gw = gateway(subnet)
-        containers = tuple(_plan_container(c) for c in pod.containers)
-        if pod.host_network:
-            ip = node_ip[pod.node]
-            out.append(
-                PodPlan(
-                    name=pod.name,
-                    namespace=pod.namespace,
-                    node=pod.node,
-                    host_network=True,
-                    ip=str(ip),
-                    prefixlen=spec.underlay.cidr.prefixlen,
-                    gateway="",
-                    mac="",
-                    mtu=spec.underlay.mtu,
-                    ifname=UNDERLAY_DEV,
-                    host_veth="",
-                    host_veth_mac="",
-                    routes=(),
-                    hostname=pod.node,
-                    hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.node}\n",
-                    labels=pod.labels,
-                    containers=containers,
-                    volumes=pod.volumes,
-                )
-            )
-            continue
-        ip = ipam[pod.node].allocate()
-        out.append(
-            PodPlan(
-                name=pod.name,
-                namespace=pod.namespace,
-                node=pod.node,
-                host_network=False,
-                ip=str(ip),
-                prefixlen=subnet.prefixlen,
-                gateway=str(gw),
-                mac=names.mac_from_ip(ip),
-                mtu=mtu,
-                ifname=POD_IFNAME,
-                host_veth=names.host_veth(spec.name, pod.namespace, pod.name),
-                host_veth_mac=names.mac_from_name(spec.name, pod.namespace, pod.name, "host"),
-                # flannel's CNI config: the bridge plugin with isDefaultGateway, and host-local with a route to
-                # the whole Network.
-                routes=(
-                    Route("default", POD_IFNAME, via=str(gw)),
-                    Route(str(spec.network.pod_cidr), POD_IFNAME, via=str(gw)),
-                ),
-                hostname=pod.name,
-                hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.name}\n",
-                labels=pod.labels,
-                containers=containers,
-                volumes=pod.volumes,
-            )
-        )
+        ip = node_ip[pod.node] if pod.host_network else ipam[pod.node].allocate()
+        out.append(_pod_plan(spec, pod, subnet_of[pod.node], ip, mtu))
     return out
+
+
+def plan_added_pod(plan: Plan, spec: ClusterSpec, pod: Pod) -> PodPlan:
+    """The plan of ``pod``, added to the running cluster ``plan`` (as ``kubectl apply`` of a Pod would).
+
+    plan: the cluster's plan now (its pods are the live ones).
+    spec: the cluster's spec (names, pod network, underlay); ``pod`` need not be in it yet.
+    pod: the validated pod, already placed on a node (``emu.spec.load.load_added_pod``).
+    The pod gets the lowest address of its node's subnet, from .2, that no pod of ``plan`` holds (host-local
+    hands out addresses in order; emu reuses a freed one first, which host-local does only after a wrap);
+    a hostNetwork pod gets its node's address. Raises ValueError for a pod name already in the plan or an
+    unknown node, IpamError when the node's subnet is full.
+    """
+    if any(p.name == pod.name for p in plan.pods):
+        raise ValueError(f"pod {pod.name!r} is already in the plan")
+    node = plan.node(pod.node)
+    subnet = IPv4Network(node.subnet)
+    if pod.host_network:
+        return _pod_plan(spec, pod, subnet, IPv4Address(node.ip), plan.pod_mtu)
+    taken = {IPv4Address(p.ip) for p in plan.pods if p.node == pod.node and not p.host_network}
+    ipam = HostLocal(subnet)
+    ip = ipam.allocate()
+    while ip in taken:
+        ip = ipam.allocate()
+    return _pod_plan(spec, pod, subnet, ip, plan.pod_mtu)
+
+
+def _pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, mtu: int) -> PodPlan:
+    """One pod's plan at address ``ip`` of its node's ``subnet`` (the node's own address for hostNetwork)."""
+    containers = tuple(_plan_container(c) for c in pod.containers)
+    if pod.host_network:
+        return PodPlan(
+            name=pod.name,
+            namespace=pod.namespace,
+            node=pod.node,
+            host_network=True,
+            ip=str(ip),
+            prefixlen=spec.underlay.cidr.prefixlen,
+            gateway="",
+            mac="",
+            mtu=spec.underlay.mtu,
+            ifname=UNDERLAY_DEV,
+            host_veth="",
+            host_veth_mac="",
+            routes=(),
+            hostname=pod.node,
+            hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.node}\n",
+            labels=pod.labels,
+            containers=containers,
+            volumes=pod.volumes,
+        )
+    gw = gateway(subnet)
+    return PodPlan(
+        name=pod.name,
+        namespace=pod.namespace,
+        node=pod.node,
+        host_network=False,
+        ip=str(ip),
+        prefixlen=subnet.prefixlen,
+        gateway=str(gw),
+        mac=names.mac_from_ip(ip),
+        mtu=mtu,
+        ifname=POD_IFNAME,
+        host_veth=names.host_veth(spec.name, pod.namespace, pod.name),
+        host_veth_mac=names.mac_from_name(spec.name, pod.namespace, pod.name, "host"),
+        # flannel's CNI config: the bridge plugin with isDefaultGateway, and host-local with a route to
+        # the whole Network.
+        routes=(
+            Route("default", POD_IFNAME, via=str(gw)),
+            Route(str(spec.network.pod_cidr), POD_IFNAME, via=str(gw)),
+        ),
+        hostname=pod.name,
+        hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.name}\n",
+        labels=pod.labels,
+        containers=containers,
+        volumes=pod.volumes,
+    )
 
 
 def _plan_container(container) -> ContainerPlan:  # type: ignore[no-untyped-def]

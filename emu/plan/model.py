@@ -99,6 +99,10 @@ class NodePlan:
     sysctls: Tuple[Tuple[str, str], ...]
     iptables: str  # one iptables-restore document (filter + nat)
     udp: Optional[UdpDaemon] = None
+    # The Service range over the underlay device, standing in for a real node's default route: without a route
+    # a packet to a Service with no endpoints (not DNATed) is dropped by routing before the REJECT rule in
+    # FORWARD, and a node's own connection to a cluster IP fails before nat OUTPUT can DNAT it.
+    service_routes: Tuple[Route, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,9 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
     out.append("  routes (ip route, besides the connected ones):")
     for r in n.routes:
         out.append(f"    {r}")
-    if not n.routes:
+    for r in n.service_routes:
+        out.append(f"    {r}  (Service range: a real node's default route)")
+    if not n.routes + n.service_routes:
         out.append("    (none)")
     if n.neighbours:
         out.append("  neighbours (ip neigh):")

@@ -209,3 +209,14 @@ IGNORED_KINDS = {
     "Endpoints",
     "CustomResourceDefinition",
 }
+
+# The apiVersion each kind emu reads must carry (kubectl would refuse another). Ignored kinds are not checked.
+API_VERSIONS = {
+    "Pod": "v1",
+    "Service": "v1",
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "List": "v1",
+}
