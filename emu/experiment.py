@@ -9,7 +9,12 @@ An experiment is a Python file with
   the standard figures are drawn otherwise).
 The runner writes ``results/<experiment>/<UTC timestamp>/``: ``results.csv`` (one row per measurement, flushed as
 it goes), ``metadata.json`` and the plots, shows progress, and prints a summary table. Ctrl-C, SIGTERM, an error
-or a timeout tear the cluster down, keep every row measured so far, and mark the run partial.
+or a timeout (``--timeout``: per variant, build and runs) tear the cluster down, keep every row measured so far,
+and mark the run partial (exit 130 for Ctrl-C, 143 for SIGTERM, 1 otherwise). A signal that arrives while a
+cluster is being torn down waits until the teardown is over, so an impatient second Ctrl-C leaves nothing behind.
+
+``EMU_CLUSTER_SUFFIX`` (environment) is appended to the cluster name of every variant, so two runs of one
+experiment can share a machine (each cluster's root-namespace objects carry a tag derived from its name).
 """
 
 import hashlib
@@ -35,8 +40,36 @@ REPO = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = ("backend",)
 
 
-class VariantTimeout(Exception):
-    pass
+class VariantTimeout(BaseException):
+    """``--timeout`` ran out (a BaseException, like KeyboardInterrupt, so an experiment's ``except Exception``
+    cannot swallow it)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while no cluster was up (a cluster turns it into SystemExit(143) itself)."""
+
+
+class _DeferSignals:
+    """While active, SIGINT and SIGTERM are only noted; ``stop()`` restores the handlers and reports the first."""
+
+    def __init__(self) -> None:
+        self.pending: Optional[int] = None
+        self._saved: Dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.pending is None:
+            self.pending = signum
+            print("emu run: tearing down first; the run stops after that", file=sys.stderr, flush=True)
+
+    def start(self) -> None:
+        if not self._saved:
+            self._saved = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(self) -> Optional[int]:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        self._saved = {}
+        return self.pending
 
 
 def load_experiment(path: str) -> ModuleType:
