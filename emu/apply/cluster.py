@@ -502,16 +502,17 @@ class Cluster:
                 self.state.links.append(f"dir:{path}")
                 self.state.save()
                 os.makedirs(path, exist_ok=True)
-            pause = start_pause(pod_plan, self.plan.cluster, node.pid)
-            self.state.add_process(pause.pid, "pause", pod_plan.name)
+            pause = start_pause(pod_plan, self.plan.cluster, node.pid, record=self._recorder("pause", pod_plan.name))
             pod = Pod(self, pod_plan, pause)
             try:
                 wait_pause(pod_plan, pause)
                 wire_pods(node.name, [pod_plan], {pod_plan.name: pause.pid}, node.namespaces)
                 service_env = _service_env(self.plan.services)
                 for container in pod_plan.containers:
-                    proc = start_container(pod_plan, container, pause.pid, node.pid, pod.directory, service_env)
-                    self.state.add_process(proc.pid, "container", f"{pod_plan.name}/{container.name}")
+                    record = self._recorder("container", f"{pod_plan.name}/{container.name}")
+                    proc = start_container(
+                        pod_plan, container, pause.pid, node.pid, pod.directory, service_env, record=record
+                    )
                     pod.containers[container.name] = Container(pod, container.name, proc)
             except BaseException:
                 made = [c.process for c in pod.containers.values()]

@@ -36,6 +36,7 @@ class ClusterCLI(CLI):
         "  delete pod NAME               delete a pod (its Service endpoints go with it)\n"
         "  apply -f FILE                 create the Pods of a YAML file (Services that select them get them)\n"
         "  plan [NODE]                   the planned dataplane, to compare with what you see\n"
+        "  trace SRC DST [--port P] [--proto tcp|udp|icmp]   a packet's path, each hop seen or NOT SEEN\n"
         "In commands, pod, node and Service names are replaced by their IP addresses.\n"
         "Mininet's own commands (net, dump, pingall, sh, py, ...) work on the nodes. exit or Ctrl-D leaves\n"
         "(and tears the cluster down).\n"
@@ -237,6 +238,13 @@ class ClusterCLI(CLI):
 
         node = line.strip() or None
         sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None))
+
+    def do_trace(self, line: str) -> None:
+        """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:
+        send packets from SRC to DST and show each hop of the planned path, seen or NOT SEEN (see emu.trace)."""
+        from emu.trace import trace_line
+
+        self.last_status = trace_line(self.cluster, line)
 
     def do_EOF(self, line: str) -> bool:
         print()
