@@ -19,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 from emu.apply import commands
 from emu.apply.clean import remove_created_dir
@@ -371,6 +372,10 @@ class Cluster:
             if self._stopping:
                 return
             self._stopping = True
+        with _signals_held():
+            self._teardown()
+
+    def _teardown(self) -> None:
         self.progress("tearing down")
         procs: List["subprocess.Popen[str]"] = []
         for pod in self._pods.values():
@@ -576,6 +581,28 @@ class Cluster:
     def check_health(self) -> List[str]:
         """What has gone wrong since the build (dead daemons, dead pods); empty when all is well."""
         return list(self.problems)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Teardown must finish: Ctrl-C or SIGTERM during it are held back and acted on once it is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGINT in received:
+        raise KeyboardInterrupt()
+    if signal.SIGTERM in received:
+        raise SystemExit(128 + signal.SIGTERM)
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _sigterm_to_exit(signum, frame) -> None:  # type: ignore[no-untyped-def]

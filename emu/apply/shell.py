@@ -133,11 +133,18 @@ class ClusterCLI(CLI):
     def _run_in_pod(self, pod_name: str, container: Optional[str], argv: List[str]) -> None:
         pod = self.cluster.pod(pod_name)
         ns = pod._namespaces(container)
+        # In the foreground (the terminal's Ctrl-C reaches it too), and never outliving emu: a command still
+        # running when emu is told to stop (SIGTERM) is killed, or it would hold the pod's namespace.
+        proc = subprocess.Popen(ns.nsenter() + argv, env=pod.exec_env(container))
         try:
-            self.last_status = subprocess.call(ns.nsenter() + argv, env=pod.exec_env(container))
+            self.last_status = proc.wait()
         except KeyboardInterrupt:
+            _stop(proc)
             self.last_status = 130
             print()
+        except BaseException:
+            _stop(proc)
+            raise
 
     def do_pods(self, _line: str) -> None:
         """List the pods: NAME READY STATUS IP NODE (like kubectl get pods -o wide)."""
@@ -249,6 +256,15 @@ class ClusterCLI(CLI):
     def do_EOF(self, line: str) -> bool:
         print()
         return True
+
+
+def _stop(proc: "subprocess.Popen[bytes]") -> None:
+    """Give an interrupted command a moment to end on its own signal, then kill it; always reap it."""
+    try:
+        proc.wait(timeout=1)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _table(rows: List[tuple]) -> None:

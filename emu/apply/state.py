@@ -47,7 +47,9 @@ class ClusterState:
         return STATE_ROOT / self.tag
 
     def owner_alive(self) -> bool:
-        return self.owner_pid != os.getpid() and process_start_time(self.owner_pid) == self.owner_start
+        """Whether the emu process that made this cluster still runs (this process included: a second Cluster
+        of the same name in one program must not take the first one's state for a crashed run's)."""
+        return process_start_time(self.owner_pid) == self.owner_start
 
     def save(self) -> None:
         """Rewrite state.json (everything but the processes, which go to the journal as they come)."""

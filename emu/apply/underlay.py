@@ -9,7 +9,7 @@ kernel's netem qdisc: asked for on a kernel without it, the build stops before a
 
 from typing import Callable, Dict, List
 
-from mininet.link import Link, TCLink
+from mininet.link import Link, TCIntf, TCLink
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 from mininet.node import Host
@@ -30,14 +30,35 @@ class UnderlaySwitch(LinuxBridge):
 
     def start(self, _controllers: List) -> None:  # type: ignore[override]
         check(f"create underlay switch {self.name}", ["ip", "link", "add", "name", self.name, "type", "bridge"])
-        for intf in self.intfList():
-            if self.name in intf.name:
-                check(f"attach {intf.name} to {self.name}", ["ip", "link", "set", intf.name, "master", self.name])
+        ports = [intf.name for intf in self.intfList() if self.name in intf.name]
+        for name in [self.name] + ports:
+            _disable_ipv6(name)
+        for name in ports:
+            check(f"attach {name} to {self.name}", ["ip", "link", "set", name, "master", self.name])
         check(f"bring up {self.name}", ["ip", "link", "set", self.name, "up"])
 
     def stop(self, deleteIntfs: bool = True) -> None:
         run(["ip", "link", "del", self.name])
         super(LinuxBridge, self).stop(deleteIntfs)
+
+
+def _disable_ipv6(name: str) -> None:
+    """The switch and its ports live in the root namespace: without IPv6 they get no link-local address, so the
+    root namespace has no way into the emulation, not even fe80::/64 (and sends nothing into it)."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:  # a kernel without IPv6: nothing to disable
+        pass
+
+
+class ShapedIntf(TCIntf):
+    """Mininet's TCIntf without its "*** Error:" for tc's harmless HTB warning above about 100 Mbit/s ("quantum
+    of class ... is big. Consider r2q change": Mininet leaves r2q at its default; the rate is still right)."""
+
+    def tc(self, cmd: str, tc: str = "tc") -> str:  # type: ignore[override]
+        out = super().tc(cmd, tc)
+        return "".join(line for line in out.splitlines(True) if "quantum of class" not in line)
 
 
 #: Each node's private directory (a bind mount in its mount namespace). Mininet creates the mount point on the
@@ -77,6 +98,7 @@ def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str],
         record(host.pid, "node", node.name)
         params: Dict = {}
         if shaped:
+            params.update(cls1=ShapedIntf, cls2=ShapedIntf)
             for key in ("bw", "delay", "jitter", "loss"):
                 value = getattr(node.link, key)
                 if value is not None:
