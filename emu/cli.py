@@ -133,6 +133,20 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from emu.trace import run_trace
+
+    return run_trace(args.file, args.src, args.dst, backend=args.backend, port=args.port, proto=args.proto,
+                     count=args.count, size=args.size, output_format=args.format, diagram=args.diagram,
+                     predict_only=args.predict)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from emu.labs import check_command
+
+    return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emu",
@@ -183,6 +197,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("csv", metavar="CSV")
     p.add_argument("--out", metavar="DIR", help="where to write PNG and SVG (default: beside the CSV)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("trace", help="a packet's path hop by hop, each hop checked on a live cluster (root)")
+    p.add_argument("file", metavar="FILE", help="cluster file")
+    p.add_argument("src", metavar="SRC", help="source pod or node")
+    p.add_argument("dst", metavar="DST", help="destination pod, node, Service or IP, optionally NAME:PORT")
+    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    p.add_argument("--port", type=int, metavar="P", help="destination port (tcp/udp; a Service's port by default)")
+    p.add_argument("--proto", choices=("icmp", "tcp", "udp"),
+                   help="default: tcp to a Service or with --port, else icmp")
+    p.add_argument("--count", type=int, default=5, metavar="N", help="packets to send (default 5)")
+    p.add_argument("--size", type=int, metavar="BYTES", help="icmp payload size, sent with DF (ping -s B -M do)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text for people, json for programs")
+    p.add_argument("--diagram", metavar="PATH", help="also draw the hops to PATH (.png, .svg or .pdf)")
+    p.add_argument("--predict", action="store_true", help="only the path predicted from the plan (no root)")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("check", help="check a course lab: build it, apply your fix, test every task (root)")
+    p.add_argument("lab", metavar="LAB", help="a lab under labs/: its number, directory name or path")
+    p.add_argument("--answers", metavar="FILE", help="your answers (default: the lab's answers.yaml)")
+    p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
+    p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")

@@ -31,7 +31,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import emu
 from emu.errors import EmuError, InputError
@@ -82,11 +82,14 @@ def load_experiment(path: str) -> ModuleType:
     if module_spec is None or module_spec.loader is None:
         raise InputError(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickle look their module up there
     try:
         module_spec.loader.exec_module(module)  # type: ignore[union-attr]
     except SyntaxError as exc:
+        del sys.modules[name]
         raise InputError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
     except Exception as exc:  # an experiment that fails on import: say where, no traceback
+        del sys.modules[name]
         tb = traceback.extract_tb(exc.__traceback__)
         line = next((f.lineno for f in reversed(tb) if f.filename == str(file)), None)
         where = f"{path}:{line}" if line else path
@@ -188,6 +191,32 @@ class Progress:
         print(f"{self.prefix} {message} ({elapsed:.0f} s{self.eta()})", file=sys.stderr, flush=True)
 
 
+def _where(exc: BaseException, experiment_file: Path, shown: Optional[str] = None) -> str:
+    """" at FILE:LINE" of the innermost frame of the experiment file in ``exc``'s traceback (FILE as ``shown``,
+    the path the user gave), else of the innermost frame."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in tb if Path(f.filename).resolve() == experiment_file]
+    if mine:
+        return f" at {shown or mine[-1].filename}:{mine[-1].lineno}"
+    return f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
+
+
+def _prepared(prepare: Any, spec: Any, variant: Dict[str, Any], path: str) -> Any:
+    """``prepare(spec, variant)``, checked: an error in it, or something else than a spec back, is bad input."""
+    from emu.spec.model import ClusterSpec
+
+    if prepare is None:
+        return spec
+    try:
+        out = prepare(spec, dict(variant))
+    except Exception as exc:
+        where = _where(exc, Path(path).resolve(), path)
+        raise InputError(f"{path}: prepare() failed for {_label(variant)}: {type(exc).__name__}: {exc}{where}") from None
+    if not isinstance(out, ClusterSpec):
+        raise InputError(f"{path}: prepare() must return the spec (dataclasses.replace(spec, ...)), not {out!r:.60}")
+    return out
+
+
 def run_experiment(
     path: str,
     backend: Optional[str] = None,
@@ -196,36 +225,46 @@ def run_experiment(
     quick: bool = False,
     timeout: Optional[float] = None,
 ) -> int:
-    from emu.apply.cluster import Cluster
+    from dataclasses import replace
+
     from emu.plan.build import build_plan
     from emu.report.results import Results, ResultWriter, read_results, summary_table
     from emu.spec.load import load
 
     module = load_experiment(path)
+    from emu.apply.cluster import Cluster  # after the experiment: a bad file is reported without the apply layer
+    experiment_file = Path(path).resolve()
     topo = topology_path(module, path)
     spec, warnings = load([str(topo)])
     for warning in warnings:
         print(warning, file=sys.stderr)
+    suffix = os.environ.get("EMU_CLUSTER_SUFFIX", "")
+    if suffix:
+        spec = replace(spec, name=spec.name + suffix)
     prepare = getattr(module, "prepare", None)
     runs = variants(module, backend)
     repeats = repeat if repeat is not None else int(getattr(module, "REPEAT", 1))
     if repeats < 1:
         raise InputError("--repeat must be at least 1")
+    if timeout is not None and timeout <= 0:
+        raise InputError("--timeout must be a positive number of seconds")
     if quick:
         repeats = 1 if repeat is None else repeats
     # Every variant's plan is computed before anything runs: a bad variant is bad input, found at once.
     plans = {}
     for variant in runs:
-        vspec = prepare(spec, dict(variant)) if prepare else spec
+        vspec = _prepared(prepare, spec, variant, path)
         plans[_label(variant)] = build_plan(vspec, variant.get("backend")).to_dict()
 
     name = Path(path).stem
+    variant_keys = list(runs[0].keys())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     directory = Path(out or REPO / "results") / name / stamp
-    directory.mkdir(parents=True, exist_ok=True)
     csv_path = directory / "results.csv"
-    variant_keys = list(runs[0].keys())
-    writer = ResultWriter(csv_path, name, variant_keys)
+    try:
+        writer = ResultWriter(csv_path, name, variant_keys)
+    except ValueError as exc:  # a VARY key that clashes with a fixed column
+        raise InputError(f"{path}: VARY: {exc}") from None
     results = Results(writer)
     results.quick = quick  # type: ignore[attr-defined]
     progress = Progress(len(runs), repeats)
@@ -234,14 +273,16 @@ def run_experiment(
     files = [str(topo)] + list(spec.files[1:])
     metadata: Dict[str, Any] = {
         "experiment": name,
-        "experiment_file": str(Path(path).resolve()),
+        "experiment_file": str(experiment_file),
         "topology": str(topo),
         "topology_sha256": hashlib.sha256(
             b"".join(Path(f).read_bytes() for f in files if Path(f).is_file())
         ).hexdigest(),
+        "cluster": spec.name,
         "variants": runs,
         "repeat": repeats,
         "quick": quick,
+        "timeout": timeout,
         "argv": sys.argv,
         "emu_version": emu.__version__,
         "git_revision": _git_revision(),
@@ -257,48 +298,43 @@ def run_experiment(
     meta_path = directory / "metadata.json"
 
     def write_metadata() -> None:
-        meta_path.write_text(json.dumps(metadata, indent=1, default=str) + "\n")
+        tmp = meta_path.with_name("metadata.json.tmp")
+        tmp.write_text(json.dumps(metadata, indent=1, default=str) + "\n")
+        os.replace(tmp, meta_path)
 
-    write_metadata()
-    print(f"emu run {name}: {len(runs)} variant(s) x {repeats} run(s) -> {directory}", file=sys.stderr)
-
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    previous_alarm = signal.signal(signal.SIGALRM, _raise_timeout) if timeout else None
     status, error = "complete", None
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_alarm = signal.signal(signal.SIGALRM, _raise_timeout) if timeout else None
     try:
+        write_metadata()
+        print(f"emu run {name}: {len(runs)} variant(s) x {repeats} run(s) -> {directory}", file=sys.stderr)
         for index, variant in enumerate(runs, 1):
-            vspec = prepare(spec, dict(variant)) if prepare else spec
-            progress.begin(index, len(runs), variant, 0, repeats)
-            progress("building the cluster")
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, timeout)
-            with Cluster(vspec, backend=variant.get("backend")) as cluster:
-                cluster.variant = dict(variant)  # type: ignore[attr-defined]
-                for run_index in range(repeats):
-                    progress.begin(index, len(runs), variant, run_index, repeats)
-                    results.set_context({k: str(v) for k, v in variant.items()}, run_index)
-                    module.run(cluster, results)
-                    progress.finish_run()
-                problems = cluster.check_health()
-                if problems:
-                    metadata.setdefault("problems", []).extend(f"{_label(variant)}: {p}" for p in problems)
-                progress("tearing down")
-            if timeout:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            _run_variant(
+                Cluster(_prepared(prepare, spec, variant, path), backend=variant.get("backend")),
+                module,
+                results,
+                progress,
+                variant,
+                (index, len(runs)),
+                repeats,
+                timeout,
+                metadata,
+            )
     except KeyboardInterrupt:
         status, error = "partial", "interrupted"
-    except SystemExit:  # SIGTERM while a cluster was up (the cluster turns it into SystemExit)
-        status, error = "partial", "terminated"
+    except (SystemExit, Terminated) as exc:  # SIGTERM (a live cluster turns it into SystemExit(143))
+        code = exc.code if isinstance(exc, SystemExit) else 128 + signal.SIGTERM
+        if code == 128 + signal.SIGTERM:
+            status, error = "partial", "terminated"
+        else:
+            status, error = "partial", f"the experiment called sys.exit({code!r}){_where(exc, experiment_file, path)}"
     except VariantTimeout:
         status, error = "partial", f"a variant ran longer than --timeout {timeout:g} s"
     except EmuError as exc:
         status, error = "partial", str(exc)
     except Exception as exc:  # an error in the experiment's own code: keep what was measured, say where
         status = "partial"
-        tb = traceback.extract_tb(exc.__traceback__)
-        frame = next((f for f in reversed(tb) if f.filename == str(Path(path).resolve())), tb[-1] if tb else None)
-        where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
-        error = f"{type(exc).__name__}: {exc}{where}"
+        error = f"{type(exc).__name__}: {exc}{_where(exc, experiment_file, path)}"
     finally:
         if timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -316,15 +352,11 @@ def run_experiment(
     if rows:
         print(summary_table(rows))
         try:
-            custom = getattr(module, "plot", None)
-            if custom is not None:
-                custom(csv_path, directory)
-            else:
-                from emu.report.plots import plot_results
+            from emu.report.plots import plot_results
 
-                plot_results(csv_path, directory)
+            plot_results(csv_path, directory, experiment=module)
         except Exception as exc:  # plots are a convenience: the CSV is the result
-            print(f"emu run: plotting failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"emu run: plotting failed: {type(exc).__name__}: {exc}{_where(exc, experiment_file, path)}", file=sys.stderr)
     print(f"results: {csv_path} ({writer.rows_written} rows)")
     if status != "complete":
         print(f"emu run: PARTIAL run: {error}; the rows measured so far are in {csv_path}", file=sys.stderr)
@@ -332,8 +364,59 @@ def run_experiment(
     return 0
 
 
-def _raise_interrupt(signum, frame) -> None:  # type: ignore[no-untyped-def]
-    raise KeyboardInterrupt()
+def _run_variant(
+    cluster: Any,
+    module: ModuleType,
+    results: Any,
+    progress: Progress,
+    variant: Dict[str, Any],
+    position: Tuple[int, int],
+    repeats: int,
+    timeout: Optional[float],
+    metadata: Dict[str, Any],
+) -> None:
+    """Build one variant's cluster, call ``run`` ``repeats`` times, tear it down.
+
+    The ``--timeout`` alarm covers the build and the runs, never the teardown; signals that arrive during the
+    teardown are held until it is over, then raised.
+    """
+    index, count = position
+    progress.begin(index, count, variant, 0, repeats)
+    progress("building the cluster")
+    deferred = _DeferSignals()
+    outer_term = signal.getsignal(signal.SIGTERM)
+    try:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        with cluster:
+            try:
+                cluster.variant = dict(variant)
+                for run_index in range(repeats):
+                    progress.begin(index, count, variant, run_index, repeats)
+                    results.set_context({k: str(v) for k, v in variant.items()}, run_index)
+                    module.run(cluster, results)
+                    progress.finish_run()
+                problems = cluster.check_health()
+                if problems:
+                    metadata.setdefault("problems", []).extend(f"{_label(variant)}: {p}" for p in problems)
+            finally:
+                if timeout:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                deferred.start()
+                progress("tearing down")
+    finally:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        pending = deferred.stop()
+        signal.signal(signal.SIGTERM, outer_term)
+    if pending == signal.SIGINT:
+        raise KeyboardInterrupt()
+    if pending is not None:
+        raise Terminated()
+
+
+def _raise_terminated(signum, frame) -> None:  # type: ignore[no-untyped-def]
+    raise Terminated()
 
 
 def _raise_timeout(signum, frame) -> None:  # type: ignore[no-untyped-def]

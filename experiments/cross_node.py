@@ -25,9 +25,13 @@ Run it:   sudo python -m emu run experiments/cross_node.py [--backend vxlan] [--
 """
 
 import sys
+from pathlib import Path
 
-import emu
-from emu.measure.rr import tcp_rr
+if __name__ == "__main__" and not __package__:  # `sudo python experiments/cross_node.py` from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import emu  # noqa: E402
+from emu.measure.rr import tcp_rr  # noqa: E402
 
 TOPOLOGY = "../topologies/cross_node.yaml"
 VARY = {"backend": ["vxlan", "host-gw", "udp"]}
@@ -56,6 +60,6 @@ def run(cluster, results):
 
 
 if __name__ == "__main__":
-    from emu.experiment import main
+    import emu.experiment
 
-    sys.exit(main(__file__))
+    sys.exit(emu.experiment.main(__file__))

@@ -182,7 +182,7 @@ def test_traffic_stays_inside_the_emulation() -> None:
             for _, proc in captures:
                 proc.send_signal(signal.SIGINT)
                 proc.wait(timeout=10)
-        for path, proc in captures:
+        for path, _ in captures:
             data = Path(path).read_bytes()
             os.unlink(path)
             assert len(data) == 24, f"a packet for {outside} reached the underlay switch ({len(data)} bytes)"

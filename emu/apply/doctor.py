@@ -99,9 +99,8 @@ def doctor() -> int:
     print(f"  Services (iptables) {'available' if ok.get('command iptables-restore') else 'unavailable'}")
     print(f"  link bandwidth      {'available' if ok.get('htb (bandwidth)') else 'unavailable'}")
     print(f"  link delay/loss     {'available' if ok.get('netem') else 'unavailable (no netem in this kernel)'}")
-    print(
-        f"  measurements        {'available' if ok.get('command iperf3') and ok.get('command ping') else 'need iperf3 and ping'}"
-    )
+    measure = ok.get("command iperf3") and ok.get("command ping")
+    print(f"  measurements        {'available' if measure else 'need iperf3 and ping'}")
     if not ok["root"]:
         print("\n(run as root for the kernel checks: sudo python -m emu doctor)")
     return 0 if core else 1

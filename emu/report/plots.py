@@ -8,6 +8,12 @@ This module owns turning rows of the tidy schema (``emu.report.results``) into f
 - ``latency_tcp_rr``: the same for the TCP request/response round trip (the only latency a Service has).
 - ``throughput`` (iperf3 TCP) and ``throughput_udp``: bars at the median over runs, whiskers from min to max.
 
+An experiment may draw figures of its own (``plot(results_csv, out_dir)`` in the experiment file):
+``plot_results`` then calls it instead, so ``emu plot results/<experiment>/<stamp>/results.csv`` draws the same
+figures as the run did. It finds the experiment from ``metadata.json`` beside the CSV, else as
+``experiments/<experiment>.py`` of this repository. Such ``plot`` functions use the helpers here (``style``,
+``figure``, ``finish_axes``, ``save``, ``FILLS``, ``HATCHES``, ``MARKERS``) so every figure of emu looks alike.
+
 Placements are in the standard order (same-pod, same-node, cross-node, pod-to-service, node-to-pod, then any
 others); variants are grouped by the CSV's variant columns (the first one, e.g. ``backend``, names the legend).
 Figures are readable in black and white: every variant has its own grey *and* hatch. A figure whose metric is
@@ -24,11 +30,63 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from emu.report.results import ReportError, finite_median, order_placements, read_results, to_float, variant_keys_of
 
-__all__ = ["plot_results", "FIGURES"]
+__all__ = ["plot_results", "FIGURES", "FILLS", "HATCHES", "MARKERS", "LINES", "style", "figure", "finish_axes", "save"]
 
 #: Fill greys (matplotlib grey levels, 1 = white) and hatches, one pair per variant, in legend order.
 FILLS = ("1.0", "0.72", "0.45", "0.88", "0.6", "0.8")
 HATCHES = ("", "///", "...", "xxx", "\\\\\\", "++")
+#: For line plots: a marker and a line style (and the greys above, darker first) per series.
+MARKERS = ("o", "s", "^", "D", "v", "P")
+LINES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)))
+LINE_GREYS = ("0.0", "0.35", "0.55", "0.2", "0.45", "0.65")
+
+#: matplotlib settings of every emu figure.
+STYLE: Dict[str, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "hatch.linewidth": 0.6,
+    "svg.hashsalt": "emu",  # stable ids: the same CSV gives the same SVG
+    "svg.fonttype": "path",
+}
+
+
+def style() -> Any:
+    """A context manager applying STYLE (draw and save inside it)."""
+    import matplotlib
+
+    return matplotlib.rc_context(STYLE)
+
+
+def figure(width: float = 6.0, height: float = 3.8, ncols: int = 1) -> Tuple[Any, List[Any]]:
+    """A matplotlib Figure on an Agg canvas (no display needed) and its ``ncols`` axes side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def finish_axes(ax: Any, grid: str = "y") -> None:
+    """emu's look: a dotted light grid behind the data, no top and right spines."""
+    ax.grid(axis=grid, color="0.85", linewidth=0.6, linestyle=":")
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def save(fig: Any, out_dir: Union[str, Path], stem: str) -> List[Path]:
+    """Write ``fig`` as ``<stem>.png`` (200 dpi) and ``<stem>.svg`` (no date: reproducible) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, extra in ((".png", {"dpi": 200}), (".svg", {"metadata": {"Date": None}})):
+        path = out / f"{stem}{suffix}"
+        fig.savefig(str(path), bbox_inches="tight", **extra)
+        written.append(path)
+    return written
 
 
 @dataclass(frozen=True)
@@ -269,16 +327,82 @@ def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -
     return fig
 
 
-def plot_results(csv_path: Union[str, Path], out_dir: Union[str, Path]) -> List[Path]:
-    """Draw the standard figures of a results CSV into ``out_dir`` (created if needed).
+#: Set while an experiment's own plot() runs, so that its call of plot_results draws the standard figures.
+_IN_CUSTOM: List[bool] = []
 
-    Returns the files written, a PNG (200 dpi) and an SVG per figure: latency, latency_tcp_rr, throughput,
-    throughput_udp, each only when the CSV has its metric. Raises ReportError for a CSV without rows.
+
+def experiment_of(csv_path: Union[str, Path], rows: Sequence[Mapping[str, str]]) -> Optional[Path]:
+    """The experiment file a results CSV came from: metadata.json's ``experiment_file`` beside it if that file
+    still exists, else ``experiments/<experiment column>.py`` of this repository; None if neither exists."""
+    import json
+
+    meta = Path(csv_path).parent / "metadata.json"
+    try:
+        named = json.loads(meta.read_text()).get("experiment_file")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    if named and Path(named).is_file():
+        return Path(named)
+    name = next((r.get("experiment", "") for r in rows if r.get("experiment")), "")
+    candidate = Path(__file__).resolve().parent.parent.parent / "experiments" / f"{name}.py"
+    return candidate if name and candidate.is_file() else None
+
+
+def _custom_plot(experiment: Any, csv_path: Path, rows: Sequence[Mapping[str, str]]) -> Any:
+    """The experiment's own ``plot`` function, or None (``experiment``: a module, a path, "auto" or None)."""
+    if experiment is None or _IN_CUSTOM:
+        return None
+    if experiment == "auto":
+        experiment = experiment_of(csv_path, rows)
+        if experiment is None:
+            return None
+    if isinstance(experiment, (str, Path)):
+        import importlib.util
+
+        name = "emu_experiment_plot_" + Path(experiment).stem
+        module_spec = importlib.util.spec_from_file_location(name, str(experiment))
+        if module_spec is None or module_spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        experiment = module
+    plot = getattr(experiment, "plot", None)
+    return plot if callable(plot) else None
+
+
+def plot_results(
+    csv_path: Union[str, Path], out_dir: Union[str, Path], experiment: Any = "auto"
+) -> List[Path]:
+    """Draw the figures of a results CSV into ``out_dir`` (created if needed).
+
+    experiment: whose ``plot(csv_path, out_dir)`` draws the figures instead of the standard ones: a module, an
+        experiment file, "auto" (the experiment the CSV came from, see ``experiment_of``) or None (the
+        standard figures). Inside such a ``plot``, ``plot_results`` draws the standard figures.
+    Returns the files written. The standard figures are a PNG (200 dpi) and an SVG each: latency,
+    latency_tcp_rr, throughput, throughput_udp, each only when the CSV has its metric. Raises ReportError for
+    a CSV without rows.
     """
     csv_path = Path(csv_path)
     rows = read_results(csv_path)
     if not rows:
         raise ReportError(f"{csv_path}: no result rows to plot (the CSV is empty or has only its header)")
+    custom = _custom_plot(experiment, csv_path, rows)
+    if custom is not None:
+        import time
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.time() - 1
+        _IN_CUSTOM.append(True)
+        try:
+            written = custom(csv_path, out)
+        finally:
+            _IN_CUSTOM.pop()
+        if written is None:  # a plot() that returns nothing: what it wrote
+            written = sorted(
+                p for p in out.iterdir() if p.suffix in (".png", ".svg", ".pdf") and p.stat().st_mtime >= started
+            )
+        return [Path(p) for p in written]
     keys = variant_keys_of(list(rows[0].keys()))
     variants: List[Tuple[str, ...]] = []
     for row in rows:
@@ -290,29 +414,14 @@ def plot_results(csv_path: Union[str, Path], out_dir: Union[str, Path]) -> List[
     for row in rows:
         if row.get("experiment") and row["experiment"] not in experiments:
             experiments.append(row["experiment"])
-    experiment = ", ".join(experiments) or csv_path.stem
+    title = ", ".join(experiments) or csv_path.stem
 
-    import matplotlib
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
-    style = {
-        "font.size": 9,
-        "axes.titlesize": 9,
-        "axes.labelsize": 9,
-        "hatch.linewidth": 0.6,
-        "svg.hashsalt": "emu",  # stable ids: the same CSV gives the same SVG
-        "svg.fonttype": "path",
-    }
-    with matplotlib.rc_context(style):
+    with style():
         for spec in FIGURES:
             data = _collect(rows, keys, spec, variants, placements)
             if data is None:
                 continue
-            fig = _draw(spec, data, keys, experiment)
-            for suffix, extra in ((".png", {"dpi": 200}), (".svg", {"metadata": {"Date": None}})):
-                path = out / f"{spec.name}{suffix}"
-                fig.savefig(str(path), bbox_inches="tight", **extra)
-                written.append(path)
+            fig = _draw(spec, data, keys, title)
+            written += save(fig, out_dir, spec.name)
     return written

@@ -376,42 +376,74 @@ def _cell(value: float) -> str:
     return f"{value:.3f}"
 
 
+#: Tools whose figures the standard columns show; other tools' figures get columns of their own.
+STANDARD_TOOLS = frozenset(tool for _, tool, _ in SUMMARY_FIGURES) | {"iperf3"}
+#: At most this many columns of other tools' figures (the first ones met in the rows).
+MAX_EXTRA_COLUMNS = 6
+
+
 def summary_table(rows: Sequence[Mapping[str, str]]) -> str:
     """A plain-text table, one line per placement x variant: the median over repeats of ping's RTT p50, the
-    TCP round trip's p50 and iperf3 throughput (the columns present in ``rows``), and the number of runs."""
+    TCP round trip's p50 and iperf3 throughput (the columns present in ``rows``), and the number of runs.
+
+    Figures of other tools (an experiment's own, e.g. ``emu``/``build_seconds``) get a column each, headed
+    ``metric unit``, up to MAX_EXTRA_COLUMNS. When the rows of one placement have several destinations (e.g.
+    the endpoints of a Service), a ``dst`` column splits them."""
     if not rows:
         return "(no results)"
     header = list(rows[0].keys())
     keys = variant_keys_of(header) if "repeat" in header else []
     wanted = {(tool, metric) for _, tool, metric in SUMMARY_FIGURES}
+    extra: List[Tuple[str, str, str]] = []  # (heading, tool, metric)
+    for row in rows:
+        tool, metric = row.get("tool", ""), row.get("metric", "")
+        if tool in STANDARD_TOOLS or any(t == tool and m == metric for _, t, m in extra):
+            continue
+        if len(extra) < MAX_EXTRA_COLUMNS:
+            unit = row.get("unit", "")
+            extra.append((f"{metric} {unit}".strip() if unit and unit != "count" else metric, tool, metric))
+    figures = list(SUMMARY_FIGURES) + extra
+    counts = {(r.get("tool", ""), r.get("metric", "")) for r in rows if r.get("unit") == "count"}
+    wanted |= {(tool, metric) for _, tool, metric in extra}
+    dsts: Dict[str, set] = {}
+    for row in rows:
+        dsts.setdefault(row.get("placement", ""), set()).add(row.get("dst", ""))
+    by_dst = any(len(d) > 1 for d in dsts.values())
     groups: Dict[Tuple[str, ...], Dict[Tuple[str, str], List[float]]] = {}
     runs: Dict[Tuple[str, ...], set] = {}
     variants_seen: List[Tuple[str, ...]] = []
+    dst_order: List[str] = []
     for row in rows:
         variant = tuple(row.get(k, "") for k in keys)
         if variant not in variants_seen:
             variants_seen.append(variant)
-        group = (row.get("placement", ""),) + variant
+        dst = row.get("dst", "") if by_dst else ""
+        if dst not in dst_order:
+            dst_order.append(dst)
+        group = (row.get("placement", ""), dst) + variant
         groups.setdefault(group, {})
         runs.setdefault(group, set()).add(row.get("repeat", ""))
         figure = (row.get("tool", ""), row.get("metric", ""))
         if figure in wanted:
             groups[group].setdefault(figure, []).append(to_float(row.get("value", "")))
-    present = [f for f in SUMMARY_FIGURES if any((f[1], f[2]) in g for g in groups.values())]
-    headings = ["placement"] + keys + [f[0] for f in present] + ["runs"]
+    present = [f for f in figures if any((f[1], f[2]) in g for g in groups.values())]
+    headings = ["placement"] + (["dst"] if by_dst else []) + keys + [f[0] for f in present] + ["runs"]
     table: List[List[str]] = []
     for placement in order_placements(g[0] for g in groups):
-        for variant in variants_seen:
-            group = (placement,) + variant
-            if group not in groups:
-                continue
-            cells = [placement] + list(variant)
-            for _, tool, metric in present:
-                values = groups[group].get((tool, metric))
-                cells.append(_cell(finite_median(values)) if values else "-")
-            cells.append(str(len(runs[group])))
-            table.append(cells)
-    numeric_from = 1 + len(keys)
+        for dst in dst_order:
+            for variant in variants_seen:
+                group = (placement, dst) + variant
+                if group not in groups:
+                    continue
+                cells = [placement] + ([dst] if by_dst else []) + list(variant)
+                for _, tool, metric in present:
+                    values = groups[group].get((tool, metric))
+                    value = finite_median(values) if values else math.nan
+                    whole = (tool, metric) in counts and not math.isnan(value) and value == int(value)
+                    cells.append("-" if not values else str(int(value)) if whole else _cell(value))
+                cells.append(str(len(runs[group])))
+                table.append(cells)
+    numeric_from = 1 + int(by_dst) + len(keys)
     widths = [max(len(r[i]) for r in [headings] + table) for i in range(len(headings))]
 
     def line(cells: List[str]) -> str:
