@@ -6,7 +6,7 @@ the backend programs its devices, routes, neighbour and FDB entries; the CNI bri
 the Service rules. Nothing here runs a command or imports Mininet.
 """
 
-from ipaddress import IPv4Address, IPv4Network, ip_interface
+from ipaddress import IPv4Address, IPv4Network
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from emu.plan import flannel, kubeproxy, names
@@ -134,7 +134,7 @@ def node_iptables(services: Sequence[ServicePlan], pod_cidr: IPv4Network, node_i
     """A node's whole iptables-restore document: kube-proxy's rules first (its jumps come first on a real node),
     then flanneld's."""
     tables = merge_tables(
-        kubeproxy.kube_proxy_tables(_kube_services(services), str(pod_cidr), node_ip),
+        kubeproxy.kube_proxy_tables(kube_services(services), str(pod_cidr), node_ip),
         flannel.iptables_tables(pod_cidr, subnet),
     )
     return render_restore(tables)
@@ -324,7 +324,8 @@ def _resolve_target(target: str, protocol: str, pod: Pod) -> Optional[int]:
     return None
 
 
-def _kube_services(services: Sequence[ServicePlan]) -> Tuple["kubeproxy.Service", ...]:
+def kube_services(services: Sequence[ServicePlan]) -> Tuple["kubeproxy.Service", ...]:
+    """The planned Services in kube-proxy's input form (what its rules are computed from)."""
     return tuple(
         kubeproxy.Service(
             namespace=s.namespace,
@@ -348,7 +349,3 @@ def _kube_services(services: Sequence[ServicePlan]) -> Tuple["kubeproxy.Service"
         for s in services
     )
 
-
-def interface_of(address: str) -> Tuple[str, int]:
-    iface = ip_interface(address)
-    return str(iface.ip), iface.network.prefixlen
