@@ -49,29 +49,6 @@ class Terminated(BaseException):
     """SIGTERM arrived while no cluster was up (a cluster turns it into SystemExit(143) itself)."""
 
 
-class _DeferSignals:
-    """While active, SIGINT and SIGTERM are only noted; ``stop()`` restores the handlers and reports the first."""
-
-    def __init__(self) -> None:
-        self.pending: Optional[int] = None
-        self._saved: Dict[int, Any] = {}
-
-    def _note(self, signum: int, frame: Any) -> None:
-        if self.pending is None:
-            self.pending = signum
-            print("emu run: tearing down first; the run stops after that", file=sys.stderr, flush=True)
-
-    def start(self) -> None:
-        if not self._saved:
-            self._saved = {s: signal.signal(s, self._note) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def stop(self) -> Optional[int]:
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-        self._saved = {}
-        return self.pending
-
-
 def load_experiment(path: str) -> ModuleType:
     """Import an experiment file; a missing file, a syntax error or a missing ``run`` is bad input (exit 2)."""
     file = Path(path)
@@ -211,7 +188,8 @@ def _prepared(prepare: Any, spec: Any, variant: Dict[str, Any], path: str) -> An
         out = prepare(spec, dict(variant))
     except Exception as exc:
         where = _where(exc, Path(path).resolve(), path)
-        raise InputError(f"{path}: prepare() failed for {_label(variant)}: {type(exc).__name__}: {exc}{where}") from None
+        what = f"{type(exc).__name__}: {exc}{where}"
+        raise InputError(f"{path}: prepare() failed for {_label(variant)}: {what}") from None
     if not isinstance(out, ClusterSpec):
         raise InputError(f"{path}: prepare() must return the spec (dataclasses.replace(spec, ...)), not {out!r:.60}")
     return out
@@ -266,9 +244,9 @@ def run_experiment(
     except ValueError as exc:  # a VARY key that clashes with a fixed column
         raise InputError(f"{path}: VARY: {exc}") from None
     results = Results(writer)
-    results.quick = quick  # type: ignore[attr-defined]
+    results.quick = quick
     progress = Progress(len(runs), repeats)
-    results.step = progress  # type: ignore[attr-defined]
+    results.step = progress
 
     files = [str(topo)] + list(spec.files[1:])
     metadata: Dict[str, Any] = {
@@ -356,7 +334,8 @@ def run_experiment(
 
             plot_results(csv_path, directory, experiment=module)
         except Exception as exc:  # plots are a convenience: the CSV is the result
-            print(f"emu run: plotting failed: {type(exc).__name__}: {exc}{_where(exc, experiment_file, path)}", file=sys.stderr)
+            where = _where(exc, experiment_file, path)
+            print(f"emu run: plotting failed: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
     print(f"results: {csv_path} ({writer.rows_written} rows)")
     if status != "complete":
         print(f"emu run: PARTIAL run: {error}; the rows measured so far are in {csv_path}", file=sys.stderr)
@@ -377,14 +356,12 @@ def _run_variant(
 ) -> None:
     """Build one variant's cluster, call ``run`` ``repeats`` times, tear it down.
 
-    The ``--timeout`` alarm covers the build and the runs, never the teardown; signals that arrive during the
-    teardown are held until it is over, then raised.
+    The ``--timeout`` alarm covers the build and the runs, never the teardown (which the cluster itself shields
+    from Ctrl-C and SIGTERM: they are acted on once it is done).
     """
     index, count = position
     progress.begin(index, count, variant, 0, repeats)
     progress("building the cluster")
-    deferred = _DeferSignals()
-    outer_term = signal.getsignal(signal.SIGTERM)
     try:
         if timeout:
             signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -402,17 +379,10 @@ def _run_variant(
             finally:
                 if timeout:
                     signal.setitimer(signal.ITIMER_REAL, 0)
-                deferred.start()
                 progress("tearing down")
     finally:
         if timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        pending = deferred.stop()
-        signal.signal(signal.SIGTERM, outer_term)
-    if pending == signal.SIGINT:
-        raise KeyboardInterrupt()
-    if pending is not None:
-        raise Terminated()
 
 
 def _raise_terminated(signum, frame) -> None:  # type: ignore[no-untyped-def]

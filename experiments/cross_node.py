@@ -39,12 +39,12 @@ REPEAT = 3
 
 
 def run(cluster, results):
-    quick = getattr(results, "quick", False)
+    quick = results.quick
     seconds = 2 if quick else 10
     pings = 20 if quick else 100
     exchanges = 100 if quick else 1000
     for placement in cluster.placements():
-        step = getattr(results, "step", print)
+        step = results.step
         where = dict(src_node=placement.src_node, dst_node=placement.dst_node)
         if placement.label != "pod-to-service":
             step(f"{placement}: ping")

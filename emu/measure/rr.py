@@ -89,7 +89,10 @@ def tcp_rr(src: Any, dst: Any, port: int = 5202, count: int = 200, size: int = 6
             ["python3", "-c", CLIENT, dst.ip, str(port), str(count), str(size), str(timeout)],
             timeout=timeout + count * 0.5 + 5,
         )
-        data = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else {}
+        try:
+            data = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else {}
+        except ValueError:
+            data = {"error": f"unreadable output: {result.stdout.strip()[-200:]}"}
         if result.returncode != 0 or "error" in data:
             raise MeasurementError(
                 f"tcp_rr {src.name} -> {dst.name}: {data.get('error') or result.stderr.strip()} "

@@ -364,7 +364,14 @@ def _custom_plot(experiment: Any, csv_path: Path, rows: Sequence[Mapping[str, st
         if module_spec is None or module_spec.loader is None:
             return None
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as exc:  # the CSV is still worth its standard figures
+            import sys
+
+            print(f"emu plot: {experiment} does not load ({type(exc).__name__}: {exc}): standard figures only",
+                  file=sys.stderr)
+            return None
         experiment = module
     plot = getattr(experiment, "plot", None)
     return plot if callable(plot) else None

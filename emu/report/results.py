@@ -24,8 +24,9 @@ from __future__ import annotations
 import csv
 import math
 import statistics
+import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 __all__ = [
     "COLUMNS",
@@ -178,6 +179,10 @@ class ResultWriter:
         return f"ResultWriter({str(self.path)!r}, {self.experiment!r}, {self.variant_keys!r})"
 
 
+def _print_step(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 class Results:
     """What an experiment records its measurements into; every ``add*`` writes (and flushes) rows at once.
 
@@ -191,6 +196,10 @@ class Results:
         self.variant: Dict[str, str] = {k: "" for k in writer.variant_keys}
         self.repeat = 0
         self.rows: List[Dict[str, str]] = []
+        #: True under ``emu run --quick``: measure briefly (a smoke test, not figures to keep).
+        self.quick = False
+        #: ``step("what now")`` prints a progress line (the runner's shows variant, run, elapsed and time left).
+        self.step: Callable[[str], None] = _print_step
 
     @classmethod
     def open(cls, path: PathLike, experiment: str, variant_keys: Sequence[str] = ()) -> "Results":

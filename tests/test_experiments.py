@@ -1,0 +1,534 @@
+"""Experiments end to end: ``python -m emu run`` as a user runs it, in a subprocess, on the real kernel.
+
+- experiments/cross_node.py --quick on all three backends (run once for the module): exit 0, a row for every
+  placement x backend x tool with plausible values, metadata.json complete with the plans and tool versions,
+  PNG and SVG figures, nothing left behind;
+- an interrupted run (SIGINT, SIGTERM) keeps its rows, says partial, exits 130 / 143, and leaves nothing of
+  the cluster in the machine (conftest.kernel_snapshot before and after);
+- bad experiment files: missing run or TOPOLOGY, a syntax error, an exception at import: exit 2, file and line,
+  no traceback (no root needed); ``run`` raising: exit 1, partial, rows kept, the line named; ``run`` hanging:
+  ``--timeout`` stops it, partial, cleaned up;
+- each shipped experiment's --quick run (mtu, service_lb, bandwidth with --backend vxlan, scale) and what it
+  shows.
+Every cluster gets this test run's own name (EMU_CLUSTER_SUFFIX), so it never meets another run's cluster.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pytest
+from conftest import (
+    REPO,
+    ROOT_PROBLEM,
+    STATE_ROOT,
+    UDP_PROBLEM,
+    Ownership,
+    kernel_snapshot,
+    leftovers,
+    requires_root,
+)
+
+SUFFIX = f"-et{os.getpid()}"
+ENV = dict(os.environ, EMU_CLUSTER_SUFFIX=SUFFIX, PYTHONPATH=str(REPO))
+
+#: A two-node topology small enough to build in a moment (the interrupt, error and timeout tests).
+SMALL_TOPOLOGY = """\
+apiVersion: emu/v1
+kind: Cluster
+name: exp-small
+nodes:
+  - name: node-1
+  - name: node-2
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec:
+  nodeName: node-1
+  containers: [{name: main, command: ["sleep", "infinity"]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b}
+spec:
+  nodeName: node-2
+  containers: [{name: main, command: ["sleep", "infinity"]}]
+"""
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def emu_run(args: Sequence[str], cwd: Path = REPO, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "emu", "run", *args],
+        cwd=str(cwd),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_dir(out: Path) -> Path:
+    """The one results directory (<out>/<experiment>/<stamp>/) of a run."""
+    dirs = [p.parent for p in out.glob("*/*/metadata.json")]
+    assert len(dirs) == 1, f"expected one run directory under {out}, found {dirs}"
+    return dirs[0]
+
+
+def rows_of(directory: Path) -> List[Dict[str, str]]:
+    with (directory / "results.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def metadata_of(directory: Path) -> dict:
+    return json.loads((directory / "metadata.json").read_text())
+
+
+def values(rows: List[Dict[str, str]], **match: str) -> List[float]:
+    return [float(r["value"]) for r in rows if all(r[k] == v for k, v in match.items())]
+
+
+def read_state(tag: str):  # type: ignore[no-untyped-def]
+    """/run/emu/<tag>/state.json as emu clean reads it (an emu.apply.state.ClusterState), None if there is none."""
+    from emu.apply.state import ClusterState
+
+    return ClusterState.read(STATE_ROOT / tag)
+
+
+def our_states() -> List[str]:
+    """State directories of clusters of this test run still in /run/emu (there must be none after a run)."""
+    if not STATE_ROOT.is_dir():
+        return []
+    found = []
+    for directory in STATE_ROOT.iterdir():
+        state = read_state(directory.name)
+        if state is not None and SUFFIX in state.cluster:
+            found.append(f"{directory} ({state.cluster})")
+    return found
+
+
+def assert_figures(directory: Path, stems: Sequence[str]) -> None:
+    for stem in stems:
+        png, svg = directory / f"{stem}.png", directory / f"{stem}.svg"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert svg.is_file() and b"<svg" in svg.read_bytes()[:2000], svg
+
+
+def write_experiment(tmp_path: Path, body: str, name: str = "exp.py", topology: bool = True) -> Path:
+    """An experiment file in tmp_path (with its small topology unless ``topology`` is False)."""
+    topo = tmp_path / "small.yaml"
+    topo.write_text(SMALL_TOPOLOGY)
+    header = f"TOPOLOGY = {str(topo)!r}\n" if topology else ""
+    path = tmp_path / name
+    path.write_text(header + textwrap.dedent(body))
+    return path
+
+
+def small_plan():  # type: ignore[no-untyped-def]
+    """The plan of SMALL_TOPOLOGY under this run's cluster name (for the ownership of the leftover checks)."""
+    import dataclasses
+    import tempfile
+
+    from emu.plan.build import build_plan
+    from emu.spec.load import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "small.yaml"
+        path.write_text(SMALL_TOPOLOGY)
+        spec, _ = load([str(path)])
+    return build_plan(dataclasses.replace(spec, name=spec.name + SUFFIX))
+
+
+# ------------------------------------------------------------------------------------ cross_node end to end
+
+PLACEMENTS = ("same-pod", "same-node", "cross-node", "pod-to-service", "node-to-pod", "node-to-node")
+BACKENDS = ("vxlan", "host-gw", "udp")
+
+
+@pytest.fixture(scope="module")
+def cross_node(tmp_path_factory) -> Dict:  # type: ignore[no-untyped-def]
+    if ROOT_PROBLEM:
+        pytest.skip(ROOT_PROBLEM)
+    if UDP_PROBLEM:
+        pytest.skip(f"cross_node runs the udp backend too: {UDP_PROBLEM}")
+    out = tmp_path_factory.mktemp("cross_node")
+    started = time.monotonic()
+    result = emu_run(["experiments/cross_node.py", "--quick", "--out", str(out)])
+    return {"result": result, "out": out, "seconds": time.monotonic() - started}
+
+
+@requires_root
+@pytest.mark.root
+@pytest.mark.slow
+def test_cross_node_exits_0_with_every_row(cross_node: Dict) -> None:
+    result = cross_node["result"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    rows = rows_of(run_dir(cross_node["out"]))
+    assert {r["backend"] for r in rows} == set(BACKENDS)
+    for backend in BACKENDS:
+        for placement in PLACEMENTS:
+            where = dict(backend=backend, placement=placement)
+            if placement != "pod-to-service":  # a ClusterIP does not answer ping
+                rtt = values(rows, tool="ping", metric="rtt_p50", **where)
+                loss = values(rows, tool="ping", metric="loss", **where)
+                assert len(rtt) == 1 and rtt[0] > 0, (where, rtt)
+                assert loss == [0.0], (where, loss)
+            else:
+                assert not values(rows, tool="ping", **where)
+            rr = values(rows, tool="tcp_rr", metric="rtt_p50", **where)
+            assert len(rr) == 1 and 0 < rr[0] < 100, (where, rr)
+            gbit = values(rows, tool="iperf3-tcp", metric="throughput", **where)
+            assert len(gbit) == 1 and 0 < gbit[0] < 1000, (where, gbit)
+    # the summary table was printed: one line per placement x backend
+    assert "medians over runs" in result.stdout
+    assert sum(1 for line in result.stdout.splitlines() if line.split()[:1] == ["cross-node"]) == 3
+
+
+@requires_root
+@pytest.mark.root
+@pytest.mark.slow
+def test_cross_node_metadata_and_figures(cross_node: Dict) -> None:
+    assert cross_node["result"].returncode == 0, cross_node["result"].stderr[-3000:]
+    directory = run_dir(cross_node["out"])
+    meta = metadata_of(directory)
+    assert meta["status"] == "complete" and "error" not in meta
+    assert meta["quick"] is True and meta["repeat"] == 1
+    assert meta["rows"] == len(rows_of(directory))
+    assert sorted(meta["plans"]) == sorted(f"backend={b}" for b in BACKENDS)
+    for label, plan in meta["plans"].items():
+        assert plan["backend"] == label.split("=")[1]
+        assert [n["name"] for n in plan["nodes"]] == ["node-1", "node-2"]
+    assert meta["cluster"] == "cross-node" + SUFFIX
+    for tool in ("iperf3", "ping", "ip", "iptables", "mininet"):
+        assert meta["tools"][tool] and meta["tools"][tool] != "missing", (tool, meta["tools"])
+    assert meta["kernel"] and meta["start"] < meta["end"]
+    assert_figures(directory, ["latency", "latency_tcp_rr", "throughput"])
+    assert our_states() == []
+    print(f"cross_node --quick, three backends: {cross_node['seconds']:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------- interrupts
+
+INTERRUPTIBLE = """
+import emu
+
+def run(cluster, results):
+    a, b = cluster.pod("a"), cluster.pod("b")
+    results.add_ping("cross-node", emu.ping(a, b, count=3, interval=0.01), a.node, b.node)
+    emu.ping(a, b, count=100000, interval=0.01)  # interrupted here
+"""
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_interrupted_run_keeps_rows_and_leaves_nothing(tmp_path: Path, signum: int, status: int) -> None:
+    experiment = write_experiment(tmp_path, INTERRUPTIBLE)
+    plan = small_plan()
+    owned = Ownership()
+    owned.add_plan(plan)
+    before = kernel_snapshot()
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emu", "run", str(experiment), "--out", str(out)],
+        cwd=str(REPO),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        csv_path: Optional[Path] = None
+        while time.monotonic() < deadline:
+            found = list(out.glob("*/*/results.csv"))
+            if found and len(found[0].read_text().splitlines()) > 1:
+                csv_path = found[0]
+                break
+            assert proc.poll() is None, f"emu run ended early: {proc.communicate()}"
+            time.sleep(0.1)
+        assert csv_path is not None, "no rows within 60 s"
+        time.sleep(0.5)  # the long ping is running now
+        state = read_state(plan.tag)
+        assert state is not None and state.cluster == plan.cluster
+        owned.add_state(state.processes)
+        rows_before = csv_path.read_text()
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == status, stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert "PARTIAL" in stderr
+    assert csv_path.read_text() == rows_before and len(rows_before.splitlines()) > 1
+    meta = metadata_of(csv_path.parent)
+    assert meta["status"] == "partial"
+    assert meta["error"] == ("interrupted" if signum == signal.SIGINT else "terminated")
+    assert not (STATE_ROOT / plan.tag).exists()
+    after = kernel_snapshot()
+    assert leftovers(before, after, owned) == []
+    assert not [name for name in after.links if name.startswith(plan.tag)]
+
+
+# ------------------------------------------------------------------------------------------ bad experiments
+
+BAD_FILES = {
+    "missing_run": ("TOPOLOGY = 'topologies/two_nodes.yaml'\nVARY = {}\n", None, "no run(cluster, results)"),
+    "missing_topology": ("def run(cluster, results):\n    pass\n", None, "no TOPOLOGY"),
+    "syntax_error": ("TOPOLOGY = 'x.yaml'\n\ndef run(cluster, results)\n    pass\n", 3, "syntax error"),
+    "raises_at_import": ("import os\n\nTOPOLOGY = 'x.yaml'\nraise RuntimeError('broken on purpose')\n", 4, "broken"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_bad_experiment_file_is_bad_input(tmp_path: Path, kind: str) -> None:
+    text, line, words = BAD_FILES[kind]
+    path = tmp_path / f"{kind}.py"
+    path.write_text(text)
+    result = emu_run([str(path), "--out", str(tmp_path / "out")], timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert str(path) + (f":{line}:" if line else ":") in result.stderr, result.stderr
+    assert words in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+RAISES = """
+def run(cluster, results):
+    results.add("cross-node", "a", "b", "test", "answer", 42, "count")
+    results.add("cross-node", "a", "b", "test", "answer", 43, "count")
+    raise ValueError("measured wrong on purpose")  # line 6 of the file
+"""
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_run_that_raises_is_partial_and_keeps_rows(tmp_path: Path) -> None:
+    write_experiment(tmp_path, RAISES, name="raises.py")
+    # a relative experiment path: the message must still name the experiment's own line
+    result = emu_run(["raises.py", "--out", "out"], cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "ValueError: measured wrong on purpose at raises.py:6" in result.stderr, result.stderr[-2000:]
+    directory = run_dir(tmp_path / "out")
+    assert values(rows_of(directory), metric="answer") == [42.0, 43.0]
+    meta = metadata_of(directory)
+    assert meta["status"] == "partial" and "raises.py:6" in meta["error"] and meta["rows"] == 2
+    assert our_states() == []
+
+
+HANGS = """
+import time
+
+def run(cluster, results):
+    results.add("cross-node", "a", "b", "test", "answer", 42, "count")
+    try:
+        time.sleep(3600)
+    except Exception:  # a timeout must not be swallowed by the experiment's own handlers
+        pass
+    time.sleep(3600)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_run_that_hangs_is_stopped_by_timeout(tmp_path: Path) -> None:
+    experiment = write_experiment(tmp_path, HANGS)
+    plan = small_plan()
+    started = time.monotonic()
+    result = emu_run([str(experiment), "--timeout", "5", "--out", str(tmp_path / "out")], timeout=120)
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "--timeout 5" in result.stderr
+    directory = run_dir(tmp_path / "out")
+    assert values(rows_of(directory), metric="answer") == [42.0]
+    meta = metadata_of(directory)
+    assert meta["status"] == "partial" and "timeout" in meta["error"]
+    assert not (STATE_ROOT / plan.tag).exists()
+    assert our_states() == []
+
+
+# ------------------------------------------------------------------------------- the shipped experiments
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_mtu_quick(tmp_path: Path) -> None:
+    result = emu_run(["experiments/mtu.py", "--quick", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    mtus = ("1450", "1500")
+    assert {r["mtu"] for r in rows} == set(mtus)
+    for mtu in mtus:
+        for size in (1372, 1422):  # fits either way
+            assert values(rows, mtu=mtu, placement=f"cross-node {size}B DF", tool="ping", metric="loss") == [0.0]
+        for size in (1423, 1472):  # too big for the path: lost either way, but where?
+            where = dict(mtu=mtu, placement=f"cross-node {size}B DF")
+            assert values(rows, tool="ping", metric="loss", **where) == [100.0]
+            drops = values(rows, tool="ip-stats", metric="path_drops", **where)
+            if mtu == "1450":
+                assert drops == [0.0]  # refused in the pod, nothing lost on the way
+                assert values(rows, tool="ping", metric="local_errors", **where) == [5.0]
+            else:
+                assert drops[0] >= 1  # node-1 dropped it: fragmentation needed
+    tcp = {m: values(rows, mtu=m, placement="cross-node", tool="iperf3-tcp", metric="throughput") for m in mtus}
+    assert tcp["1450"][0] > 0
+    assert len(tcp["1500"]) == 1  # measured, or recorded as a failure (0): the run never stops for it
+    assert values(rows, mtu="1450", placement="cross-node", tool="ip-stats", metric="path_drops") == [0.0]
+    assert_figures(directory, ["mtu"])
+    assert metadata_of(directory)["status"] == "complete"
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_service_lb_quick(tmp_path: Path) -> None:
+    result = emu_run(["experiments/service_lb.py", "--quick", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    pods = ("web-0", "web-1", "web-2")
+    before = {p: values(rows, placement="before-delete", dst=p, metric="connections")[0] for p in pods}
+    after = {p: values(rows, placement="after-delete", dst=p, metric="connections")[0] for p in pods}
+    assert sum(before.values()) == 300 and sum(after.values()) == 300
+    assert all(n > 50 for n in before.values()), before  # about 100 each (1/3); 50 is far outside chance
+    assert after["web-0"] == 0 and after["web-1"] > 90 and after["web-2"] > 90, after
+    assert values(rows, metric="failed") == [0.0, 0.0]
+    shares = values(rows, placement="before-delete", metric="share")
+    assert abs(sum(shares) - 100.0) < 1e-6
+    assert_figures(directory, ["service_lb"])
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_bandwidth_quick_vxlan(tmp_path: Path) -> None:
+    result = emu_run(["experiments/bandwidth.py", "--quick", "--backend", "vxlan", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "*** Error" not in result.stderr  # Mininet's alarm about HTB's quantum at high rates is silenced
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    for bw in (10, 50, 100, 500):
+        gbit = values(rows, bw=str(bw), backend="vxlan", placement="cross-node", metric="throughput")
+        assert len(gbit) == 1
+        # vxlan carries 1398 payload bytes per 1514 on the wire (92 %): the link, not the CPU, is the limit
+        assert 0.75 * bw < gbit[0] * 1000 < 1.0 * bw, (bw, gbit)
+    assert_figures(directory, ["bandwidth"])
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_scale_quick(tmp_path: Path) -> None:
+    result = emu_run(["experiments/scale.py", "--quick", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped under --quick" in result.stderr
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    assert {r["size"] for r in rows} == {"2x2", "4x10"}  # 10x20 is skipped under --quick
+    for size, pods in (("2x2", 4), ("4x10", 40)):
+        assert values(rows, size=size, metric="pods") == [float(pods)]
+        assert values(rows, size=size, metric="build_seconds")[0] > 0
+        assert values(rows, size=size, metric="teardown_seconds")[0] > 0
+        assert values(rows, size=size, metric="build_ms_per_pod")[0] > 0
+    assert_figures(directory, ["scale"])
+    assert our_states() == []
+
+
+# ------------------------------------------------------------------- summary and plots of any experiment (no root)
+
+
+def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> None:
+    from emu.report.results import Results, read_results, summary_table
+
+    path = tmp_path / "results.csv"
+    with Results.open(path, "service_lb", ["size"]) as results:
+        for repeat in range(2):
+            results.set_context({"size": "2x2"}, repeat)
+            results.add("before", "client", "web-0", "tcp-connect", "connections", 30 + repeat, "count")
+            results.add("before", "client", "web-1", "tcp-connect", "connections", 70, "count")
+            results.add("before", "client", "web-1", "tcp-connect", "share", 70.0, "%")
+            results.add("cluster", "c", "", "emu", "build_seconds", 1.25, "s")
+    table = summary_table(read_results(path)).splitlines()
+    assert table[1].split() == ["placement", "dst", "size", "connections", "share", "%", "build_seconds", "s", "runs"]
+    body = [line.split() for line in table[3:]]
+    assert ["before", "web-0", "2x2", "30.50", "-", "-", "2"] == body[0]  # median of 30 and 31
+    assert ["before", "web-1", "2x2", "70", "70.00", "-", "2"] == body[1]  # counts print as whole numbers
+    assert body[2][0] == "cluster" and body[2][-2:] == ["1.25", "2"]
+
+
+@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale"])
+def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: str) -> None:
+    """``emu plot`` of a run's CSV finds the experiment (metadata.json, else experiments/<name>.py) and draws
+    its figures; checked here on rows shaped like each experiment's own, without root."""
+    pytest.importorskip("matplotlib")
+    from emu.report.results import Results
+
+    path = tmp_path / "run" / "results.csv"
+    keys = {"mtu": ["mtu"], "service_lb": [], "bandwidth": ["bw", "backend"], "scale": ["size"]}[experiment]
+    with Results.open(path, experiment, keys) as results:
+        if experiment == "mtu":
+            for mtu in ("1450", "1500"):
+                results.set_context({"mtu": mtu}, 0)
+                for size in (1372, 1422, 1423, 1472):
+                    lost = 100.0 if size > 1422 else 0.0
+                    results.add(f"cross-node {size}B DF", "client", "server", "ping", "loss", lost, "%")
+                    results.add(f"cross-node {size}B DF", "client", "server", "ping", "local_errors", 4, "count")
+                    drops = 1 if mtu == "1500" and size > 1422 else 0
+                    results.add(f"cross-node {size}B DF", "client", "server", "ip-stats", "path_drops", drops, "count")
+                results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", 8.5, "Gbit/s")
+                results.add("cross-node", "client", "server", "iperf3-tcp", "retransmits", 100, "count")
+                results.add("cross-node", "client", "server", "iperf3-tcp", "failed", 0, "count")
+        elif experiment == "service_lb":
+            results.set_context({}, 0)
+            for phase, counts in (("before-delete", (33, 33, 34)), ("after-delete", (0, 50, 50))):
+                for pod, n in zip(("web-0", "web-1", "web-2"), counts):
+                    results.add(phase, "client", pod, "tcp-connect", "connections", n, "count")
+                    results.add(phase, "client", pod, "tcp-connect", "share", float(n), "%")
+                results.add(phase, "client", "svc/web", "tcp-connect", "connections", 100, "count")
+        elif experiment == "bandwidth":
+            for backend, share in (("vxlan", 0.923), ("host-gw", 0.956)):
+                for bw in (10, 100):
+                    for repeat in range(2):
+                        results.set_context({"bw": str(bw), "backend": backend}, repeat)
+                        gbit = bw * share / 1000.0
+                        results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", gbit, "Gbit/s")
+        else:
+            for size, pods in (("2x2", 4), ("4x10", 40)):
+                results.set_context({"size": size}, 0)
+                for metric, value, unit in (("build_seconds", pods * 0.03, "s"), ("teardown_seconds", 0.2, "s")):
+                    results.add("cluster", f"scale-{size}", "", "emu", metric, value, unit)
+                results.add("cluster", f"scale-{size}", "", "emu", "build_ms_per_pod", 30.0, "ms")
+                results.add("cluster", f"scale-{size}", "", "emu", "teardown_ms_per_pod", 200.0 / pods, "ms")
+    meta = {"experiment_file": str(REPO / "experiments" / f"{experiment}.py")}
+    (path.parent / "metadata.json").write_text(json.dumps(meta))
+    result = subprocess.run(
+        [sys.executable, "-m", "emu", "plot", str(path), "--out", str(tmp_path / "plots")],
+        cwd=str(REPO),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(Path(line).name for line in result.stdout.split()) == [f"{experiment}.png", f"{experiment}.svg"]
+    assert_figures(tmp_path / "plots", [experiment])
