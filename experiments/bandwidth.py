@@ -37,8 +37,8 @@ from typing import Any, Dict, List, Tuple
 if __name__ == "__main__" and not __package__:  # `sudo python experiments/bandwidth.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import emu  # noqa: E402
-from emu.measure import MeasurementError  # noqa: E402
+import emu
+from emu.measure import MeasurementError
 
 TOPOLOGY = "../topologies/bandwidth.yaml"
 VARY = {"bw": [10, 50, 100, 500], "backend": ["vxlan", "host-gw", "udp"]}

@@ -30,8 +30,8 @@ from pathlib import Path
 if __name__ == "__main__" and not __package__:  # `sudo python experiments/cross_node.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import emu  # noqa: E402
-from emu.measure.rr import tcp_rr  # noqa: E402
+import emu
+from emu.measure.rr import tcp_rr
 
 TOPOLOGY = "../topologies/cross_node.yaml"
 VARY = {"backend": ["vxlan", "host-gw", "udp"]}

@@ -51,9 +51,9 @@ from typing import Any, Dict, List, Tuple
 if __name__ == "__main__" and not __package__:  # `sudo python experiments/mtu.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import emu  # noqa: E402
-from emu.measure import MeasurementError  # noqa: E402
-from emu.measure.ping import PingResult, parse_ping  # noqa: E402
+import emu
+from emu.measure import MeasurementError
+from emu.measure.ping import PingResult, parse_ping
 
 TOPOLOGY = "../topologies/mtu.yaml"
 VARY = {"mtu": [1450, 1500]}

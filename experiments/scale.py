@@ -36,7 +36,7 @@ from typing import Dict, List, Tuple
 if __name__ == "__main__" and not __package__:  # `sudo python experiments/scale.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import emu  # noqa: E402
+import emu
 
 TOPOLOGY = "../topologies/scale.yaml"
 VARY = {"size": ["2x2", "4x10", "10x20"]}

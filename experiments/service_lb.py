@@ -39,7 +39,7 @@ from typing import Any, Dict, List
 if __name__ == "__main__" and not __package__:  # `sudo python experiments/service_lb.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emu.measure import MeasurementError  # noqa: E402
+from emu.measure import MeasurementError
 
 TOPOLOGY = "../topologies/service_lb.yaml"
 REPEAT = 3

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import requires_root
+
 from emu import labs
 from emu.labs import TaskFailed, answer, expect, fix_lines, load_answers, load_lab, run_task, setup, task
 

@@ -216,7 +216,7 @@ def test_every_node_document_is_accepted_by_iptables_restore(tmp_path: Path) -> 
             result = subprocess.run(
                 ["unshare", "--net", "iptables-restore", "--test"],
                 input=node.iptables,
-                universal_newlines=True,
+                text=True,
                 stderr=subprocess.PIPE,
             )
             assert result.returncode == 0, result.stderr
@@ -248,5 +248,5 @@ def test_spec_and_plan_layers_do_not_import_mininet_or_run_commands() -> None:
         "assert not calls, calls\n"
         "print('pure')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, universal_newlines=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "pure"

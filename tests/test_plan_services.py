@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from emu.plan.build import build_plan, node_iptables, plan_added_pod, replan_services
-from emu.plan.iptables import parse_save
 from emu.plan.ipam import IpamError
+from emu.plan.iptables import parse_save
 from emu.plan.kubeproxy import endpoint_chain, probabilities
 from emu.plan.model import Plan, PodPlan, Route
 from emu.spec.errors import SpecError

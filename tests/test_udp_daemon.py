@@ -20,7 +20,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List
 
 import pytest
 
