@@ -19,7 +19,7 @@ from emu.apply.commands import process_start_time
 from emu.apply.state import ClusterState, all_states
 
 # Kill order: what runs inside pods first, the node shells last.
-ROLE_ORDER = {"container": 0, "server": 0, "pause": 1, "daemon": 2, "node": 3, "switch": 4}
+ROLE_ORDER = {"container": 0, "server": 0, "pause": 1, "spawner": 2, "daemon": 2, "node": 3, "switch": 4}
 
 
 def _link_exists(name: str) -> bool:

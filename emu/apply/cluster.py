@@ -13,6 +13,7 @@ Service rules follow, as kube-proxy's do (see docs/services.md).
 """
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -20,12 +21,14 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 from emu.apply import commands
 from emu.apply.clean import remove_created_dir
 from emu.apply.commands import Command, Namespaces, as_argv
+from emu.apply.spawner import Spawner
 from emu.apply.state import ClusterState
 from emu.errors import EmuError
 from emu.measure import ExecResult
@@ -199,6 +202,7 @@ class Cluster:
         self._pods: Dict[str, Pod] = {}
         self._daemons: Dict[str, "subprocess.Popen[str]"] = {}
         self._created_dirs: List[str] = []
+        self._spawner = Spawner(self._recorder("spawner", "pods"), self.state.directory / "spawner.log")
         self._lock = threading.RLock()
         self._started = False
         self._stopping = False
@@ -282,32 +286,62 @@ class Cluster:
             self._nodes[node_plan.name] = Node(self, node_plan, self.net.get(node_plan.name))
 
         self.progress(f"flannel {plan.backend}: devices, routes, neighbours, FDB; kube-proxy rules")
-        for node_plan in plan.nodes:
-            apply_node(node_plan, self._nodes[node_plan.name].namespaces, self.state.directory, self._start_daemon)
+        commands.in_parallel(
+            [
+                partial(apply_node, n, self._nodes[n.name].namespaces, self.state.directory, self._start_daemon)
+                for n in plan.nodes
+            ]
+        )
 
         self.progress(f"pods: {len(plan.pods)} pause processes")
-        for pod_plan in plan.pods:
-            pod_dir = self.state.directory / "pods" / pod_plan.name
-            write_pod_files(pod_plan, pod_dir)
-            for path in missing_mount_points(pod_plan):
-                self._created_dirs.append(path)
-                self.state.links.append(f"dir:{path}")
-                self.state.save()
-                os.makedirs(path, exist_ok=True)
-        pending = []
-        for pod_plan in plan.pods:
-            record = self._recorder("pause", pod_plan.name)
-            proc = start_pause(pod_plan, plan.cluster, self._nodes[pod_plan.node].pid, record)
-            self._pods[pod_plan.name] = Pod(self, pod_plan, proc)
-            pending.append((pod_plan, proc))
+        # A pod's pause starts (on a thread) as soon as its files are written: writing them is slow on some disks.
+        pending: List[Any] = []
+        written: "queue.Queue[Optional[PodPlan]]" = queue.Queue()
+        failed: List[BaseException] = []
+
+        def start_pauses() -> None:
+            while not failed:
+                pod_plan = written.get()
+                if pod_plan is None:
+                    return
+                try:
+                    record = self._recorder("pause", pod_plan.name)
+                    proc = start_pause(pod_plan, plan.cluster, self._nodes[pod_plan.node].pid, record, self._spawner)
+                except BaseException as exc:  # raised in the building thread below
+                    failed.append(exc)
+                    return
+                self._pods[pod_plan.name] = Pod(self, pod_plan, proc)
+                pending.append((pod_plan, proc))
+
+        starter = threading.Thread(target=start_pauses, name="emu-pauses", daemon=True)
+        starter.start()
+        try:
+            for pod_plan in plan.pods:
+                if failed:
+                    break
+                pod_dir = self.state.directory / "pods" / pod_plan.name
+                write_pod_files(pod_plan, pod_dir)
+                for path in missing_mount_points(pod_plan):
+                    self._created_dirs.append(path)
+                    self.state.links.append(f"dir:{path}")
+                    self.state.save()
+                    os.makedirs(path, exist_ok=True)
+                written.put(pod_plan)
+        finally:
+            written.put(None)
+            starter.join()
+        if failed:
+            raise failed[0]
         for pod_plan, proc in pending:
             wait_pause(pod_plan, proc)
 
         self.progress("pods: veth pairs on cni0, addresses, routes")
+        wiring = []
         for node_plan in plan.nodes:
             pods = plan.pods_on(node_plan.name)
             pids = {p.name: self._pods[p.name].pause.pid for p in pods}
-            wire_pods(node_plan.name, pods, pids, self._nodes[node_plan.name].namespaces)
+            wiring.append(partial(wire_pods, node_plan.name, pods, pids, self._nodes[node_plan.name].namespaces))
+        commands.in_parallel(wiring)
 
         count = sum(len(p.containers) for p in plan.pods)
         self.progress(f"containers: {count} processes")
@@ -323,6 +357,7 @@ class Cluster:
                     pod.directory,
                     service_env,
                     self._recorder("container", f"{pod_plan.name}/{container.name}"),
+                    self._spawner,
                 )
                 pod.containers[container.name] = Container(pod, container.name, proc)
         self._wait_ready()
@@ -382,9 +417,12 @@ class Cluster:
             procs += [c.process for c in pod.containers.values()]
         _terminate(procs, grace=2.0)
         _terminate([p.pause for p in self._pods.values()] + list(self._daemons.values()), grace=1.0)
+        self._spawner.close()
         if self.net is not None:
+            from emu.apply.underlay import stop_underlay
+
             try:
-                self.net.stop()
+                stop_underlay(self.net)
             except Exception as exc:  # keep tearing down; clean can finish the job
                 print(f"emu: warning: stopping Mininet: {exc}", file=sys.stderr)
         for path in reversed(self._created_dirs):
@@ -507,7 +545,9 @@ class Cluster:
                 self.state.links.append(f"dir:{path}")
                 self.state.save()
                 os.makedirs(path, exist_ok=True)
-            pause = start_pause(pod_plan, self.plan.cluster, node.pid, record=self._recorder("pause", pod_plan.name))
+            pause = start_pause(
+                pod_plan, self.plan.cluster, node.pid, self._recorder("pause", pod_plan.name), self._spawner
+            )
             pod = Pod(self, pod_plan, pause)
             try:
                 wait_pause(pod_plan, pause)
@@ -516,7 +556,7 @@ class Cluster:
                 for container in pod_plan.containers:
                     record = self._recorder("container", f"{pod_plan.name}/{container.name}")
                     proc = start_container(
-                        pod_plan, container, pause.pid, node.pid, pod.directory, service_env, record=record
+                        pod_plan, container, pause.pid, node.pid, pod.directory, service_env, record, self._spawner
                     )
                     pod.containers[container.name] = Container(pod, container.name, proc)
             except BaseException:

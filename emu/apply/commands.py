@@ -9,7 +9,7 @@ exactly what failed.
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 from emu.errors import BuildError
 from emu.measure import ExecResult
@@ -159,3 +159,29 @@ def process_start_time(pid: int) -> Optional[int]:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[19])
+
+
+T = TypeVar("T")
+
+
+def in_parallel(calls: Sequence[Callable[[], T]], workers: int = 8) -> List[T]:
+    """Run independent steps (e.g. one per node) on a few threads and return their results in order.
+
+    The commands they start run on all cores while Python waits for them. Every step runs to its end before
+    anything is raised (so a rollback never races a step still building); then the first failure, in the order
+    of ``calls``, is raised. A Ctrl-C while waiting cancels the steps not yet started.
+    """
+    if len(calls) <= 1 or workers <= 1:
+        return [call() for call in calls]
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls)), thread_name_prefix="emu-build") as pool:
+        futures = [pool.submit(call) for call in calls]
+        try:
+            wait(futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise
+    return [future.result() for future in futures]

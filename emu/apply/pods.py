@@ -6,22 +6,31 @@
   namespace instead, with a UTS namespace of its own so the machine's hostname is never touched.
 - The **CNI bridge plugin's** work: a veth pair, the pod end moved into the pod as ``eth0`` with its planned MAC,
   MTU and address, the node end (``veth`` + 8 hex) on ``cni0`` with hairpin mode on (flannel's CNI config sets
-  ``hairpinMode: true``), and the pod's routes. All pods of a node are wired with one ``ip -batch`` in the node.
+  ``hairpinMode: true``), and the pod's routes. All pods of a node are wired with one ``ip -batch`` in the node;
+  inside each pod the same ``ip`` requests go over rtnetlink from emu itself (``configure_pod``).
 - **Containers** are processes that join the pause process's network and UTS namespaces (the
   ``--net=container:<pause>`` of the source text) plus a mount namespace of their own: a private ``/tmp``, the
   kubelet's ``/etc/hosts`` and ``/etc/hostname``, and bind-mounted ``emptyDir`` volumes shared between the
   containers that mount them. Their output goes to a log file.
+
+A cluster starts its pause and container processes from one helper (``spawner=``, see emu.apply.spawner): one
+fork and one exec each, with the namespaces and mounts made in the child, instead of the shell chains below
+(``PAUSE_SCRIPT``, ``CONTAINER_SCRIPT``), which remain for callers without a spawner. Both give the same
+processes in the same namespaces behind the same gate.
 """
 
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu.apply.commands import GATE, Namespaces, base_env, ip_batch, popen, release
 from emu.errors import BuildError
 from emu.plan.model import ContainerPlan, PodPlan
+
+if TYPE_CHECKING:
+    from emu.apply.spawner import Mount, Spawner
 
 # Both scripts first wait behind GATE until emu has recorded their pid (commands.release).
 PAUSE_SCRIPT = GATE + 'hostname "$1" && exec -a "$2" sleep infinity </dev/null'
@@ -45,12 +54,36 @@ exec "$@" </dev/null
 
 
 def start_pause(
-    pod: PodPlan, cluster: str, node_pid: int, record: Optional[Callable[[int], object]] = None
+    pod: PodPlan,
+    cluster: str,
+    node_pid: int,
+    record: Optional[Callable[[int], object]] = None,
+    spawner: Optional["Spawner"] = None,
 ) -> "subprocess.Popen[str]":
     """Start the pod's pause process (not waiting for it: see wait_pause).
 
     record: called with the pid before the process may go on (it writes the pid into the state file).
+    spawner: start it from this helper (one fork and one exec, see emu.apply.spawner) rather than through
+        ``unshare`` and ``bash``; the result is the same process in the same namespaces.
     """
+    if spawner is not None:
+        setns = []
+        if pod.host_network:
+            setns = [("net", f"/proc/{node_pid}/ns/net"), ("mnt", f"/proc/{node_pid}/ns/mnt")]
+        argv = [f"emu-pause:{cluster}/{pod.name}", "infinity"]
+        try:
+            spawned = spawner.spawn(
+                argv,
+                "emu-pause",
+                setns=setns,
+                unshare=["uts"] if pod.host_network else ["net", "uts"],
+                hostname=pod.hostname,
+                executable="sleep",
+            )
+        except OSError as exc:
+            raise BuildError(f"pod {pod.name}: start the pause process", ["sleep"] + argv, str(exc)) from None
+        release(spawned, record)
+        return spawned  # type: ignore[return-value]  # Popen's interface, see Spawned
     argv = ["unshare", "--uts"]
     ns = None
     if pod.host_network:
@@ -99,19 +132,41 @@ def wire_pods(node: str, pods: Sequence[PodPlan], pause_pids: Dict[str, int], no
     for pod in pods:
         if pod.host_network:
             continue
-        pod_lines = [
-            "link set lo up",
-            f"addr add {pod.ip}/{pod.prefixlen} dev {pod.ifname}",
-            f"link set {pod.ifname} up",
-        ] + [f"route add {route}" for route in pod.routes]
-        ip_batch(f"pod {pod.name}: eth0 address and routes", pod_lines, Namespaces(pause_pids[pod.name]))
+        configure_pod(pod, pause_pids[pod.name])
+
+
+def configure_pod(pod: PodPlan, pause_pid: int) -> None:
+    """Inside the pod: ``ip link set lo up``, ``addr add IP/LEN dev eth0``, ``link set eth0 up``, then the
+    pod's routes; sent over rtnetlink from emu itself (emu.apply.netlink), not by an ``ip`` per pod."""
+    from emu.apply.netlink import NetlinkError, RouteSocket
+
+    address = f"{pod.ip}/{pod.prefixlen}"
+    steps: List[Tuple[str, Callable[[RouteSocket], None]]] = [
+        ("link set lo up", lambda s: s.link_up("lo")),
+        (f"addr add {address} dev {pod.ifname}", lambda s: s.addr_add(address, pod.ifname)),
+        (f"link set {pod.ifname} up", lambda s: s.link_up(pod.ifname)),
+    ]
+    for route in pod.routes:
+        steps.append((f"route add {route}", lambda s, r=route: s.route_add(r.dst, r.dev, r.via, r.onlink)))
+    line = "open an rtnetlink socket in the pod"
+    try:
+        with RouteSocket.in_netns(pause_pid) as sock:
+            for line, step in steps:  # noqa: B007 - `line` names the failing step below
+                step(sock)
+    except OSError as exc:
+        detail = f"RTNETLINK answers: {exc.strerror}" if isinstance(exc, NetlinkError) else str(exc)
+        step = f"pod {pod.name}: eth0 address and routes"
+        raise BuildError(step, [f"ip -n <pod {pod.name}> {line}"], detail) from None
 
 
 def write_pod_files(pod: PodPlan, pod_dir: Path) -> None:
-    """The files kubelet writes for a pod: /etc/hosts, /etc/hostname, and a directory per emptyDir volume."""
+    """The files kubelet writes for a pod: /etc/hosts, /etc/hostname, a directory per emptyDir volume, and an
+    empty log per container (so that starting a container only opens it)."""
     pod_dir.mkdir(parents=True, exist_ok=True)
     (pod_dir / "hosts").write_text(pod.hosts_file)
     (pod_dir / "hostname").write_text(pod.hostname + "\n")
+    for container in pod.containers:
+        open(pod_dir / f"{container.name}.log", "ab").close()
     for volume in pod.volumes:
         (pod_dir / "volumes" / volume).mkdir(parents=True, exist_ok=True)
 
@@ -134,11 +189,16 @@ def start_container(
     pod_dir: Path,
     extra_env: Dict[str, str],
     record: Optional[Callable[[int], object]] = None,
+    spawner: Optional["Spawner"] = None,
 ) -> "subprocess.Popen[str]":
     """Start one container process in the pod's namespaces, with its own mount namespace; log to a file.
 
     record: called with the pid before the process may go on (it writes the pid into the state file).
+    spawner: start it from this helper (one fork and one exec, see emu.apply.spawner) rather than through
+        ``nsenter``, ``unshare``, ``bash`` and ``mount``; the mounts are the same as CONTAINER_SCRIPT's.
     """
+    if spawner is not None:
+        return _spawn_container(pod, container, pause_pid, node_pid, pod_dir, extra_env, record, spawner)
     ns = Namespaces(net_pid=pause_pid, mount_pid=node_pid, uts=True)
     args: List[str] = [str(pod_dir / "hosts"), str(pod_dir / "hostname"), str(len(container.mounts))]
     for mount in container.mounts:
@@ -159,6 +219,59 @@ def start_container(
         log.close()
     release(proc, record)
     return proc
+
+
+def container_mounts(container: ContainerPlan, pod_dir: Path) -> List["Mount"]:
+    """What CONTAINER_SCRIPT mounts, as (source, target, fstype, flags, data) for the spawner, in order."""
+    mounts: List["Mount"] = [
+        (None, "/", None, ("rec", "private"), None),  # unshare --propagation private
+        ("tmpfs", "/tmp", "tmpfs", (), "mode=1777"),
+        (str(pod_dir / "hosts"), "/etc/hosts", None, ("bind",), None),
+        (str(pod_dir / "hostname"), "/etc/hostname", None, ("bind",), None),
+    ]
+    for mount in container.mounts:
+        mounts.append((str(pod_dir / "volumes" / mount.volume), mount.path, None, ("bind",), None))
+        if mount.read_only:
+            mounts.append((None, mount.path, None, ("remount", "bind", "rdonly"), None))
+    return mounts
+
+
+def _spawn_container(
+    pod: PodPlan,
+    container: ContainerPlan,
+    pause_pid: int,
+    node_pid: int,
+    pod_dir: Path,
+    extra_env: Dict[str, str],
+    record: Optional[Callable[[int], object]],
+    spawner: "Spawner",
+) -> "subprocess.Popen[str]":
+    env = base_env({"HOSTNAME": pod.hostname})
+    env.update(extra_env)
+    env.update(dict(container.env))
+    log = open(pod_dir / f"{container.name}.log", "ab")
+    try:
+        spawned = spawner.spawn(
+            list(container.argv),
+            "emu-container",
+            setns=[
+                ("net", f"/proc/{pause_pid}/ns/net"),
+                ("uts", f"/proc/{pause_pid}/ns/uts"),
+                ("mnt", f"/proc/{node_pid}/ns/mnt"),
+            ],
+            unshare=["mnt"],
+            mounts=container_mounts(container, pod_dir),
+            cwd=container.working_dir,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    except OSError as exc:
+        raise BuildError(f"pod {pod.name}: start container {container.name}", list(container.argv), str(exc)) from None
+    finally:
+        log.close()
+    release(spawned, record)
+    return spawned  # type: ignore[return-value]  # Popen's interface, see Spawned
 
 
 def listening_ports(pid: int) -> Set[Tuple[int, str]]:

@@ -7,6 +7,9 @@ namespaces (``mnexec -n``); the switch is a Linux bridge in the root namespace n
 kernel's netem qdisc: asked for on a kernel without it, the build stops before anything is created.
 """
 
+import os
+import subprocess
+import time
 from typing import Callable, Dict, List
 
 from mininet.link import Link, TCIntf, TCLink
@@ -15,7 +18,7 @@ from mininet.net import Mininet
 from mininet.node import Host
 from mininet.nodelib import LinuxBridge
 
-from emu.apply.commands import check, run
+from emu.apply.commands import base_env, check
 from emu.plan.model import Plan
 
 setLogLevel("error")
@@ -38,7 +41,7 @@ class UnderlaySwitch(LinuxBridge):
         check(f"bring up {self.name}", ["ip", "link", "set", self.name, "up"])
 
     def stop(self, deleteIntfs: bool = True) -> None:
-        run(["ip", "link", "del", self.name])
+        _delete_link(self.name)
         super(LinuxBridge, self).stop(deleteIntfs)
 
 
@@ -112,3 +115,39 @@ def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str],
             **params,
         )
     return net
+
+
+def stop_underlay(net: Mininet, timeout: float = 5.0) -> None:
+    """Stop the nodes and the switch: what ``Mininet.stop()`` does, in a second rather than a minute for 50 nodes.
+
+    Mininet deletes every link with an ``ip link del`` of its own, and each deletion waits for an RCU grace
+    period (20-50 ms here). Instead the node shells go first: each node's network namespace dies with its last
+    process, and the kernel deletes the veth pairs of all dead namespaces in one batch, switch ports included.
+    Ports still there after ``timeout`` seconds (a process someone started in a node keeps its namespace alive)
+    are deleted one by one, as Mininet would, so nothing stays behind either way.
+    """
+    for host in net.hosts:
+        host.terminate()
+    for switch in net.switches:
+        prefix = f"{switch.name}-eth"
+        ports = [intf.name for intf in switch.intfList() if intf.name.startswith(prefix)]
+        _delete_link(switch.name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(os.path.exists(f"/sys/class/net/{p}") for p in ports):
+            time.sleep(0.01)
+        for port in ports:
+            _delete_link(port)
+        switch.terminate()
+
+
+def _delete_link(name: str) -> None:
+    """``ip link del NAME`` if it exists, in a session of its own: a Ctrl-C sent to emu's process group while it
+    tears down (emu holds it back until the end) must not kill the command half way and leave the link."""
+    if os.path.exists(f"/sys/class/net/{name}"):
+        subprocess.run(
+            ["ip", "link", "del", name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=base_env(),
+            start_new_session=True,
+        )

@@ -1,0 +1,373 @@
+"""Build benchmark: how long emu takes to build and tear down clusters of 4 to 1,000 pods, and what they cost in
+memory, against the raw cost of the same number of namespaces and veth pairs made with ``ip -batch``.
+
+    sudo python bench/build.py [--quick] [--sizes 2x2,10x10,20x25,50x20] [--repeats N] [--out bench/results]
+
+A size NxP is N nodes with P pods each: a generated topology (in a temporary directory) with one Deployment of
+N*P single-container ``sleep infinity`` pods, flannel vxlan. For each size and repeat, emu and the raw method take
+turns, each after the machine has settled (the kernel frees network namespaces in the background: the next run
+waits until the count of live ones, /proc/slabinfo's net_namespace, has stopped falling):
+
+- emu: ``emu.Cluster(spec).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
+  so Python's imports are not counted; peak memory as the largest drop of MemAvailable (/proc/meminfo, sampled
+  every 20 ms) and the peak RSS of this process (VmHWM, reset before each build).
+- raw, as LIMITS.md measures it: one ``ip -batch`` for all namespaces (nodes and pods), one for all veth pairs
+  (a node uplink per node, a pod veth per pod), one per pod inside it (lo up, address, eth0 up, default route);
+  down is one ``ip -batch`` of ``netns del``, and "settled" is when the kernel has really removed the uplinks.
+
+Printed: seconds and ms per pod, emu's ratio to raw, memory, and the targets (2x2: up < 1 s, down < 0.5 s;
+1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB). Every figure goes to ``bench/results/build-<UTC>.csv``
+(bench, size, nodes, pods, impl, repeat, metric, value, unit). Raw names start with ``emubench-b``; they are
+removed on any exit, Ctrl-C included.
+"""
+
+import argparse
+import csv
+import dataclasses
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+SIZES = ((2, 2), (10, 10), (20, 25), (50, 20))
+RAW = "emubench-b"
+MIB = 1024 * 1024
+
+
+def topology(nodes: int, pods_per_node: int, name: str) -> str:
+    node_list = "\n".join(f"  - name: node-{i + 1}" for i in range(nodes))
+    return f"""apiVersion: emu/v1
+kind: Cluster
+name: {name}
+network:
+  backend: vxlan
+nodes:
+{node_list}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: idle}}
+spec:
+  replicas: {nodes * pods_per_node}
+  selector: {{matchLabels: {{app: idle}}}}
+  template:
+    metadata: {{labels: {{app: idle}}}}
+    spec:
+      containers:
+        - {{name: main, image: busybox, command: ["sleep", "infinity"]}}
+"""
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def vm_hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def reset_hwm() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def live_netns() -> int:
+    """Network namespaces the kernel still holds (active net_namespace objects), -1 if unknown."""
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith("net_namespace "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def settle(limit: float = 60.0) -> None:
+    """Wait until the kernel has finished freeing namespaces (their count stops falling for 1 s)."""
+    deadline = time.monotonic() + limit
+    last, stable_since = live_netns(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = live_netns()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= 1.0:
+            return
+
+
+class MemSampler:
+    """The lowest MemAvailable seen while it runs (a thread sampling every 20 ms)."""
+
+    def __init__(self) -> None:
+        self.start = mem_available()
+        self.lowest = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="membench", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.lowest = min(self.lowest, mem_available())
+
+    def __enter__(self) -> "MemSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.lowest = min(self.lowest, mem_available())
+
+    @property
+    def drop(self) -> int:
+        return self.start - self.lowest
+
+
+@dataclasses.dataclass
+class Row:
+    size: str
+    nodes: int
+    pods: int
+    impl: str
+    repeat: int
+    metric: str
+    value: float
+    unit: str
+
+
+def batch(lines: Sequence[str], netns: Optional[str] = None) -> None:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    done = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+def raw_names(nodes: int, pods: int) -> Tuple[List[str], List[str]]:
+    return [f"{RAW}n{j}" for j in range(nodes)], [f"{RAW}p{i}" for i in range(pods)]
+
+
+def raw_down(nodes: int, pods: int) -> None:
+    node_ns, pod_ns = raw_names(nodes, pods)
+    existing = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    gone = [f"netns del {ns}" for ns in pod_ns + node_ns if ns in existing]
+    if gone:
+        batch(gone)
+    for j in range(nodes):
+        if os.path.exists(f"/sys/class/net/{RAW}u{j}"):
+            subprocess.run(["ip", "link", "del", f"{RAW}u{j}"], capture_output=True)
+
+
+def raw_build(nodes: int, per_node: int) -> Dict[str, float]:
+    """LIMITS.md's raw method; returns up, down (commands) and settled (uplinks gone) in seconds."""
+    pods = nodes * per_node
+    node_ns, pod_ns = raw_names(nodes, pods)
+    started = time.monotonic()
+    batch([f"netns add {ns}" for ns in node_ns + pod_ns])
+    links = [f"link add name {RAW}u{j} type veth peer name eth0 netns {node_ns[j]}" for j in range(nodes)]
+    links += [
+        f"link add name veth{i} netns {node_ns[i % nodes]} type veth peer name eth0 netns {pod_ns[i]}"
+        for i in range(pods)
+    ]
+    batch(links)
+    for i, ns in enumerate(pod_ns):
+        node = i % nodes + 1
+        batch(
+            [
+                "link set lo up",
+                f"addr add 10.244.{node}.{i // nodes + 2}/24 dev eth0",
+                "link set eth0 up",
+                f"route add default via 10.244.{node}.1 dev eth0 onlink",
+            ],
+            ns,
+        )
+    up = time.monotonic() - started
+    started = time.monotonic()
+    batch([f"netns del {ns}" for ns in pod_ns + node_ns])
+    down = time.monotonic() - started
+    while any(os.path.exists(f"/sys/class/net/{RAW}u{j}") for j in range(nodes)):
+        time.sleep(0.005)
+    return {"up": up, "down": down, "settled": time.monotonic() - started}
+
+
+class Bench:
+    def __init__(self, workdir: Path) -> None:
+        self.rows: List[Row] = []
+        self.workdir = workdir
+
+    def add(self, size: Tuple[int, int], impl: str, repeat: int, metric: str, value: float, unit: str) -> None:
+        nodes, per_node = size
+        self.rows.append(Row(f"{nodes}x{per_node}", nodes, nodes * per_node, impl, repeat, metric, value, unit))
+
+    def emu(self, size: Tuple[int, int], repeat: int) -> None:
+        from emu.apply.cluster import Cluster
+        from emu.spec.load import load
+
+        nodes, per_node = size
+        name = f"emubench-b{os.getpid() % 100000}-{nodes}x{per_node}"
+        path = self.workdir / f"{nodes}x{per_node}.yaml"
+        path.write_text(topology(nodes, per_node, name))
+        spec, _warnings = load([str(path)])
+        settle()
+        reset_hwm()
+        rss_before = vm_hwm()
+        cluster = Cluster(spec)
+        with MemSampler() as memory:
+            started = time.monotonic()
+            try:
+                cluster.start()
+                up = time.monotonic() - started
+            finally:
+                stopping = time.monotonic()
+                cluster.stop()
+                down = time.monotonic() - stopping
+        pods = nodes * per_node
+        self.add(size, "emu", repeat, "up", up, "s")
+        self.add(size, "emu", repeat, "down", down, "s")
+        self.add(size, "emu", repeat, "up_per_pod", up / pods * 1000, "ms")
+        self.add(size, "emu", repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+        self.add(size, "emu", repeat, "rss_peak", vm_hwm() / MIB, "MiB")
+        self.add(size, "emu", repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
+
+    def raw(self, size: Tuple[int, int], repeat: int) -> None:
+        nodes, per_node = size
+        settle()
+        with MemSampler() as memory:
+            try:
+                times = raw_build(nodes, per_node)
+            finally:
+                raw_down(nodes, nodes * per_node)
+        pods = nodes * per_node
+        self.add(size, "raw", repeat, "up", times["up"], "s")
+        self.add(size, "raw", repeat, "down", times["down"], "s")
+        self.add(size, "raw", repeat, "down_settled", times["settled"], "s")
+        self.add(size, "raw", repeat, "up_per_pod", times["up"] / pods * 1000, "ms")
+        self.add(size, "raw", repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+
+    def median(self, size: str, impl: str, metric: str) -> float:
+        values = [r.value for r in self.rows if (r.size, r.impl, r.metric) == (size, impl, metric)]
+        return statistics.median(values) if values else float("nan")
+
+
+def table(bench: Bench) -> str:
+    sizes: List[str] = []
+    for r in bench.rows:
+        if r.size not in sizes:
+            sizes.append(r.size)
+    lines = [
+        f"{'size':6s} {'pods':>5s} | {'emu up s':>8s} {'ms/pod':>7s} | {'raw up s':>8s} {'ms/pod':>7s} | {'up/raw':>6s}"
+        f" | {'emu down s':>10s} {'raw down s':>10s} {'(settled)':>9s} | {'mem MiB':>7s} {'raw MiB':>7s}"
+        f" {'emu RSS':>7s} | targets"
+    ]
+    for size in sizes:
+        pods = next(r.pods for r in bench.rows if r.size == size)
+        m = {(impl, metric): bench.median(size, impl, metric) for impl in ("emu", "raw") for metric in (
+            "up", "down", "down_settled", "up_per_pod", "mem_available_drop", "rss_peak")}
+        ratio = m["emu", "up"] / m["raw", "up"]
+        notes = []
+        if size == "2x2":
+            notes.append(f"up<1s {'met' if m['emu', 'up'] < 1 else 'MISSED'}")
+            notes.append(f"down<0.5s {'met' if m['emu', 'down'] < 0.5 else 'MISSED'}")
+        if pods >= 1000:
+            notes.append(f"up<2x raw {'met' if ratio < 2 else 'MISSED'}")
+            notes.append(f"down<5s {'met' if m['emu', 'down'] < 5 else 'MISSED'}")
+            notes.append(f"mem<1GiB {'met' if m['emu', 'mem_available_drop'] < 1024 else 'MISSED'}")
+        lines.append(
+            f"{size:6s} {pods:5d} | {m['emu', 'up']:8.2f} {m['emu', 'up_per_pod']:7.2f} | {m['raw', 'up']:8.2f}"
+            f" {m['raw', 'up_per_pod']:7.2f} | {ratio:6.2f} | {m['emu', 'down']:10.2f} {m['raw', 'down']:10.2f}"
+            f" {m['raw', 'down_settled']:9.2f} | {m['emu', 'mem_available_drop']:7.0f} {m['raw', 'mem_available_drop']:7.0f}"
+            f" {m['emu', 'rss_peak']:7.0f} | {', '.join(notes)}"
+        )
+    return "\n".join(lines)
+
+
+def write_csv(rows: List[Row], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"build-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["bench", "size", "nodes", "pods", "impl", "repeat", "metric", "value", "unit"])
+        for r in rows:
+            writer.writerow(["build", r.size, r.nodes, r.pods, r.impl, r.repeat, r.metric, f"{r.value:.6g}", r.unit])
+    return path
+
+
+def parse_sizes(text: str) -> List[Tuple[int, int]]:
+    sizes = []
+    for item in text.split(","):
+        nodes, _, per_node = item.partition("x")
+        sizes.append((int(nodes), int(per_node)))
+    return sizes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat per size")
+    parser.add_argument("--repeats", type=int, default=3, help="builds per size and method (default 3)")
+    parser.add_argument("--sizes", default=",".join(f"{n}x{p}" for n, p in SIZES), help="NODESxPODS_PER_NODE,...")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/build.py needs root: sudo python bench/build.py", file=sys.stderr)
+        return 1
+    repeats = 1 if args.quick else args.repeats
+    sizes = parse_sizes(args.sizes)
+    workdir = Path(tempfile.mkdtemp(prefix="emubench-build-"))
+    bench = Bench(workdir)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    print(f"build: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {mem_available() / MIB:.0f} MiB available; "
+          f"{repeats} repeat(s) per size, emu and raw alternating", flush=True)
+    status = 0
+    try:
+        print("warm-up build (imports, caches) ...", flush=True)
+        bench.emu((2, 2), -1)
+        bench.rows.clear()
+        for size in sizes:
+            for repeat in range(repeats):
+                steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [("emu", bench.emu), ("raw", bench.raw)]
+                for impl, step in steps if repeat % 2 == 0 else steps[::-1]:
+                    step(size, repeat)
+                    label = f"{size[0]}x{size[1]}"
+                    last = {r.metric: r.value for r in bench.rows if (r.size, r.impl, r.repeat) == (label, impl, repeat)}
+                    print(f"  {label:6s} {impl:4s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
+                          f"memory {last['mem_available_drop']:5.0f} MiB", flush=True)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the cluster and the raw namespaces are removed", file=sys.stderr)
+        status = 130
+    finally:
+        for nodes, per_node in sizes:
+            raw_down(nodes, nodes * per_node)
+        shutil.rmtree(workdir, ignore_errors=True)
+    if bench.rows:
+        print()
+        print(table(bench))
+        print(f"\nCSV: {write_csv(bench.rows, Path(args.out))}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
