@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Union
 
 from emu.apply import commands
-from emu.apply.clean import remove_created_dir
+from emu.apply.clean import clean_state, remove_created_dir
 from emu.apply.commands import Command, Namespaces, as_argv
 from emu.apply.spawner import Spawner
 from emu.apply.state import ClusterState
@@ -314,6 +314,7 @@ class Cluster:
                 pending.append((pod_plan, proc))
 
         starter = threading.Thread(target=start_pauses, name="emu-pauses", daemon=True)
+        self._starter = starter  # an interrupted build's teardown waits for it (see _teardown)
         starter.start()
         try:
             for pod_plan in plan.pods:
@@ -412,6 +413,9 @@ class Cluster:
 
     def _teardown(self) -> None:
         self.progress("tearing down")
+        starter = getattr(self, "_starter", None)
+        if starter is not None:  # a build interrupted while pause processes were being started
+            starter.join()
         procs: List["subprocess.Popen[str]"] = []
         for pod in self._pods.values():
             procs += [c.process for c in pod.containers.values()]
@@ -427,6 +431,9 @@ class Cluster:
                 print(f"emu: warning: stopping Mininet: {exc}", file=sys.stderr)
         for path in reversed(self._created_dirs):
             remove_created_dir(path)
+        # The safety net: whatever the state still lists as alive (a process recorded by an interrupted build
+        # but never handed to a Pod) goes the way `emu clean` would take it; then the state directory.
+        clean_state(self.state, self.state.directory, verbose=False)
         shutil.rmtree(self.state.directory, ignore_errors=True)
         self._started = False
 
