@@ -35,7 +35,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -324,6 +324,20 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
     return sizes
 
 
+def exclusive(path: str = "/run/emubench-build.lock") -> Optional[Any]:
+    """Hold a lock for the whole run (the hand-built names are fixed: two runs at once would tear down each
+    other's); None if another run holds it."""
+    import fcntl
+
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repeat per size")
@@ -333,6 +347,10 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/build.py needs root: sudo python bench/build.py", file=sys.stderr)
+        return 1
+    lock = exclusive()
+    if lock is None:
+        print("another bench/build.py is running (it holds /run/emubench-build.lock); try again when it is done", file=sys.stderr)
         return 1
     repeats = 1 if args.quick else args.repeats
     sizes = parse_sizes(args.sizes)
@@ -362,6 +380,7 @@ def main() -> int:
         for nodes, per_node in sizes:
             raw_down(nodes, nodes * per_node)
         shutil.rmtree(workdir, ignore_errors=True)
+        settle()  # leave the machine quiet for whatever runs next
     if bench.rows:
         print()
         print(table(bench))

@@ -35,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -98,6 +99,30 @@ def emu_paths(cluster: Any) -> Dict[str, Tuple[Any, Any]]:
     return {p.label: (p.src, p.dst) for p in cluster.placements()}
 
 
+def live_netns() -> int:
+    """Network namespaces the kernel still holds (active net_namespace objects), -1 if unknown."""
+    try:
+        with open("/proc/slabinfo") as f:
+            for line in f:
+                if line.startswith("net_namespace "):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def settle(limit: float = 60.0) -> None:
+    """Wait until the kernel has finished freeing network namespaces (a big cluster torn down just before, by
+    this or another program, keeps a core busy for seconds): their count stops changing for 1 s."""
+    deadline = time.monotonic() + limit
+    last, stable_since = live_netns(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - stable_since < 1.0:
+        time.sleep(0.1)
+        now = live_netns()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+
+
 def baseline(*args: str) -> None:
     done = subprocess.run(["bash", str(BASELINE), *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -146,11 +171,12 @@ class Bench:
         from emu.measure.rr import tcp_rr
 
         print(f"  {backend:8s} {path:15s}", end="", flush=True)
-        for src, dst in pairs.values():  # warm up: neighbour entries, caches, the first connection
+        for src, dst in pairs.values():  # warm up: neighbour entries, caches, the first connections
             if path == "pod-to-service":
                 tcp_rr(src, dst, port=RR_PORT, count=20)
             else:
                 emu.ping(src, dst, count=5, interval=0.01)
+            emu.iperf3(src, dst, seconds=1, port=IPERF_PORT)
 
         def latency(impl: str, src: Any, dst: Any, repeat: int) -> None:
             if path == "pod-to-service":
@@ -251,6 +277,20 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def exclusive(path: str = "/run/emubench-dataplane.lock") -> Optional[Any]:
+    """Hold a lock for the whole run (the hand-built names are fixed: two runs at once would tear down each
+    other's); None if another run holds it."""
+    import fcntl
+
+    handle = open(path, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s iperf3 runs and 100 pings per repeat")
@@ -262,6 +302,10 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dataplane.py needs root: sudo python bench/dataplane.py", file=sys.stderr)
+        return 1
+    lock = exclusive()
+    if lock is None:
+        print("another bench/dataplane.py is running (it holds /run/emubench-dataplane.lock); try again when it is done", file=sys.stderr)
         return 1
     from emu.apply.cluster import Cluster
     from emu.spec.load import load
@@ -282,6 +326,7 @@ def main() -> int:
                 try:
                     baseline("up", backend)
                     baseline("up", backend, "kube")
+                    settle()
                     ours, plain, kube = emu_paths(cluster), baseline_paths("emubench"), baseline_paths("emubenchk")
                     for path in sorted(paths, key=KERNEL_PATHS.index):
                         if path == "pod-to-service":
