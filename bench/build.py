@@ -35,7 +35,9 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from common import exclusive, settle  # bench/common.py (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -94,31 +96,6 @@ def reset_hwm() -> None:
             f.write("5")  # resets VmHWM to the current RSS
     except OSError:
         pass
-
-
-def live_netns() -> int:
-    """Network namespaces the kernel still holds (active net_namespace objects), -1 if unknown."""
-    try:
-        with open("/proc/slabinfo") as f:
-            for line in f:
-                if line.startswith("net_namespace "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
-def settle(limit: float = 60.0) -> None:
-    """Wait until the kernel has finished freeing namespaces (their count stops falling for 1 s)."""
-    deadline = time.monotonic() + limit
-    last, stable_since = live_netns(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = live_netns()
-        if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= 1.0:
-            return
 
 
 class MemSampler:
@@ -285,8 +262,11 @@ def table(bench: Bench) -> str:
     ]
     for size in sizes:
         pods = next(r.pods for r in bench.rows if r.size == size)
-        m = {(impl, metric): bench.median(size, impl, metric) for impl in ("emu", "raw") for metric in (
-            "up", "down", "down_settled", "up_per_pod", "mem_available_drop", "rss_peak")}
+        m = {
+            (impl, metric): bench.median(size, impl, metric)
+            for impl in ("emu", "raw")
+            for metric in ("up", "down", "down_settled", "up_per_pod", "mem_available_drop", "rss_peak")
+        }
         ratio = m["emu", "up"] / m["raw", "up"]
         notes = []
         if size == "2x2":
@@ -324,20 +304,6 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
     return sizes
 
 
-def exclusive(path: str = "/run/emubench-build.lock") -> Optional[Any]:
-    """Hold a lock for the whole run (the hand-built names are fixed: two runs at once would tear down each
-    other's); None if another run holds it."""
-    import fcntl
-
-    handle = open(path, "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repeat per size")
@@ -348,17 +314,23 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/build.py needs root: sudo python bench/build.py", file=sys.stderr)
         return 1
-    lock = exclusive()
+    lock = exclusive("/run/emubench-build.lock")
     if lock is None:
-        print("another bench/build.py is running (it holds /run/emubench-build.lock); try again when it is done", file=sys.stderr)
+        print(
+            "another bench/build.py is running (it holds /run/emubench-build.lock); try again when it is done",
+            file=sys.stderr,
+        )
         return 1
     repeats = 1 if args.quick else args.repeats
     sizes = parse_sizes(args.sizes)
     workdir = Path(tempfile.mkdtemp(prefix="emubench-build-"))
     bench = Bench(workdir)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f"build: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {mem_available() / MIB:.0f} MiB available; "
-          f"{repeats} repeat(s) per size, emu and raw alternating", flush=True)
+    print(
+        f"build: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {mem_available() / MIB:.0f} MiB available; "
+        f"{repeats} repeat(s) per size, emu and raw alternating",
+        flush=True,
+    )
     status = 0
     try:
         print("warm-up build (imports, caches) ...", flush=True)
@@ -366,13 +338,21 @@ def main() -> int:
         bench.rows.clear()
         for size in sizes:
             for repeat in range(repeats):
-                steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [("emu", bench.emu), ("raw", bench.raw)]
+                steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [
+                    ("emu", bench.emu),
+                    ("raw", bench.raw),
+                ]
                 for impl, step in steps if repeat % 2 == 0 else steps[::-1]:
                     step(size, repeat)
                     label = f"{size[0]}x{size[1]}"
-                    last = {r.metric: r.value for r in bench.rows if (r.size, r.impl, r.repeat) == (label, impl, repeat)}
-                    print(f"  {label:6s} {impl:4s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
-                          f"memory {last['mem_available_drop']:5.0f} MiB", flush=True)
+                    last = {
+                        r.metric: r.value for r in bench.rows if (r.size, r.impl, r.repeat) == (label, impl, repeat)
+                    }
+                    print(
+                        f"  {label:6s} {impl:4s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
+                        f"memory {last['mem_available_drop']:5.0f} MiB",
+                        flush=True,
+                    )
     except KeyboardInterrupt:
         print("\ninterrupted: the cluster and the raw namespaces are removed", file=sys.stderr)
         status = 130

@@ -35,10 +35,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from common import exclusive, settle  # bench/common.py (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -99,30 +100,6 @@ def emu_paths(cluster: Any) -> Dict[str, Tuple[Any, Any]]:
     return {p.label: (p.src, p.dst) for p in cluster.placements()}
 
 
-def live_netns() -> int:
-    """Network namespaces the kernel still holds (active net_namespace objects), -1 if unknown."""
-    try:
-        with open("/proc/slabinfo") as f:
-            for line in f:
-                if line.startswith("net_namespace "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
-def settle(limit: float = 60.0) -> None:
-    """Wait until the kernel has finished freeing network namespaces (a big cluster torn down just before, by
-    this or another program, keeps a core busy for seconds): their count stops changing for 1 s."""
-    deadline = time.monotonic() + limit
-    last, stable_since = live_netns(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - stable_since < 1.0:
-        time.sleep(0.1)
-        now = live_netns()
-        if now != last:
-            last, stable_since = now, time.monotonic()
-
-
 def baseline(*args: str) -> None:
     done = subprocess.run(["bash", str(BASELINE), *args], capture_output=True, text=True)
     if done.returncode != 0:
@@ -153,7 +130,9 @@ class Bench:
         self.seconds = 2 if quick else 5
         self.pings = 100 if quick else 400
 
-    def add(self, backend: str, path: str, impl: str, repeat: int, tool: str, metric: str, value: float, unit: str) -> None:
+    def add(
+        self, backend: str, path: str, impl: str, repeat: int, tool: str, metric: str, value: float, unit: str
+    ) -> None:
         self.rows.append(Row(backend, path, impl, repeat, tool, metric, float(value), unit))
 
     def interleaved(self, what: Callable[[str, Any, Any, int], None], pairs: Dict[str, Tuple[Any, Any]]) -> None:
@@ -232,7 +211,9 @@ def write_csv(rows: List[Row], out: Path) -> Path:
         writer = csv.writer(f)
         writer.writerow(["bench", "backend", "path", "impl", "repeat", "tool", "metric", "value", "unit"])
         for r in rows:
-            writer.writerow(["dataplane", r.backend, r.path, r.impl, r.repeat, r.tool, r.metric, f"{r.value:.6g}", r.unit])
+            writer.writerow(
+                ["dataplane", r.backend, r.path, r.impl, r.repeat, r.tool, r.metric, f"{r.value:.6g}", r.unit]
+            )
     return path
 
 
@@ -272,40 +253,34 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
         for impl in IMPLS:
             udp = bench.median("udp", "cross-node", impl, "throughput")
             vx = bench.median("vxlan", "cross-node", impl, "throughput")
-            p50 = _ratio(bench.median("udp", "cross-node", impl, "rtt_p50"), bench.median("vxlan", "cross-node", impl, "rtt_p50"))
+            p50 = _ratio(
+                bench.median("udp", "cross-node", impl, "rtt_p50"), bench.median("vxlan", "cross-node", impl, "rtt_p50")
+            )
             lines.append(f"udp / vxlan ({impl}): throughput {_ratio(udp, vx):.2f}x, RTT p50 {p50:.2f}x")
     return "\n".join(lines)
-
-
-def exclusive(path: str = "/run/emubench-dataplane.lock") -> Optional[Any]:
-    """Hold a lock for the whole run (the hand-built names are fixed: two runs at once would tear down each
-    other's); None if another run holds it."""
-    import fcntl
-
-    handle = open(path, "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s iperf3 runs and 100 pings per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per path and implementation (default 3)")
-    parser.add_argument("--backends", default="vxlan,host-gw,udp", help="comma list (the first also measures the "
-                        "backend-independent paths)")
+    parser.add_argument(
+        "--backends",
+        default="vxlan,host-gw,udp",
+        help="comma list (the first also measures the backend-independent paths)",
+    )
     parser.add_argument("--paths", default=",".join(KERNEL_PATHS), help="comma list of paths to measure")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dataplane.py needs root: sudo python bench/dataplane.py", file=sys.stderr)
         return 1
-    lock = exclusive()
+    lock = exclusive("/run/emubench-dataplane.lock")
     if lock is None:
-        print("another bench/dataplane.py is running (it holds /run/emubench-dataplane.lock); try again when it is done", file=sys.stderr)
+        print(
+            "another bench/dataplane.py is running (it holds /run/emubench-dataplane.lock); try again when it is done",
+            file=sys.stderr,
+        )
         return 1
     from emu.apply.cluster import Cluster
     from emu.spec.load import load
@@ -314,8 +289,11 @@ def main() -> int:
     wanted = [p for p in args.paths.split(",") if p]
     bench = Bench(args.quick, args.repeats)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f"dataplane: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; emu vs bench/baseline.sh, "
-          f"{args.repeats} repeats, iperf3 {bench.seconds} s, {bench.pings} pings at 5 ms", flush=True)
+    print(
+        f"dataplane: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; emu vs bench/baseline.sh, "
+        f"{args.repeats} repeats, iperf3 {bench.seconds} s, {bench.pings} pings at 5 ms",
+        flush=True,
+    )
     status = 0
     try:
         for index, backend in enumerate(backends):
