@@ -124,8 +124,8 @@ up() {
         host-gw)
             nsx "$n" ip route add "10.244.$((j + 1)).0/24" via "${NODE_IP[$j]}" dev eth0
             ;;
-        udp)  # emu's own flannel udp daemon (emu.flannel_udp), started by hand in the node
-            setsid ip netns exec "$n" env PYTHONPATH="$REPO" python3 -m emu.flannel_udp --tun flannel0 \
+        udp)  # emu's own flannel udp daemon (emu.backends.udp.daemon), started by hand in the node
+            setsid ip netns exec "$n" env PYTHONPATH="$REPO" python3 -m emu.backends.udp.daemon --tun flannel0 \
                 --listen "${NODE_IP[$i]}:8285" --route "10.244.$((j + 1)).0/24=${NODE_IP[$j]}" \
                 --ready-file "$RUN/udp-$n.ready" --ping-unreachable </dev/null >"$RUN/udp-$n.log" 2>&1 &
             disown

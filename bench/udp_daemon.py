@@ -8,7 +8,7 @@ and one TCP stream with ``iperf3 -J``, and tears it down again::
     pod1 (10.244.1.2) --veth-- node1 ==== underlay veth 192.168.56.11 <-> .12 ==== node2 --veth-- pod2 (10.244.2.2)
                                flannel0 / flannel.1 / plain routes              flannel0 / flannel.1 / routes
 
-Paths: ``udp`` (emu.flannel_udp with kernel offloads, the default), ``udp-plain`` (``--offload off``, proxy.c's
+Paths: ``udp`` (emu.backends.udp.daemon with kernel offloads, the default), ``udp-plain`` (``--offload off``, proxy.c's
 literal per-packet loop), ``vxlan`` (flannel.1 as flannel programs it: static neighbour + FDB entry, onlink route,
 MTU 1450) and ``host-gw`` (a route via the other node). Every namespace is named ``emubench-udp-*`` and is
 deleted on exit, Ctrl-C included; only processes this script started are signalled.
@@ -106,7 +106,7 @@ class Testbed:
     def _udp(self, i: int) -> None:
         j = 3 - i
         n = self.ns[f"n{i}"]
-        argv = nsx(n, [sys.executable, "-m", "emu.flannel_udp", "--tun", "flannel0", "--listen",
+        argv = nsx(n, [sys.executable, "-m", "emu.backends.udp.daemon", "--tun", "flannel0", "--listen",
                        f"{NODE_IPS[i]}:8285", "--route", f"10.244.{j}.0/24={NODE_IPS[j]}", "-v", "--ping-unreachable",
                        "--offload", "off" if self.path == "udp-plain" else "auto"])
         env = dict(os.environ, PYTHONPATH=REPO)

@@ -61,20 +61,20 @@ requires_root = pytest.mark.skipif(bool(ROOT_PROBLEM), reason=ROOT_PROBLEM or "r
 
 def _udp_problem() -> str:
     """Why the udp backend cannot be tested here ('' when it can)."""
-    if not (REPO / "emu" / "flannel_udp.py").is_file():
-        return "emu/flannel_udp.py (the udp backend's daemon) does not exist yet"
+    if not (REPO / "emu" / "backends" / "udp" / "daemon.py").is_file():
+        return "emu/backends/udp/daemon.py (the udp backend's daemon) does not exist yet"
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "emu.flannel_udp", "--help"],
+            [sys.executable, "-m", "emu.backends.udp.daemon", "--help"],
             cwd=str(REPO),
             capture_output=True,
             text=True,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"python -m emu.flannel_udp --help failed: {exc}"
+        return f"python -m emu.backends.udp.daemon --help failed: {exc}"
     if result.returncode != 0:
-        return f"python -m emu.flannel_udp --help exits {result.returncode}: {result.stderr.strip()[-200:]}"
+        return f"python -m emu.backends.udp.daemon --help exits {result.returncode}: {result.stderr.strip()[-200:]}"
     return ""
 
 

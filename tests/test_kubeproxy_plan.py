@@ -1,4 +1,4 @@
-"""Unit tests of the kube-proxy plan (emu.plan.kubeproxy) and the iptables document model (emu.plan.iptables).
+"""Unit tests of the kube-proxy plan (emu.proxy.iptables) and the iptables document model (emu.plan.iptables).
 
 Pure: no root, no kernel. The same rules are loaded into a real network namespace by
 tests/test_kubeproxy_restore.py.
@@ -21,7 +21,7 @@ from emu.plan.iptables import (
     render_restore,
     save_quote,
 )
-from emu.plan.kubeproxy import (
+from emu.proxy.iptables import (
     Endpoint,
     Service,
     ServicePort,
@@ -377,7 +377,7 @@ def test_same_input_same_text_and_order_does_not_matter():
 
 
 def test_plan_layer_imports_nothing_heavy():
-    code = ("import sys, emu.plan.kubeproxy, emu.plan.iptables; "
+    code = ("import sys, emu.proxy.iptables, emu.plan.iptables; "
             "bad = [m for m in ('mininet', 'subprocess', 'yaml') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

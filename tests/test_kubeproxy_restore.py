@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 from emu.plan.iptables import normalize_save, parse_save, render_restore
-from emu.plan.kubeproxy import Endpoint, Service, ServicePort, kube_proxy_tables
+from emu.proxy.iptables import Endpoint, Service, ServicePort, kube_proxy_tables
 
 CIDR = "10.244.0.0/16"
 NODE_IP = "192.168.56.11"

@@ -58,12 +58,12 @@ def _root_problem() -> str:
 
 def _udp_problem() -> str:
     try:
-        result = subprocess.run([sys.executable, "-m", "emu.flannel_udp", "--help"], cwd=str(REPO),
+        result = subprocess.run([sys.executable, "-m", "emu.backends.udp.daemon", "--help"], cwd=str(REPO),
                                 capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"python -m emu.flannel_udp --help failed: {exc}"
+        return f"python -m emu.backends.udp.daemon --help failed: {exc}"
     if result.returncode != 0:
-        return f"python -m emu.flannel_udp --help exits {result.returncode}: {result.stderr.strip()[-200:]}"
+        return f"python -m emu.backends.udp.daemon --help exits {result.returncode}: {result.stderr.strip()[-200:]}"
     return ""
 
 

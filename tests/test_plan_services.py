@@ -14,8 +14,8 @@ import pytest
 from emu.plan.build import build_plan, node_iptables, plan_added_pod, replan_services
 from emu.plan.ipam import IpamError
 from emu.plan.iptables import parse_save
-from emu.plan.kubeproxy import endpoint_chain, probabilities
 from emu.plan.model import Plan, PodPlan, Route
+from emu.proxy.iptables import endpoint_chain, probabilities
 from emu.spec.errors import SpecError
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec, Pod

@@ -24,8 +24,8 @@ import pytest
 from conftest import BACKENDS as LIVE_BACKENDS
 from conftest import cluster_fixture, requires_root
 
-from emu.plan import kubeproxy
 from emu.plan.build import build_plan
+from emu.proxy import iptables as kubeproxy
 from emu.spec.load import load
 from emu.trace.predict import TraceInputError, lookup, predict, route_table
 from emu.trace.render import draw, to_text

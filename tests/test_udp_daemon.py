@@ -1,4 +1,4 @@
-"""Tests of emu.flannel_udp, flannel's UDP backend daemon.
+"""Tests of emu.backends.udp.daemon, flannel's UDP backend daemon.
 
 Pure tests (no root) check the header helpers against full recomputations. Root tests build two nodes by hand
 (namespaces ``emutest-udp-<pid>-*``, always deleted in teardown) and run the real daemon in each::
@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from emu import flannel_udp as fu
+from emu.backends.udp import daemon as fu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = f"emutest-udp-{os.getpid()}-"
@@ -141,7 +141,7 @@ def test_parse_arguments() -> None:
     for bad in ("10.244.2.0/24", "10.244.2.1/24=192.168.56.12", "10.244.2.0/24=nodeA", "10.244.2.0/24=1.2.3.4:0"):
         with pytest.raises(ValueError):
             fu.parse_route(bad, 8285)
-    res = subprocess.run([sys.executable, "-m", "emu.flannel_udp", "--listen", "192.168.56.11:8285", "--route",
+    res = subprocess.run([sys.executable, "-m", "emu.backends.udp.daemon", "--listen", "192.168.56.11:8285", "--route",
                           "10.244.2.0/24=192.168.56.12", "--route", "10.244.0.0/16=192.168.56.13"],
                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
     assert res.returncode == 2 and "prefix length" in res.stderr
@@ -202,8 +202,8 @@ def nsx(ns: str, argv: List[str]) -> List[str]:
 
 
 def start_daemon(ns: str, args: List[str]) -> subprocess.Popen:
-    """Start the daemon in ``ns`` with ``python -m emu.flannel_udp`` and wait for READY (or its exit)."""
-    proc = subprocess.Popen(nsx(ns, [sys.executable, "-m", "emu.flannel_udp"] + args), stdout=subprocess.PIPE,
+    """Start the daemon in ``ns`` with ``python -m emu.backends.udp.daemon`` and wait for READY (or its exit)."""
+    proc = subprocess.Popen(nsx(ns, [sys.executable, "-m", "emu.backends.udp.daemon"] + args), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
     STARTED.append(proc)
     ready, _, _ = select.select([proc.stdout], [], [], 15)

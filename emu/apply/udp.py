@@ -1,4 +1,4 @@
-"""Starting flannel's udp backend daemon (``emu.flannel_udp``) in a node, from the node's UdpDaemon plan.
+"""Starting flannel's udp backend daemon (``emu.backends.udp.daemon``) in a node, from the node's UdpDaemon plan.
 
 The daemon creates ``flannel0`` itself (as flanneld does) and says it is ready by creating a file; only then
 can the node's addresses and routes be added to the device. Its output goes to the node's log.
@@ -37,7 +37,7 @@ def start_udp_daemon(
     argv = [
         sys.executable,
         "-m",
-        "emu.flannel_udp",
+        "emu.backends.udp.daemon",
         "--tun",
         daemon.tun,
         "--listen",
@@ -46,7 +46,7 @@ def start_udp_daemon(
     for subnet, node_ip in daemon.table:
         argv += ["--route", f"{subnet}={node_ip}"]
     # --ping-unreachable: also answer a ping to a subnet no node holds with ICMP net unreachable (flannel's
-    # proxy.c only does so for TCP/UDP, and its reply would be dropped as a martian; see emu.flannel_udp).
+    # proxy.c only does so for TCP/UDP, and its reply would be dropped as a martian; see emu.backends.udp.daemon).
     argv += ["--ready-file", str(ready), "--ping-unreachable"]
     package_root = str(Path(emu.__file__).resolve().parent.parent)
     log = open(node_dir / "flannel-udp.log", "ab")

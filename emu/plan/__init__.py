@@ -2,6 +2,6 @@
 cluster, computed as plain data from a Spec before anything runs.
 
 Pure and deterministic: it imports only the standard library and runs no command. ``emu.plan.build.build_plan``
-is the entry point; ``emu.plan.backends`` holds one module per flannel backend and ``emu.plan.kubeproxy`` the
+is the entry point; ``emu.backends`` holds one module per flannel backend and ``emu.proxy.iptables`` the
 Service rules.
 """

@@ -9,8 +9,8 @@ the Service rules. Nothing here runs a command or imports Mininet.
 from ipaddress import IPv4Address, IPv4Network
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from emu.plan import flannel, kubeproxy, names
-from emu.plan.backends import BackendContext, Lease, module, pod_mtu
+from emu.backends import BackendContext, Lease, module, pod_mtu
+from emu.plan import flannel, names
 from emu.plan.ipam import HostLocal, cluster_ips, gateway, node_subnets
 from emu.plan.iptables import merge_tables, render_restore
 from emu.plan.model import (
@@ -26,6 +26,7 @@ from emu.plan.model import (
     ServicePlan,
     ServicePortPlan,
 )
+from emu.proxy import iptables as kubeproxy
 from emu.spec.model import ClusterSpec, Pod, Service
 
 UNDERLAY_DEV = "eth0"

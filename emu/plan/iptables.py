@@ -1,7 +1,7 @@
 """A tiny model of iptables-restore documents: tables -> chains -> rules, and its renderer.
 
 This module owns the *shape* of every iptables rule set emu plans (kube-proxy's Service rules in
-``emu.plan.kubeproxy``, flannel's masquerade/forward rules in the backends); it knows nothing about
+``emu.proxy.iptables``, flannel's masquerade/forward rules in the backends); it knows nothing about
 Kubernetes. It is pure: standard library only, no command is run here.
 
 Contract with the kernel (checked by ``tests/test_kubeproxy_restore.py`` against iptables 1.8.9, nf_tables):

@@ -8,7 +8,7 @@ would, using nothing but plan data:
   addresses imply (``10.244.1.1/24`` on cni0 gives ``10.244.1.0/24 dev cni0``) and the planned routes;
 - a pod's packet leaves its ``eth0``, enters its veth end on ``cni0``; the bridge either forwards it by MAC to
   another pod of the node, or passes it up to the node (the destination MAC is cni0's, the pods' gateway);
-- kube-proxy's nat rules (``emu.plan.kubeproxy.describe``) turn a ClusterIP:port into one endpoint
+- kube-proxy's nat rules (``emu.proxy.iptables.describe``) turn a ClusterIP:port into one endpoint
   (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, DNAT), in PREROUTING for a pod's packet, OUTPUT for a node's;
 - flannel's backends: ``vxlan`` encapsulates on ``flannel.<VNI>`` (neighbour entry -> VTEP MAC, FDB entry ->
   remote node IP), ``udp`` hands the packet to flanneld through the ``flannel0`` TUN (its table: subnet ->
@@ -30,9 +30,9 @@ from ipaddress import IPv4Address, IPv4Network, ip_interface, ip_network
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from emu.errors import InputError
-from emu.plan import kubeproxy
 from emu.plan.build import kube_services
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, Route, ServicePlan
+from emu.proxy import iptables as kubeproxy
 
 __all__ = ["TraceInputError", "Place", "RouteChoice", "ServiceChoice", "Hop", "Prediction", "predict", "resolve",
            "route_table", "lookup", "PROTOCOLS", "STEPS", "FORMAT"]
@@ -110,7 +110,7 @@ class RouteChoice:
 
 @dataclass(frozen=True)
 class ServiceChoice:
-    """kube-proxy's decision for a packet to a ClusterIP:port (see ``emu.plan.kubeproxy.describe``).
+    """kube-proxy's decision for a packet to a ClusterIP:port (see ``emu.proxy.iptables.describe``).
 
     chain: the built-in nat chain that jumps to KUBE-SERVICES ("PREROUTING" for a pod's packet, "OUTPUT" for
     a node's own). sep_chain, dnat, pod, node, probability: the endpoint this path follows; alternatives: every

@@ -6,7 +6,7 @@ Run them with: sudo python -m emu check 4 --answers labs/4-services/answers.yaml
 import re
 
 from emu.labs import TaskFailed, answer, expect, run_in, setup, task
-from emu.plan import kubeproxy
+from emu.proxy import iptables as kubeproxy
 
 TOPOLOGY = "topology.yaml"
 REQUESTS = 6

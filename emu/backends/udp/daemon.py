@@ -2,7 +2,7 @@
 
 What this module owns
     The per-node process of flannel's old ``udp`` backend, rebuilt in standard-library Python and run as
-    ``python3 -m emu.flannel_udp --tun flannel0 --listen 192.168.56.11:8285 --route 10.244.2.0/24=192.168.56.12 ...``
+    ``python3 -m emu.backends.udp.daemon --tun flannel0 --listen 192.168.56.11:8285 --route SUBNET=NODE_IP ...``
     inside a node's network namespace. It creates the TUN device (IFF_TUN | IFF_NO_PI, not persistent: the
     device vanishes when the daemon exits, as ``flannel0`` does when flanneld dies), binds the UDP socket and
     prints ``READY``. It never sets addresses, MTU, link state or routes: the apply layer does that with ``ip``
@@ -677,13 +677,13 @@ class Proxy:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python3 -m emu.flannel_udp``."""
+    """The command line of ``python3 -m emu.backends.udp.daemon``."""
     p = argparse.ArgumentParser(
-        prog="python3 -m emu.flannel_udp",
+        prog="python3 -m emu.backends.udp.daemon",
         description="flannel's UDP backend proxy: creates a TUN device and carries its IPv4 packets to other "
                     "nodes as UDP datagrams (one bare IP packet per datagram). Run it inside the node's network "
                     "namespace; then give the device its /32 address, MTU 1472, link up and route with `ip`.",
-        epilog="Example: python3 -m emu.flannel_udp --tun flannel0 --listen 192.168.56.11:8285 "
+        epilog="Example: python3 -m emu.backends.udp.daemon --tun flannel0 --listen 192.168.56.11:8285 "
                "--route 10.244.2.0/24=192.168.56.12 --route 10.244.3.0/24=192.168.56.13 --ready-file /run/f0.ready")
     p.add_argument("--tun", default="flannel0", help="name of the TUN device to create (default: flannel0)")
     p.add_argument("--listen", required=True, metavar="IP[:PORT]",

@@ -55,7 +55,7 @@ class NodeDataplane:
 def module(name: str) -> ModuleType:
     if name not in MODULES:
         raise KeyError(f"unknown backend {name!r} (one of {', '.join(MODULES)})")
-    return importlib.import_module(f"emu.plan.backends.{MODULES[name]}")
+    return importlib.import_module(f"emu.backends.{MODULES[name]}")
 
 
 def pod_mtu(backend: Backend, underlay_mtu: int) -> int:

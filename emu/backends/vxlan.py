@@ -9,7 +9,7 @@ default flannel uses) and MTU = underlay MTU - 50. With DirectRouting, a remote 
 reached with a plain route via its underlay IP instead (as host-gw does), and gets no neighbour or FDB entry.
 """
 
-from emu.plan.backends import BackendContext, Lease, NodeDataplane, pod_mtu
+from emu.backends import BackendContext, Lease, NodeDataplane, pod_mtu
 from emu.plan.model import Device, FdbEntry, Neighbour, Route
 
 NAME = "vxlan"

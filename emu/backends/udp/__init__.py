@@ -1,12 +1,12 @@
 """Flannel's udp backend (pkg/backend/udp): a ``flannel0`` TUN device and a userspace proxy per node.
 
 The TUN gets the lease's network address as a /32 and one route for the whole pod Network; MTU = underlay MTU
-- 28 (outer IP 20 + UDP 8). The daemon (``emu.flannel_udp``) listens on UDP 8285 on the node's underlay IP and
+- 28 (outer IP 20 + UDP 8). The daemon (``emu.backends.udp.daemon``) listens on UDP 8285 on the node's underlay IP and
 carries each pod packet, bare, in one datagram to the node whose subnet holds the destination: its table is
 remote subnet -> remote node IP.
 """
 
-from emu.plan.backends import BackendContext, Lease, NodeDataplane, pod_mtu
+from emu.backends import BackendContext, Lease, NodeDataplane, pod_mtu
 from emu.plan.model import Device, Route, UdpDaemon
 
 NAME = "udp"

@@ -4,7 +4,7 @@ Per remote node exactly one route: the remote subnet via the remote node's under
 It needs every node on one L2 network, which a single Mininet switch gives. Pod MTU = underlay MTU.
 """
 
-from emu.plan.backends import BackendContext, Lease, NodeDataplane
+from emu.backends import BackendContext, Lease, NodeDataplane
 from emu.plan.model import Route
 
 NAME = "host-gw"
