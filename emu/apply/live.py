@@ -30,7 +30,7 @@ from emu.apply.clean import clean_state, remove_created_dir
 from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
 from emu.apply.handles import Container, Node, Pod, Service
-from emu.apply.nodes import apply_node, load_iptables
+from emu.apply.nodes import apply_node, load_ipsets, load_iptables, remove_ipsets
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
 from emu.apply.spawner import Spawner
@@ -320,17 +320,24 @@ class LiveCluster:
             for pod in removed:
                 pod.deleted = True
             try:
-                for node_plan in diff.changed_nodes:
-                    node = self.nodes[node_plan.name]
-                    if node_plan.iptables != node.plan.iptables:
-                        load_iptables(node_plan, node.namespaces)
-                    node.plan = node_plan
+                commands.in_parallel([partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes])
                 old, self.plan = self.plan, plan
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, old, plan)
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:
                     self._stop_pod(pod)
+
+    def _load_rules(self, node: Node, node_plan: NodePlan) -> None:
+        """A node's changed rule documents: its sets first (new ones exist, members swapped in), then its iptables
+        document, then the sets no rule names any more go."""
+        if node_plan.ipsets != node.plan.ipsets:
+            load_ipsets(node_plan, node.namespaces)
+        if node_plan.iptables != node.plan.iptables:
+            load_iptables(node_plan, node.namespaces)
+        if node_plan.ipsets != node.plan.ipsets:
+            remove_ipsets(node_plan, node.plan.ipsets, node.namespaces)
+        node.plan = node_plan
 
     def _add_pod(self, pod_plan: PodPlan, env: Dict[str, str]) -> Pod:
         """Build one pod in the running cluster (pause, veth on cni0, containers); undone on failure."""

@@ -2,13 +2,14 @@
 
 Sysctls, ``cni0``, the backend's devices (``flannel.1`` / ``flannel0``), addresses, routes and permanent
 neighbour entries in one ``ip -batch``, FDB entries in one ``bridge -batch``, ``/run/flannel/subnet.env`` in
-the node's private /run/flannel, and the node's whole iptables document in one ``iptables-restore``.
+the node's private /run/flannel, the node's ipset document in one ``ipset restore`` (sets exist before the rules
+that name them), and the node's whole iptables document in one ``iptables-restore``.
 A backend's daemons (udp's flanneld, which creates flannel0 itself) are started first (``start_daemons``); the
 devices of a backend are created with the lines its module gives (``emu.registry``).
 """
 
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Set
 
 from emu import registry
 from emu.apply.commands import Namespaces, check, ip_batch
@@ -62,7 +63,52 @@ def apply_node(
         ns,
         tool="bridge",
     )
+    load_ipsets(node, ns)
     load_iptables(node, ns)
+
+
+def load_ipsets(node: NodePlan, ns: Namespaces) -> None:
+    """Load the node's ipset document (``create``/``add`` lines, as ``ipset save`` prints them): every set is
+    created if missing, and its members are replaced at once (filled under a temporary name, then swapped in),
+    so a rule naming the set never sees it half filled."""
+    script = ipset_swap_script(node.ipsets)
+    if script:
+        check(f"{node.name}: ipsets", ["ipset", "restore", "-exist"], ns, input=script)
+
+
+def remove_ipsets(node: NodePlan, old_document: str, ns: Namespaces) -> None:
+    """Destroy the sets of ``old_document`` that ``node``'s document no longer has (once no rule names them)."""
+    gone = sorted(ipset_names(old_document) - ipset_names(node.ipsets))
+    if gone:
+        check(f"{node.name}: stale ipsets", ["ipset", "restore"], ns, input="".join(f"destroy {n}\n" for n in gone))
+
+
+def ipset_names(document: str) -> Set[str]:
+    return {line.split()[1] for line in document.splitlines() if line.startswith("create ")}
+
+
+def ipset_swap_script(document: str) -> str:
+    """An ``ipset restore -exist`` script that makes the sets of ``document`` hold exactly its members: each set
+    is created if missing, filled under a temporary name, swapped in, and the temporary set destroyed."""
+    out: List[str] = []
+    current: List[str] = []  # [name, temporary] of the set being filled
+
+    def finish() -> None:
+        if current:
+            out.extend([f"swap {current[1]} {current[0]}", f"destroy {current[1]}"])
+
+    for line in document.splitlines():
+        words = line.split()
+        if words and words[0] == "create":
+            finish()
+            current[:] = [words[1], words[1][:26] + "-new"]
+            out += [line, " ".join(["create", current[1]] + words[2:]), f"flush {current[1]}"]
+        elif words and words[0] == "add" and current and words[1] == current[0]:
+            out.append(" ".join(["add", current[1]] + words[2:]))
+        elif words:
+            raise ValueError(f"not an ipset document line (create or add of the set above): {line!r}")
+    finish()
+    return "\n".join(out) + "\n" if out else ""
 
 
 def load_iptables(node: NodePlan, ns: Namespaces, document: Optional[str] = None) -> None:

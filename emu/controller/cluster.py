@@ -17,6 +17,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
+from emu import registry
 from emu.apply.handles import Node, Pod, Service
 from emu.apply.live import LiveCluster, Progress
 from emu.apply.processes import sigterm_to_exit
@@ -25,7 +26,8 @@ from emu.errors import EmuError
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
-from emu.spec.errors import Problem, SpecError
+from emu.spec.changes import apply_object, delete_object, kind_of
+from emu.spec.errors import Problem
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
 
@@ -194,29 +196,45 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
-    def apply(self, documents: Sequence["Document"]) -> List[str]:
-        """``kubectl apply -f``: create the objects of ``documents`` (Pods), one change each; returns a line per
-        object created. Raises SpecError for an invalid one (those before it are created)."""
-        created: List[str] = []
-        for document in documents:
-            kind = document.data.get("kind") if isinstance(document.data, dict) else None
-            if kind != "Pod":
-                what = f"kind {kind!r}" if kind else "an object without a kind"
-                problem = Problem(
-                    document.file, document.line(("kind",)), "kind", f"{what} cannot be applied to a running cluster",
-                    "kind: Pod (Deployments and Services are read when the cluster is built)",
-                )
-                raise SpecError([problem])
-            pod = self.add_pod(document.data, document)
-            created.append(f'pod "{pod.name}" created ({pod.ip} on {pod.node})')
-        return created
+    def apply(self, documents: Sequence["Document"], warnings: Optional[List[Problem]] = None) -> List[str]:
+        """``kubectl apply -f``: create or change the object of each document, one change each, and return a line
+        per object (``pod "web-1" created (10.244.2.3 on node-2)``, ``networkpolicy "default/deny" configured``).
 
-    def delete(self, kind: str, name: str) -> None:
-        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods)."""
-        if kind.lower() in ("pod", "pods", "po"):
+        Pods are created (or, when they exist, relabeled: the rest of a running pod is immutable); the kinds
+        add-ons read (NetworkPolicy, Namespace) are created or replaced, and every node's rules follow. Deployments
+        and Services are read when the cluster is built. Raises SpecError for an invalid object (those before it
+        are applied); ``warnings``, when given, collects the warnings found.
+        """
+        lines: List[str] = []
+        for document in documents:
+            with self.live.lock:
+                if not self.live.running:
+                    raise EmuError("the cluster is not running: cannot apply objects")
+                spec, line, found = apply_object(self.spec, document)
+                if warnings is not None:
+                    warnings.extend(found)
+                if spec is not self.spec:
+                    self._change(spec)
+                if line.startswith("pod ") and line.endswith(" created"):
+                    pod = self.live.pod(line.split('"')[1])
+                    line += f" ({pod.ip} on {pod.node})"
+            lines.append(line)
+        return lines
+
+    def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> str:
+        """``kubectl delete KIND NAME [-n NAMESPACE]``: a pod, or an object of a kind an add-on reads (a
+        NetworkPolicy: every node's rules follow). Returns a line saying what was deleted."""
+        resolved = kind_of(kind)
+        if resolved is None:
+            kinds = ", ".join(["pod"] + sorted(k.lower() for k in registry.addon_kinds()))
+            raise EmuError(f"cannot delete a {kind} from a running cluster (these can be: {kinds})")
+        if resolved == "Pod":
             self.delete_pod(name)
-            return
-        raise EmuError(f"cannot delete a {kind} from a running cluster (pods can be deleted)")
+            return f'pod "{name}" deleted'
+        with self.live.lock:
+            spec, line = delete_object(self.spec, resolved, name, namespace)
+            self._change(spec)
+        return line
 
     def _change(self, spec: ClusterSpec) -> None:
         """Re-plan for ``spec`` and have the live cluster apply the difference; ``spec`` is kept once done."""

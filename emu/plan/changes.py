@@ -1,8 +1,9 @@
 """A running cluster's plan after a change, and what differs: the pure half of the controller's work.
 
 ``replan(plan, spec)`` is the plan of a changed spec for a cluster that runs ``plan`` now: pods that stay keep
-their addresses and everything else of theirs (a live pod never changes its IP), new pods get the lowest free
-address of their node's subnet, and every Service's endpoints and every node's rule document are computed again.
+their addresses and everything else of theirs but their labels (a live pod never changes its IP), new pods get
+the lowest free address of their node's subnet, and every Service's endpoints and every node's rule document
+are computed again.
 ``diff(old, new)`` says what the apply layer must do to go from one to the other.
 """
 
@@ -37,8 +38,9 @@ def replan(plan: Plan, spec: ClusterSpec) -> Plan:
 
     Raises ValueError or IpamError (from ``plan_added_pod``) when a new pod cannot be placed.
     """
-    wanted = {p.name for p in spec.pods}
-    pods: List[PodPlan] = [p for p in plan.pods if p.name in wanted]
+    wanted = {p.name: p for p in spec.pods}
+    # a pod that stays keeps everything but its labels (``kubectl label`` / apply of new labels)
+    pods: List[PodPlan] = [replace(p, labels=wanted[p.name].labels) for p in plan.pods if p.name in wanted]
     known = {p.name for p in pods}
     for pod in spec.pods:
         if pod.name not in known:

@@ -103,6 +103,9 @@ class NodePlan:
     # a packet to a Service with no endpoints (not DNATed) is dropped by routing before the REJECT rule in
     # FORWARD, and a node's own connection to a cluster IP fails before nat OUTPUT can DNAT it.
     service_routes: Tuple[Route, ...] = ()
+    #: The ipsets the node's rules name, as one ``ipset restore`` document (``create``/``add`` lines), loaded
+    #: before the iptables document; empty when no rule names a set (and then left out of the JSON).
+    ipsets: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,12 @@ class Plan:
 
     def to_dict(self) -> Dict[str, Any]:
         data = {f.name: _as_data(getattr(self, f.name)) for f in fields(self) if f.name != "spec"}
-        if not self.addons:
+        data["addons"] = [(name, fragment) for name, fragment in data["addons"] if fragment is not None]
+        if not data["addons"]:  # no add-on enabled, or none with a fragment
             del data["addons"]
+        for node in data["nodes"]:
+            if not node["ipsets"]:
+                del node["ipsets"]
         data["format"] = "emu-plan/v1"
         return _lists(data)
 
@@ -247,4 +254,4 @@ _PAIR_FIELDS = {"options", "sysctls", "labels", "backend_options", "env", "addon
 
 
 def _pairs_to_dict(value: Any) -> Dict[str, Any]:
-    return {k: v for k, v in value}
+    return {k: _lists(v) for k, v in value}

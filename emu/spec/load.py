@@ -392,6 +392,17 @@ def _schedule(pods: List[Tuple[Pod, bool]], node_names: List[str]) -> List[Pod]:
     return out
 
 
+def read_object_document(document: Document) -> Tuple[Any, List[Problem]]:
+    """One object of an add-on's kind (a NetworkPolicy applied to a running cluster), validated exactly as at load
+    time; returns it with the warnings found. Raises SpecError with every problem when it is invalid."""
+    collected = _Collector()
+    collected.read_document(document, Path("."))
+    if any(p.severity == "error" for p in collected.problems) or not collected.objects:
+        line = document.line(())
+        raise SpecError(collected.problems or [Problem(document.file, line, "", "no object could be read")])
+    return collected.objects[0][1], [p for p in collected.problems if p.severity != "error"]
+
+
 def load_added_pod(manifest: Any, spec: ClusterSpec, document: Optional[Document] = None) -> Pod:
     """Validate one Pod object added to a running cluster (``Cluster.add_pod``, the shell's ``apply -f``) with
     the loader's own rules, and place it: on ``spec.nodeName``, or by the same spread scheduler as at load time,
