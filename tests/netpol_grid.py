@@ -1,0 +1,217 @@
+"""The NetworkPolicy probe grid of the upstream e2e suite (test/e2e/network/netpol), for emu's tests and bench.
+
+Three namespaces x, y, z (labelled ``ns: <name>``, plus the ``kubernetes.io/metadata.name`` label every namespace
+has), each with pods a, b, c (labelled ``pod: a`` ...), spread over two nodes so that both same-node (cni0) and
+cross-node (the backend's overlay) paths are judged; every pod serves TCP and UDP on ports 80 and 81 (container
+ports named ``serve-80-tcp`` ... as upstream names them). emu's pod names are unique in a cluster, so pod ``a`` of
+namespace ``x`` is named ``x-a``; the grid and its printouts call it ``x/a``.
+
+- ``grid_yaml()``: the cluster as one YAML file.
+- ``probe_grid(cluster)``: every (from, to, port, protocol) cell probed live, in parallel: one probe program
+  (``emu.measure.reach``) per source pod, each trying all its targets at once; a cell that does not match the
+  expectation is probed again (twice at most, with a longer timeout), as upstream's ValidateOrFail retries.
+- ``engine_grid(plan)``: the same cells judged by the policy engine (the oracle).
+- ``compare(...)`` / ``side_by_side(...)``: the cells that differ, and both matrices printed side by side.
+"""
+
+import json
+import textwrap
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+NAMESPACES = ("x", "y", "z")
+PODS = ("a", "b", "c")
+#: The (port, protocol) pairs every cell is probed on.
+PAIRS: Tuple[Tuple[int, str], ...] = ((80, "TCP"), (81, "TCP"), (80, "UDP"), (81, "UDP"))
+#: "x/a" ... "z/c", in grid order.
+GRID_PODS = tuple(f"{ns}/{pod}" for ns in NAMESPACES for pod in PODS)
+NODES = ("node-1", "node-2")
+
+Cell = Tuple[str, str, int, str]  # (from "x/a", to "y/b", port, protocol)
+
+#: Until the stand-in server (agnhost netexec's behaviour for a container without a command) is in emu, each pod
+#: runs this: TCP and UDP on every port of its arguments; a TCP connection is accepted and closed, a datagram is
+#: answered with the pod's hostname.
+SERVER = textwrap.dedent(
+    """\
+    import selectors, socket, sys
+    name = socket.gethostname().encode()
+    sel = selectors.DefaultSelector()
+    for port in map(int, sys.argv[1:]):
+        t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind(("0.0.0.0", port)); t.listen(128); t.setblocking(False); sel.register(t, selectors.EVENT_READ, 0)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+        sel.register(u, selectors.EVENT_READ, 1)
+    while True:
+        for key, _ in sel.select():
+            try:
+                if key.data:
+                    data, peer = key.fileobj.recvfrom(2048); key.fileobj.sendto(name, peer)
+                else:
+                    conn, _ = key.fileobj.accept(); conn.close()
+            except OSError:
+                pass
+    """
+)
+
+
+def pod_name(grid_pod: str) -> str:
+    """emu's name of grid pod ``x/a``: ``x-a``."""
+    namespace, pod = grid_pod.split("/")
+    return f"{namespace}-{pod}"
+
+
+def pod_document(grid_pod: str, labels: Optional[Dict[str, str]] = None) -> str:
+    """The Pod object of ``x/a`` (its labels ``pod: a`` unless ``labels`` are given), as applied to the grid."""
+    namespace, pod = grid_pod.split("/")
+    index = GRID_PODS.index(grid_pod)
+    labels = {"pod": pod} if labels is None else labels
+    ports = ", ".join(
+        f"{{name: serve-{port}-{proto.lower()}, containerPort: {port}, protocol: {proto}}}" for port, proto in PAIRS
+    )
+    command = ["python3", "-c", SERVER, "80", "81"]
+    return (
+        "apiVersion: v1\nkind: Pod\n"
+        f"metadata: {{name: {pod_name(grid_pod)}, namespace: {namespace}, labels: {json.dumps(labels)}}}\n"
+        "spec:\n"
+        f"  nodeName: {NODES[index % len(NODES)]}\n"
+        f"  containers: [{{name: server, command: {json.dumps(command)}, ports: [{ports}]}}]\n"
+    )
+
+
+def namespace_document(namespace: str, labels: Optional[Dict[str, str]] = None) -> str:
+    labels = {"ns": namespace} if labels is None else labels
+    return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}, labels: {labels!r}}}\n".replace("'", '"')
+
+
+def grid_yaml(name: str = "netpol-grid") -> str:
+    """The grid cluster: two nodes, namespaces x, y, z, nine pods."""
+    head = f"apiVersion: emu/v1\nkind: Cluster\nname: {name}\nnodes: [{', '.join(NODES)}]\n"
+    documents = [head] + [namespace_document(ns) for ns in NAMESPACES] + [pod_document(p) for p in GRID_PODS]
+    return "---\n".join(documents)
+
+
+# ------------------------------------------------------------------------------------------------ judging
+
+
+def engine_grid(plan: Any) -> Dict[Cell, bool]:
+    """Every cell as the policy engine judges it under ``plan`` (its spec's policies and namespaces)."""
+    from emu.addons.policy.engine import evaluate
+    from emu.addons.policy.plan import world_from_plan
+
+    spec = plan.spec
+    world = world_from_plan(plan, tuple(spec.objects_of("NetworkPolicy")), tuple(spec.objects_of("Namespace")))
+    ips = {p.name: p.ip for p in plan.pods}
+    return {
+        (src, dst, port, proto): evaluate(world, ips[pod_name(src)], ips[pod_name(dst)], port, proto).allowed
+        for src in GRID_PODS for dst in GRID_PODS if src != dst for port, proto in PAIRS
+    }
+
+
+def _probe_from(cluster: Any, src: str, cells: Sequence[Cell], timeout: float, out: Dict[Cell, str]) -> None:
+    from emu.measure.reach import reach, target
+
+    ips = {p.name: p.ip for p in cluster.plan.pods}
+    targets = {target(proto, ips[pod_name(dst)], port): (s, dst, port, proto) for s, dst, port, proto in cells}
+    results = reach(cluster.pod(pod_name(src)), list(targets), timeout=timeout)
+    for text, cell in targets.items():
+        out[cell] = results[text]
+
+
+def probe_cells(cluster: Any, cells: Sequence[Cell], timeout: float) -> Dict[Cell, str]:
+    """Probe ``cells`` live, one probe program per source pod, all at once; cell -> result."""
+    by_source: Dict[str, List[Cell]] = {}
+    for cell in cells:
+        by_source.setdefault(cell[0], []).append(cell)
+    out: Dict[Cell, str] = {}
+    errors: List[BaseException] = []
+
+    def run(src: str) -> None:
+        try:
+            _probe_from(cluster, src, by_source[src], timeout, out)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(src,)) for src in by_source]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return out
+
+
+def probe_grid(
+    cluster: Any, expected: Optional[Dict[Cell, bool]] = None, timeout: float = 1.0, retries: int = 2
+) -> Dict[Cell, str]:
+    """Every cell probed live; cells whose result differs from ``expected`` are probed again (at most
+    ``retries`` times, with twice the timeout), as a slow answer on a busy machine is not a drop."""
+    cells = [(s, d, port, proto) for s in GRID_PODS for d in GRID_PODS if s != d for port, proto in PAIRS]
+    observed = probe_cells(cluster, cells, timeout)
+    for _ in range(retries if expected is not None else 0):
+        wrong = [c for c in cells if (observed[c] == "connected") != expected[c]]  # type: ignore[index]
+        if not wrong:
+            break
+        observed.update(probe_cells(cluster, wrong, timeout * 2))
+    return observed
+
+
+def compare(expected: Dict[Cell, bool], observed: Dict[Cell, str]) -> List[Cell]:
+    """The cells where the kernel disagrees with the engine."""
+    return [cell for cell, allowed in expected.items() if (observed[cell] == "connected") != allowed]
+
+
+_MARK = {"connected": ".", "timeout": "X", "refused": "R", "unreachable": "U"}
+
+
+def side_by_side(expected: Dict[Cell, bool], observed: Dict[Cell, str], title: str = "") -> str:
+    """For each (port, protocol) with a wrong cell: the engine's matrix and the kernel's, side by side (rows:
+    from, columns: to; ``.`` allowed / connected, ``X`` denied / timed out, ``R`` refused, ``U`` unreachable, a
+    wrong cell of the kernel's matrix in brackets)."""
+    wrong = set(compare(expected, observed))
+    lines = [title] if title else []
+    header = "     " + " ".join(f"{p:>5}" for p in GRID_PODS)
+    for port, proto in PAIRS:
+        if not any(c[2:] == (port, proto) for c in wrong):
+            continue
+        lines.append(f"{proto}/{port}: engine (expected){' ' * (len(header) - 26)}   kernel (observed)")
+        lines.append(f"{header}   {header}")
+        for src in GRID_PODS:
+            left, right = [], []
+            for dst in GRID_PODS:
+                cell = (src, dst, port, proto)
+                if src == dst:
+                    left.append("    -")
+                    right.append("    -")
+                    continue
+                left.append(f"{'.' if expected[cell] else 'X':>5}")
+                mark = _MARK.get(observed[cell], "?")
+                right.append(f"{'[' + mark + ']' if cell in wrong else mark:>5}")
+            lines.append(f"{src:>4} {' '.join(left)}   {src:>4} {' '.join(right)}")
+    return "\n".join(lines)
+
+
+def timed(action: Callable[[], Any]) -> Tuple[Any, float]:
+    started = time.monotonic()
+    value = action()
+    return value, time.monotonic() - started
+
+
+def documents(text: str, name: str = "manifest.yaml") -> List[Any]:
+    """The YAML documents of ``text``, as ``emu.Cluster.apply`` takes them (read from a file of that name)."""
+    import os
+    import tempfile
+
+    from emu.spec.yamlsrc import read_documents
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, name)
+        with open(path, "w") as f:
+            f.write(text)
+        docs, problems = read_documents(path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ValueError("; ".join(str(p) for p in errors))
+    return docs
