@@ -7,9 +7,10 @@ ports named ``serve-80-tcp`` ... as upstream names them). emu's pod names are un
 namespace ``x`` is named ``x-a``; the grid and its printouts call it ``x/a``.
 
 - ``grid_yaml()``: the cluster as one YAML file.
-- ``probe_grid(cluster)``: every (from, to, port, protocol) cell probed live, in parallel: one probe program
-  (``emu.measure.reach``) per source pod, each trying all its targets at once; a cell that does not match the
-  expectation is probed again (twice at most, with a longer timeout), as upstream's ValidateOrFail retries.
+- ``GridProber(cluster).grid()``: every (from, to, port, protocol) cell probed live, in parallel: one probe
+  program (``emu.measure.reach.Prober``) kept running in each pod, each trying all its targets at once; a cell
+  that does not match the expectation is probed again (twice at most, with a longer timeout), as upstream's
+  ValidateOrFail retries.
 - ``engine_grid(plan)``: the same cells judged by the policy engine (the oracle).
 - ``compare(...)`` / ``side_by_side(...)``: the cells that differ, and both matrices printed side by side.
 """
@@ -109,53 +110,72 @@ def engine_grid(plan: Any) -> Dict[Cell, bool]:
     }
 
 
-def _probe_from(cluster: Any, src: str, cells: Sequence[Cell], timeout: float, out: Dict[Cell, str]) -> None:
-    from emu.measure.reach import reach, target
+class GridProber:
+    """A probe program kept running in every grid pod (``emu.measure.reach.Prober``): probing the grid again
+    costs one round trip, or the timeout when something is dropped. Use as a context manager."""
 
-    ips = {p.name: p.ip for p in cluster.plan.pods}
-    targets = {target(proto, ips[pod_name(dst)], port): (s, dst, port, proto) for s, dst, port, proto in cells}
-    results = reach(cluster.pod(pod_name(src)), list(targets), timeout=timeout)
-    for text, cell in targets.items():
-        out[cell] = results[text]
+    def __init__(self, cluster: Any) -> None:
+        from emu.measure.reach import Prober
 
-
-def probe_cells(cluster: Any, cells: Sequence[Cell], timeout: float) -> Dict[Cell, str]:
-    """Probe ``cells`` live, one probe program per source pod, all at once; cell -> result."""
-    by_source: Dict[str, List[Cell]] = {}
-    for cell in cells:
-        by_source.setdefault(cell[0], []).append(cell)
-    out: Dict[Cell, str] = {}
-    errors: List[BaseException] = []
-
-    def run(src: str) -> None:
+        self.cluster = cluster
+        self.probers: Dict[str, Any] = {}
         try:
-            _probe_from(cluster, src, by_source[src], timeout, out)
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
+            for src in GRID_PODS:
+                self.probers[src] = Prober(cluster.pod(pod_name(src)))
+        except BaseException:
+            self.close()
+            raise
 
-    threads = [threading.Thread(target=run, args=(src,)) for src in by_source]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return out
+    def close(self) -> None:
+        for prober in self.probers.values():
+            prober.close()
 
+    def __enter__(self) -> "GridProber":
+        return self
 
-def probe_grid(
-    cluster: Any, expected: Optional[Dict[Cell, bool]] = None, timeout: float = 1.0, retries: int = 2
-) -> Dict[Cell, str]:
-    """Every cell probed live; cells whose result differs from ``expected`` are probed again (at most
-    ``retries`` times, with twice the timeout), as a slow answer on a busy machine is not a drop."""
-    cells = [(s, d, port, proto) for s in GRID_PODS for d in GRID_PODS if s != d for port, proto in PAIRS]
-    observed = probe_cells(cluster, cells, timeout)
-    for _ in range(retries if expected is not None else 0):
-        wrong = [c for c in cells if (observed[c] == "connected") != expected[c]]  # type: ignore[index]
-        if not wrong:
-            break
-        observed.update(probe_cells(cluster, wrong, timeout * 2))
-    return observed
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def cells(self, cells: Sequence[Cell], timeout: float) -> Dict[Cell, str]:
+        """Probe ``cells`` live, every source at once; cell -> result."""
+        from emu.measure.reach import target
+
+        ips = {p.name: p.ip for p in self.cluster.plan.pods}
+        by_source: Dict[str, Dict[str, Cell]] = {}
+        for cell in cells:
+            src, dst, port, proto = cell
+            by_source.setdefault(src, {})[target(proto, ips[pod_name(dst)], port)] = cell
+        out: Dict[Cell, str] = {}
+        errors: List[BaseException] = []
+
+        def run(src: str) -> None:
+            try:
+                results = self.probers[src].reach(list(by_source[src]), timeout)
+                out.update({cell: results[text] for text, cell in by_source[src].items()})
+            except BaseException as exc:  # re-raised below, in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(src,)) for src in by_source]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return out
+
+    def grid(self, expected: Optional[Dict[Cell, bool]] = None, timeout: float = 0.5, retries: int = 2) -> Dict[Cell, str]:
+        """Every cell probed live; cells whose result differs from ``expected`` are probed again (at most
+        ``retries`` times, the timeout doubled each time), as a slow answer on a busy machine is not a drop."""
+        cells = [(s, d, port, proto) for s in GRID_PODS for d in GRID_PODS if s != d for port, proto in PAIRS]
+        observed = self.cells(cells, timeout)
+        for _ in range(retries if expected is not None else 0):
+            wrong = [c for c in cells if (observed[c] == "connected") != expected[c]]  # type: ignore[index]
+            if not wrong:
+                break
+            timeout *= 2
+            observed.update(self.cells(wrong, timeout))
+        return observed
 
 
 def compare(expected: Dict[Cell, bool], observed: Dict[Cell, str]) -> List[Cell]:

@@ -320,13 +320,36 @@ class LiveCluster:
             for pod in removed:
                 pod.deleted = True
             try:
-                commands.in_parallel([partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes])
+                try:
+                    commands.in_parallel(
+                        [partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes]
+                    )
+                except BaseException:
+                    self._undo_change(diff, added)
+                    raise
                 old, self.plan = self.plan, plan
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, old, plan)
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:
                     self._stop_pod(pod)
+
+    def _undo_change(self, diff: PlanDiff, added: Sequence[Pod]) -> None:
+        """A node refused its new rules: every changed node gets the rules and sets of the plan it runs again
+        (``self.plan``), and the pods built for the change go, so the cluster is what it was before."""
+        for new in diff.changed_nodes:
+            node, old = self.nodes[new.name], self.plan.node(new.name)
+            try:
+                load_ipsets(old, node.namespaces)
+                load_iptables(old, node.namespaces)
+                remove_ipsets(old, new.ipsets, node.namespaces)
+            except Exception as exc:  # keep undoing; say what could not be undone
+                self.problems.append(f"{node.name}: rules not restored after a failed change: {exc}")
+                print(f"emu: warning: {self.problems[-1]}", file=sys.stderr)
+            node.plan = old
+        for pod in added:
+            pod.deleted = True
+            self._stop_pod(pod)
 
     def _load_rules(self, node: Node, node_plan: NodePlan) -> None:
         """A node's changed rule documents: its sets first (new ones exist, members swapped in), then its iptables

@@ -3,7 +3,8 @@
 ``reach(endpoint, targets)`` runs this module as a program inside the endpoint that sends
 (``python3 -m emu.measure.reach [--timeout S] PROTO:IP:PORT ...``: one process for every target of one source,
 so a whole NetworkPolicy probe grid is one process per pod); the program prints one JSON object, target ->
-result, where a result is
+result. ``Prober(endpoint)`` keeps the program running (``--stdin``: one JSON request per line, ``{"targets":
+[...], "timeout": S}``, one JSON answer per line), so that probing again costs no program start. A result is
 
 - ``connected``: the TCP handshake completed, or a UDP reply came back (its first bytes in ``reply``);
 - ``refused``: the destination answered that nothing listens (a TCP reset, an ICMP port unreachable);
@@ -23,13 +24,14 @@ import json
 import os
 import selectors
 import socket
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from emu.measure import MeasurementError, run_checked_timeout
 
-__all__ = ["RESULTS", "probe", "parse", "reach", "target", "main"]
+__all__ = ["RESULTS", "probe", "parse", "reach", "target", "Prober", "main"]
 
 RESULTS = ("connected", "refused", "unreachable", "timeout")
 UDP_PAYLOAD = b"hostname"
@@ -135,8 +137,7 @@ def reach(endpoint: Any, targets: Sequence[str], timeout: float = 1.0) -> Dict[s
     the probe itself fails."""
     if not targets:
         return {}
-    argv = ["env", f"PYTHONPATH={PACKAGE_ROOT}", sys.executable, "-m", "emu.measure.reach",
-            "--timeout", f"{timeout:g}", *targets]
+    argv = _program("--timeout", f"{timeout:g}", *targets)
     name = getattr(endpoint, "name", "endpoint")
     result = run_checked_timeout(endpoint, argv, timeout + 20.0, f"reach from {name}")
     if result.returncode != 0:
@@ -147,11 +148,76 @@ def reach(endpoint: Any, targets: Sequence[str], timeout: float = 1.0) -> Dict[s
         raise MeasurementError(f"reach from {name}: unreadable output ({exc}): {result.stdout[-300:]!r}") from None
 
 
+def _program(*args: str) -> List[str]:
+    return ["env", f"PYTHONPATH={PACKAGE_ROOT}", sys.executable, "-m", "emu.measure.reach", *args]
+
+
+class Prober:
+    """The probe program kept running in ``endpoint`` (whose ``popen`` takes ``stdin=subprocess.PIPE``: a pod
+    or node handle), answering one request after another. Use as a context manager, or call ``close()``."""
+
+    def __init__(self, endpoint: Any) -> None:
+        self.name = str(getattr(endpoint, "name", "endpoint"))
+        self.process = endpoint.popen(_program("--stdin"), stdin=subprocess.PIPE)
+
+    def reach(self, targets: Sequence[str], timeout: float = 1.0) -> Dict[str, str]:
+        """Like ``reach``: target -> result, every target of ``targets`` probed at once."""
+        if not targets:
+            return {}
+        proc = self.process
+        try:
+            proc.stdin.write(json.dumps({"targets": list(targets), "timeout": timeout}) + "\n")
+            proc.stdin.flush()
+        except OSError as exc:
+            raise MeasurementError(f"reach from {self.name}: the probe program is gone ({exc})") from None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout + 20.0)
+        line = proc.stdout.readline() if ready else ""
+        if not line:
+            raise MeasurementError(f"reach from {self.name}: no answer from the probe program "
+                                   f"({'exit ' + str(proc.poll()) if proc.poll() is not None else 'timed out'})")
+        try:
+            return parse(line)
+        except (ValueError, KeyError) as exc:
+            raise MeasurementError(f"reach from {self.name}: unreadable answer ({exc}): {line[-300:]!r}") from None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()  # end of file: the program exits
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "Prober":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _serve_stdin() -> int:
+    """``--stdin``: answer one JSON request per line until end of file."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        json.dump(probe(list(request["targets"]), float(request.get("timeout", 1.0))), sys.stdout)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emu.measure.reach", description=__doc__.split("\n")[0])
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for every answer (1.0)")
-    parser.add_argument("targets", nargs="+", metavar="PROTO:IP:PORT")
+    parser.add_argument("--stdin", action="store_true", help="answer JSON requests read from stdin, one a line")
+    parser.add_argument("targets", nargs="*", metavar="PROTO:IP:PORT")
     args = parser.parse_args(argv)
+    if args.stdin:
+        return _serve_stdin()
     try:
         results = probe(args.targets, args.timeout)
     except ValueError as exc:

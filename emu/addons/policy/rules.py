@@ -40,6 +40,8 @@ __all__ = ["IpSet", "NodeRules", "node_rules", "render_ipsets", "ALLOW_MARK", "D
 DISPATCH = "EMU-NP-FORWARD"
 #: The packet mark bit a policy chain sets when one of its rules allows the packet (Calico's accept bit).
 ALLOW_MARK = "0x10000"
+#: The ipBlock of every address: iptables leaves it out of a rule, an ipset takes it as two halves.
+EVERYWHERE = "0.0.0.0/0"
 #: iptables' multiport match takes at most 15 ports (a range counts as two).
 MULTIPORT_MAX = 15
 
@@ -138,7 +140,7 @@ class _Builder:
         assert block is not None
         name = "EMU-NP-N-" + _hash(f"net|{block}")
         if name not in self.out.sets:
-            members = (block.cidr,) + tuple(f"{e} nomatch" for e in block.excepts)
+            members = _net_members(block.cidr) + tuple(f"{e} nomatch" for e in block.excepts)
             self.out.sets[name] = IpSet(name, "hash:net", members, f"ipBlock {block}")
         return name
 
@@ -162,7 +164,7 @@ class _Builder:
         flag, side = ("-s", "src") if direction == "Ingress" else ("-d", "dst")
         block = peer.ip_block
         if block is not None and not block.excepts:
-            return f"{flag} {block.cidr}", ""
+            return ("" if block.cidr == EVERYWHERE else f"{flag} {block.cidr}"), ""
         if block is not None:
             return "", f"-m set --match-set {self.net_set(peer)} {side}"
         return "", f"-m set --match-set {self.pod_set(policy, peer)} {side}"
@@ -266,6 +268,12 @@ def _chunks(spans: List[str]) -> List[List[str]]:
         groups[-1].append(span)
         used += cost
     return [g for g in groups if g]
+
+
+def _net_members(cidr: str) -> Tuple[str, ...]:
+    """A ``hash:net`` set's members for ``cidr``: the set takes prefixes of 1 to 32 bits, so 0.0.0.0/0 is its
+    two halves."""
+    return ("0.0.0.0/1", "128.0.0.0/1") if cidr == EVERYWHERE else (cidr,)
 
 
 def _ip_key(ip: str) -> Tuple[int, ...]:

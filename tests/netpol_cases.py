@@ -1,0 +1,479 @@
+"""NetworkPolicy cases of the upstream e2e suite (test/e2e/network/netpol/network_policy.go), ported to emu's grid.
+
+Each ``Case`` is a list of steps on the grid of ``tests/netpol_grid.py`` (namespaces x, y, z; pods a, b, c; TCP
+and UDP on 80 and 81): ``Apply`` a manifest (a NetworkPolicy, a pod's or a namespace's new labels), ``Delete``
+an object, ``Check`` a (port, protocol). A check carries upstream's expectation, written like upstream's
+Reachability: every cell allowed, then each ``(from, to, allowed)`` rule in order overrides the cells it names
+(``"x/a"``, ``"x/*"``, ``"*"``); cells from a pod to itself are ignored, as upstream ignores loopback.
+
+Upstream's cases build only the pods a case needs; here every case runs on the whole grid, so the expectations
+are restated for all nine pods (a deny-all of namespace x isolates x/c too). The test of the engine
+(tests/test_policy_engine.py) holds the engine to these expectations; the live test (tests/test_policy_live.py)
+holds the kernel to the engine on every cell of every (port, protocol) after every step.
+
+Policies that name pod addresses (ipBlock) write ``IP(y/b)`` for y/b's address and ``CIDR4(x/b)`` for the /4
+around it (upstream's makeLargeCIDRForIP); ``resolve`` fills them in from a plan.
+"""
+
+import re
+import textwrap
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from netpol_grid import GRID_PODS, namespace_document, pod_document
+
+METADATA_NAME = "kubernetes.io/metadata.name"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """Upstream's Reachability: default ``allowed`` everywhere, then ``(from, to, allowed)`` rules in order."""
+
+    rules: Tuple[Tuple[str, str, bool], ...] = ()
+
+    def allowed(self, src: str, dst: str) -> bool:
+        verdict = True
+        for source, target, allowed in self.rules:
+            if _matches(source, src) and _matches(target, dst):
+                verdict = allowed
+        return verdict
+
+
+def _matches(pattern: str, pod: str) -> bool:
+    if pattern == "*":
+        return True
+    namespace, name = pattern.split("/")
+    pod_namespace, pod_name = pod.split("/")
+    return namespace in ("*", pod_namespace) and name in ("*", pod_name)
+
+
+def expect(*rules: Tuple[str, str, bool]) -> Expect:
+    return Expect(tuple(rules))
+
+
+ALL_ALLOWED = Expect()
+
+
+@dataclass(frozen=True)
+class Apply:
+    manifest: str  # YAML, with IP(...) / CIDR4(...) placeholders
+
+
+@dataclass(frozen=True)
+class Delete:
+    kind: str
+    name: str
+    namespace: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Check:
+    port: int
+    protocol: str
+    expected: Expect
+
+
+Step = Union[Apply, Delete, Check]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # upstream's "It" text, or "emu: ..." for cases of emu's own
+    steps: Tuple[Step, ...]
+
+    @property
+    def ident(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")[:100]
+
+
+def netpol(namespace: str, name: str, spec: str) -> Apply:
+    """A NetworkPolicy ``namespace/name`` with ``spec`` (YAML, indented as written)."""
+    body = textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ")
+    return Apply(
+        f"apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+        f"spec:\n{body}\n"
+    )
+
+
+def label_pod(grid_pod: str, labels: Dict[str, str]) -> Apply:
+    return Apply(pod_document(grid_pod, labels))
+
+
+def label_namespace(namespace: str, labels: Dict[str, str]) -> Apply:
+    return Apply(namespace_document(namespace, labels))
+
+
+def resolve(text: str, ips: Dict[str, str]) -> str:
+    """``text`` with ``IP(x/a)`` and ``CIDR4(x/a)`` replaced by x/a's address and the /4 holding it."""
+
+    def cidr4(ip: str) -> str:
+        first = int(ip.split(".")[0]) & 0xF0
+        return f"{first}.0.0.0/4"
+
+    text = re.sub(r"CIDR4\((\w/\w)\)", lambda m: cidr4(ips[m.group(1)]), text)
+    return re.sub(r"IP\((\w/\w)\)", lambda m: ips[m.group(1)], text)
+
+
+def case(name: str, *steps: Step) -> Case:
+    return Case(name, tuple(steps))
+
+
+T, F = True, False
+NS_Y = f"namespaceSelector: {{matchLabels: {{{METADATA_NAME}: y}}}}"
+
+# ---------------------------------------------------------------------------------------------- the cases
+
+CASES: List[Case] = [
+    case("should support a 'default-deny-ingress' policy",
+         netpol("x", "deny-ingress", "podSelector: {}\npolicyTypes: [Ingress]"),
+         Check(80, "TCP", expect(("*", "x/*", F)))),
+    case("should support a 'default-deny-all' policy",
+         netpol("x", "deny-all", "podSelector: {}\npolicyTypes: [Ingress, Egress]"),
+         Check(80, "TCP", expect(("*", "x/*", F), ("x/*", "*", F)))),
+    case("should enforce policy to allow traffic from pods within server namespace based on PodSelector",
+         netpol("x", "x-a-allows-x-b", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]"""),
+         Check(80, "TCP", expect(("*", "x/a", F), ("x/b", "x/a", T)))),
+    case("should enforce policy to allow ingress traffic for a target",
+         netpol("x", "deny-all", "podSelector: {}\npolicyTypes: [Ingress]"),
+         netpol("x", "allow-all-to-a", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{from: [{podSelector: {}, namespaceSelector: {}}]}]"""),
+         Check(80, "TCP", expect(("*", "x/*", F), ("*", "x/a", T)))),
+    case("should enforce policy to allow ingress traffic from pods in all namespaces",
+         netpol("x", "allow-from-another-ns", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{from: [{namespaceSelector: {matchLabels: {}}}]}]"""),
+         Check(80, "TCP", ALL_ALLOWED)),
+    case("should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector",
+         netpol("x", "allow-client-a-via-ns-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}]}}]"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("z/*", "x/a", F)))),
+    case("should enforce policy based on PodSelector with MatchExpressions",
+         netpol("x", "x-a-allows-x-b", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress:
+                - from:
+                  - podSelector: {matchExpressions: [{key: pod, operator: In, values: [b]}]}"""),
+         Check(80, "TCP", expect(("*", "x/a", F), ("x/b", "x/a", T)))),
+    case("should enforce policy based on NamespaceSelector with MatchExpressions",
+         netpol("x", "allow-ns-y-match-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress:
+                - from:
+                  - namespaceSelector: {{matchExpressions: [{{key: {METADATA_NAME}, operator: In, values: [y]}}]}}"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("z/*", "x/a", F)))),
+    case("should enforce policy based on PodSelector or NamespaceSelector",
+         netpol("x", "allow-ns-y-match-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress:
+                - from:
+                  - namespaceSelector: {{matchExpressions: [{{key: {METADATA_NAME}, operator: NotIn, values: [x]}}]}}
+                  - podSelector: {{matchLabels: {{pod: b}}}}"""),
+         Check(80, "TCP", expect(("x/c", "x/a", F)))),
+    case("should enforce policy based on PodSelector and NamespaceSelector",
+         netpol("x", "allow-ns-y-podselector-and-nsselector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress:
+                - from:
+                  - namespaceSelector: {{matchExpressions: [{{key: {METADATA_NAME}, operator: NotIn, values: [x]}}]}}
+                    podSelector: {{matchLabels: {{pod: b}}}}"""),
+         Check(80, "TCP", expect(("*", "x/a", F), ("y/b", "x/a", T), ("z/b", "x/a", T)))),
+    case("should enforce policy based on Multiple PodSelectors and NamespaceSelectors",
+         netpol("x", "allow-ns-y-z-pod-b-c", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress:
+                - from:
+                  - namespaceSelector: {{matchExpressions: [{{key: {METADATA_NAME}, operator: NotIn, values: [x]}}]}}
+                    podSelector: {{matchExpressions: [{{key: pod, operator: In, values: [b, c]}}]}}"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("*/a", "x/a", F)))),
+    case("should enforce policy based on any PodSelectors",
+         netpol("x", "allow-ns-x-pod-b-c", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}, {podSelector: {matchLabels: {pod: c}}}]}]"""),
+         Check(80, "TCP", expect(("*", "x/a", F), ("x/b", "x/a", T), ("x/c", "x/a", T)))),
+    case("should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector and "
+         "NamespaceSelector",
+         netpol("x", "allow-ns-y-pod-a-via-namespace-pod-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}, podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
+         Check(80, "TCP", expect(("*", "x/a", F), ("y/a", "x/a", T)))),
+    case("should enforce policy based on Ports",
+         netpol("x", "allow-client-a-via-ns-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}], ports: [{{port: 81, protocol: TCP}}]}}]"""),
+         Check(81, "TCP", expect(("x/*", "x/a", F), ("y/*", "x/a", T), ("z/*", "x/a", F))),
+         Check(80, "TCP", expect(("*", "x/a", F)))),
+    case("should enforce multiple, stacked policies with overlapping podSelectors",
+         netpol("x", "allow-client-a-via-ns-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}], ports: [{{port: 81, protocol: TCP}}]}}]"""),
+         Check(81, "TCP", expect(("x/*", "x/a", F), ("y/*", "x/a", T), ("z/*", "x/a", F))),
+         Check(80, "TCP", expect(("*", "x/a", F))),
+         netpol("x", "allow-client-a-via-ns-selector-80", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}], ports: [{{port: 80, protocol: TCP}}]}}]"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("y/*", "x/a", T), ("z/*", "x/a", F)))),
+    case("should support allow-all policy",
+         netpol("x", "allow-all", "podSelector: {}\ningress: [{}]"),
+         Check(80, "TCP", ALL_ALLOWED), Check(81, "TCP", ALL_ALLOWED)),
+    case("should allow ingress access on one named port",
+         netpol("x", "allow-all", "podSelector: {}\ningress: [{ports: [{port: serve-81-tcp}]}]"),
+         Check(81, "TCP", ALL_ALLOWED), Check(80, "TCP", expect(("*", "x/*", F)))),
+    case("should allow ingress access from namespace on one named port",
+         netpol("x", "allow-client-a-via-ns-selector-80", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}], ports: [{{port: serve-80-tcp, protocol: TCP}}]}}]"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("z/*", "x/a", F))),
+         Check(81, "TCP", expect(("*", "x/a", F)))),
+    case("should allow egress access on one named port",
+         netpol("x", "allow-egress", "podSelector: {}\npolicyTypes: [Egress]\n"
+                "egress: [{ports: [{port: serve-80-tcp}]}]"),
+         Check(80, "TCP", ALL_ALLOWED), Check(81, "TCP", expect(("x/*", "*", F)))),
+    case("should enforce updated policy",
+         netpol("x", "allow-all-mutate-to-deny-all", "podSelector: {}\ningress: [{}]"),
+         Check(81, "TCP", ALL_ALLOWED),
+         netpol("x", "allow-all-mutate-to-deny-all", "podSelector: {}\npolicyTypes: [Ingress]\ningress: []"),
+         Check(81, "TCP", expect(("*", "x/*", F)))),
+    case("should allow ingress access from updated namespace",
+         netpol("x", "allow-client-a-via-ns-selector", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{from: [{namespaceSelector: {matchLabels: {ns2: updated}}}]}]"""),
+         Check(80, "TCP", expect(("*", "x/a", F))),
+         label_namespace("y", {"ns": "y", "ns2": "updated"}),
+         Check(80, "TCP", expect(("*", "x/a", F), ("y/*", "*", T)))),
+    case("should allow ingress access from updated pod",
+         netpol("x", "allow-client-a-via-pod-selector", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{from: [{podSelector: {matchLabels: {pod: b, pod2: updated}}}]}]"""),
+         Check(80, "TCP", expect(("*", "x/a", F))),
+         label_pod("x/b", {"pod": "b", "pod2": "updated"}),
+         Check(80, "TCP", expect(("*", "x/a", F), ("x/b", "x/a", T)))),
+    case("should deny ingress from pods on other namespaces",
+         netpol("x", "deny-empty-policy", "podSelector: {}\ningress: [{from: [{podSelector: {matchLabels: {}}}]}]"),
+         Check(80, "TCP", expect(("y/*", "x/*", F), ("z/*", "x/*", F)))),
+    case("should deny ingress access to updated pod",
+         netpol("x", "deny-ingress-via-label-selector",
+                "podSelector: {matchLabels: {target: isolated}}\npolicyTypes: [Ingress]"),
+         Check(80, "TCP", ALL_ALLOWED),
+         label_pod("x/a", {"pod": "a", "target": "isolated"}),
+         Check(80, "TCP", expect(("*", "x/a", F)))),
+    case("should deny egress from pods based on PodSelector",
+         netpol("x", "deny-egress-pod-a", "podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Egress]"),
+         Check(80, "TCP", expect(("x/a", "*", F)))),
+    case("should deny egress from all pods in a namespace",
+         netpol("x", "deny-egress-ns-x", "podSelector: {}\npolicyTypes: [Egress]"),
+         Check(80, "TCP", expect(("x/*", "*", F)))),
+    case("should work with Ingress, Egress specified together",
+         netpol("x", "allow-client-a-via-pod-selector", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress, Ingress]
+                ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+                egress: [{ports: [{port: 80}]}]"""),
+         Check(80, "TCP", expect(("*", "x/a", F), ("x/b", "x/a", T))),
+         Check(81, "TCP", expect(("*", "x/a", F), ("x/a", "*", F), ("x/b", "x/a", T)))),
+    case("should support denying of egress traffic on the client side (even if the server explicitly allows this "
+         "traffic)",
+         netpol("x", "allow-to-ns-y-pod-a", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                policyTypes: [Egress]
+                egress: [{{to: [{{{NS_Y}, podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
+         netpol("y", "allow-from-xa-on-ya-match-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{{METADATA_NAME}: x}}}},
+                                   podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
+         netpol("y", "allow-from-xa-on-yb-match-selector", f"""\
+                podSelector: {{matchLabels: {{pod: b}}}}
+                ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{{METADATA_NAME}: x}}}},
+                                   podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
+         Check(80, "TCP", expect(("x/a", "*", F), ("*", "y/a", F), ("x/a", "y/a", T), ("*", "y/b", F)))),
+    case("should enforce egress policy allowing traffic to a server in a different namespace based on PodSelector and "
+         "NamespaceSelector",
+         netpol("x", "allow-to-ns-y-pod-a", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                policyTypes: [Egress]
+                egress: [{{to: [{{{NS_Y}, podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
+         Check(80, "TCP", expect(("x/a", "*", F), ("x/a", "y/a", T)))),
+    case("should enforce ingress policy allowing any port traffic to a server on a specific protocol",
+         netpol("x", "allow-ingress-by-proto", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{ports: [{protocol: TCP}]}]"""),
+         Check(80, "TCP", ALL_ALLOWED), Check(80, "UDP", expect(("*", "x/a", F)))),
+    case("should enforce multiple ingress policies with ingress allow-all policy taking precedence",
+         netpol("x", "allow-ingress-port-80", "podSelector: {}\ningress: [{ports: [{port: 80}]}]"),
+         Check(81, "TCP", expect(("*", "x/*", F))),
+         netpol("x", "allow-ingress", "podSelector: {}\ningress: [{}]"),
+         Check(81, "TCP", ALL_ALLOWED)),
+    case("should enforce multiple egress policies with egress allow-all policy taking precedence",
+         netpol("x", "allow-egress-port-80", "podSelector: {}\npolicyTypes: [Egress]\negress: [{ports: [{port: 80}]}]"),
+         Check(81, "TCP", expect(("x/*", "*", F))),
+         netpol("x", "allow-egress", "podSelector: {}\npolicyTypes: [Egress]\negress: [{}]"),
+         Check(81, "TCP", ALL_ALLOWED)),
+    case("should stop enforcing policies after they are deleted",
+         netpol("x", "deny-all", "podSelector: {}\npolicyTypes: [Ingress, Egress]"),
+         Check(80, "TCP", expect(("x/*", "*", F), ("*", "x/*", F))),
+         Delete("networkpolicy", "deny-all", "x"),
+         Check(80, "TCP", ALL_ALLOWED)),
+    case("should allow egress access to server in CIDR block",
+         netpol("x", "allow-client-a-via-cidr-egress-rule", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: IP(y/b)/32}}]}]"""),
+         Check(80, "TCP", expect(("x/a", "*", F), ("x/a", "y/b", T)))),
+    case("should enforce except clause while egress access to server in CIDR block",
+         netpol("x", "allow-client-a-via-cidr-egress-rule", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: CIDR4(x/b), except: [IP(x/b)/32]}}]}]"""),
+         Check(80, "TCP", expect(("x/a", "x/b", F)))),
+    case("should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed",
+         netpol("x", "allow-client-a-via-cidr-egress-rule", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: CIDR4(x/b), except: [IP(x/b)/32]}}]}]"""),
+         Check(80, "TCP", expect(("x/a", "x/b", F))),
+         netpol("x", "allow-client-a-via-cidr-egress-rule", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: IP(x/b)/32}}]}]"""),
+         Check(80, "TCP", expect(("x/a", "*", F), ("x/a", "x/b", T)))),
+    case("should enforce policies to check ingress and egress policies can be controlled independently based on "
+         "PodSelector",
+         netpol("x", "allow-egress-for-target", "podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Egress]\n"
+                "egress: [{}]"),
+         Check(80, "TCP", ALL_ALLOWED),
+         netpol("x", "deny-ingress-via-label-selector", "podSelector: {matchLabels: {pod: a}}\npolicyTypes: [Ingress]"),
+         Check(80, "TCP", expect(("*", "x/a", F)))),
+    case("should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP', even if the plugin doesn't support SCTP",
+         netpol("x", "deny-ingress", "podSelector: {}\npolicyTypes: [Ingress]"),
+         netpol("x", "allow-only-sctp-ingress-on-port-81", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{ports: [{port: 81, protocol: SCTP}]}]"""),
+         Check(81, "TCP", expect(("*", "x/*", F)))),
+    case("should properly isolate pods that are selected by a policy allowing SCTP, even if the plugin doesn't "
+         "support SCTP",
+         netpol("x", "allow-only-sctp-ingress-on-port-80", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{ports: [{port: 80, protocol: SCTP}]}]"""),
+         Check(81, "TCP", expect(("*", "x/a", F)))),
+    case("should not allow access by TCP when a policy specifies only UDP",
+         netpol("x", "allow-only-udp-ingress-on-port-81", """\
+                podSelector: {matchLabels: {pod: a}}
+                ingress: [{ports: [{port: 81, protocol: UDP}]}]"""),
+         Check(81, "TCP", expect(("*", "x/a", F))), Check(81, "UDP", ALL_ALLOWED)),
+    case("should enforce policy to allow traffic based on NamespaceSelector with MatchLabels using default ns label",
+         netpol("x", "allow-client-a-via-ns-selector-for-immutable-ns-label", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}]}}]"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("z/*", "x/a", F)))),
+    case("should enforce policy based on NamespaceSelector with MatchExpressions using default ns label",
+         netpol("x", "allow-ns-y-match-selector-for-immutable-ns-label", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                policyTypes: [Egress]
+                egress:
+                - to:
+                  - namespaceSelector: {{matchExpressions: [{{key: {METADATA_NAME}, operator: NotIn, values: [y]}}]}}"""),
+         Check(80, "TCP", expect(("x/a", "y/*", F)))),
+    # -------------------------------------------------------------------------- upstream's UDP cases
+    case("UDP: should support a 'default-deny-ingress' policy",
+         netpol("x", "deny-all", "podSelector: {}\npolicyTypes: [Ingress]\ningress: []"),
+         Check(80, "UDP", expect(("*", "x/*", F)))),
+    case("UDP: should enforce policy based on Ports",
+         netpol("x", "allow-ingress-on-port-81-ns-x", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}], ports: [{{port: 81, protocol: UDP}}]}}]"""),
+         Check(81, "UDP", expect(("x/*", "x/a", F), ("z/*", "x/a", F))),
+         Check(80, "UDP", expect(("*", "x/a", F)))),
+    case("UDP: should enforce policy to allow traffic only from a pod in a different namespace based on PodSelector "
+         "and NamespaceSelector",
+         netpol("x", "allow-ns-y-pod-a-via-namespace-pod-selector", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}, podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
+         Check(80, "UDP", expect(("*", "x/a", F), ("y/a", "x/a", T)))),
+    # ----------------------------------------------------------------------------- emu's own cases
+    case("emu: ingress on a port range (endPort) from one namespace",
+         netpol("x", "allow-range-from-y", f"""\
+                podSelector: {{matchLabels: {{pod: a}}}}
+                ingress: [{{from: [{{{NS_Y}}}], ports: [{{port: 79, endPort: 80}}]}}]"""),
+         Check(80, "TCP", expect(("x/*", "x/a", F), ("z/*", "x/a", F))),
+         Check(81, "TCP", expect(("*", "x/a", F)))),
+    case("emu: egress on a UDP port range (endPort), TCP and other ports denied",
+         netpol("x", "allow-udp-range", """\
+                podSelector: {}
+                policyTypes: [Egress]
+                egress: [{ports: [{protocol: UDP, port: 81, endPort: 90}]}]"""),
+         Check(81, "UDP", ALL_ALLOWED), Check(80, "UDP", expect(("x/*", "*", F))),
+         Check(81, "TCP", expect(("x/*", "*", F)))),
+    case("emu: two policies are a union: a CIDR with an except, and the excepted address",
+         netpol("x", "allow-cidr-except-b", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: CIDR4(x/b), except: [IP(x/b)/32]}}]}]"""),
+         netpol("x", "allow-b", """\
+                podSelector: {matchLabels: {pod: a}}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: IP(x/b)/32}}]}]"""),
+         Check(80, "TCP", ALL_ALLOWED)),
+    case("emu: ingress from a CIDR with an except, and 0.0.0.0/0 with the pod network excepted",
+         netpol("y", "allow-pod-network-but-x-a", """\
+                podSelector: {}
+                ingress: [{from: [{ipBlock: {cidr: 10.244.0.0/16, except: [IP(x/a)/32]}}]}]"""),
+         Check(80, "TCP", expect(("x/a", "y/*", F))),
+         netpol("z", "allow-outside-only", """\
+                podSelector: {}
+                ingress: [{from: [{ipBlock: {cidr: 0.0.0.0/0, except: [10.244.0.0/16]}}]}]"""),
+         Check(80, "TCP", expect(("x/a", "y/*", F), ("*", "z/*", F)))),
+    case("emu: a namespace label added then removed",
+         netpol("x", "allow-from-team-blue", """\
+                podSelector: {}
+                ingress: [{from: [{namespaceSelector: {matchLabels: {team: blue}}}]}]"""),
+         Check(80, "TCP", expect(("*", "x/*", F))),
+         label_namespace("z", {"ns": "z", "team": "blue"}),
+         Check(80, "TCP", expect(("*", "x/*", F), ("z/*", "x/*", T))),
+         label_namespace("z", {"ns": "z"}),
+         Check(80, "TCP", expect(("*", "x/*", F)))),
+    case("emu: a pod relabelled out of a policy's podSelector is open again",
+         netpol("y", "deny-role-db", "podSelector: {matchExpressions: [{key: role, operator: Exists}]}\n"
+                "policyTypes: [Ingress, Egress]"),
+         label_pod("y/c", {"pod": "c", "role": "db"}),
+         Check(81, "UDP", expect(("*", "y/c", F), ("y/c", "*", F))),
+         label_pod("y/c", {"pod": "c"}),
+         Check(81, "UDP", ALL_ALLOWED)),
+    case("emu: DoesNotExist and NotIn select pods without the label too",
+         netpol("z", "isolate-unlabelled", """\
+                podSelector: {matchExpressions: [{key: tier, operator: DoesNotExist}]}
+                ingress:
+                - from: [{namespaceSelector: {}, podSelector: {matchExpressions: [{key: pod, operator: NotIn, values: [a]}]}}]"""),
+         label_pod("z/b", {"pod": "b", "tier": "web"}),
+         Check(80, "TCP", expect(("*/a", "z/a", F), ("*/a", "z/c", F)))),
+]
+
+
+def ips_of(plan) -> Dict[str, str]:  # type: ignore[no-untyped-def]
+    """grid pod ("x/a") -> its address in ``plan``."""
+    by_name = {p.name: p.ip for p in plan.pods}
+    return {grid_pod: by_name[grid_pod.replace("/", "-")] for grid_pod in GRID_PODS}
+
+
+def baseline_documents() -> List[str]:
+    """What undoes every case's changes: each pod's and namespace's original labels."""
+    from netpol_grid import NAMESPACES
+
+    return [namespace_document(ns) for ns in NAMESPACES] + [pod_document(p) for p in GRID_PODS]
+
+
+def expected_cells(check: Check, engine: Callable[[str, str, int, str], bool],
+                   pods: Sequence[str] = GRID_PODS) -> List[Tuple[str, str, bool, bool]]:
+    """(from, to, upstream's expectation, the engine's verdict) of every cell of ``check`` where they differ."""
+    out = []
+    for src in pods:
+        for dst in pods:
+            if src == dst:
+                continue
+            want = check.expected.allowed(src, dst)
+            got = engine(src, dst, check.port, check.protocol)
+            if want != got:
+                out.append((src, dst, want, got))
+    return out

@@ -1,0 +1,102 @@
+"""NetworkPolicy enforced in the kernel: the upstream e2e cases on the probe grid, live, on every backend.
+
+The grid (tests/netpol_grid.py: namespaces x, y, z; pods a, b, c on two nodes; TCP and UDP on 80 and 81) is
+built once per backend. Each case of tests/netpol_cases.py starts from the grid without policies and with its
+original labels, applies its steps through ``emu.Cluster.apply`` / ``delete`` (as ``apply -f`` and ``delete`` do
+in the shell), and after every check step probes all 288 cells (9 x 8 pairs of pods x 4 port/protocol pairs)
+from inside the pods: the kernel's answer must be the policy engine's on every cell, and the engine's must be
+upstream's expectation. A mismatch prints the two matrices side by side.
+"""
+
+import time
+from typing import Any, Iterator, List
+
+import pytest
+from conftest import BACKENDS, ROOT_PROBLEM, test_cluster_name
+from netpol_cases import CASES, Apply, Case, Check, Delete, baseline_documents, expected_cells, ips_of, resolve
+from netpol_grid import GridProber, documents, engine_grid, grid_yaml, side_by_side
+
+pytestmark = pytest.mark.root
+
+#: Seconds every grid took (a figure for the report; speed itself is measured in bench/, never asserted).
+GRID_SECONDS: List[float] = []
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def grid(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if ROOT_PROBLEM:
+        pytest.skip(ROOT_PROBLEM)
+    from emu.controller import Cluster
+    from emu.plan.build import build_plan
+    from emu.spec.load import load
+
+    path = tmp_path_factory.mktemp("grid") / "grid.yaml"
+    path.write_text(grid_yaml(test_cluster_name("npgrid", request.param)[:40]))
+    spec, _ = load([str(path)])
+    with Cluster(build_plan(spec, backend=request.param)) as cluster:
+        with GridProber(cluster) as prober:
+            yield cluster, prober
+    if GRID_SECONDS:
+        times = sorted(GRID_SECONDS)
+        print(f"\n{request.param}: {len(times)} grids of 288 cells, median {times[len(times) // 2]:.2f} s, "
+              f"max {times[-1]:.2f} s")
+        GRID_SECONDS.clear()
+
+
+def reset(cluster: Any) -> None:
+    """Back to the grid without policies, every pod and namespace with its original labels."""
+    for policy in list(cluster.spec.objects_of("NetworkPolicy")):
+        cluster.delete("networkpolicy", policy.name, policy.namespace)
+    for text in baseline_documents():
+        cluster.apply(documents(text))
+
+
+def check_live(cluster: Any, prober: GridProber, check: Check, label: str) -> None:
+    expected = engine_grid(cluster.plan)
+    started = time.monotonic()
+    observed = prober.grid(expected)
+    GRID_SECONDS.append(time.monotonic() - started)
+    wrong = [c for c, allowed in expected.items() if (observed[c] == "connected") != allowed]
+    assert not wrong, side_by_side(expected, observed, f"{label}: {len(wrong)} cells where the kernel is not the engine")
+
+    def engine(src: str, dst: str, port: int, protocol: str) -> bool:
+        return expected[(src, dst, port, protocol)]
+
+    disagreements = expected_cells(check, engine)
+    assert not disagreements, f"{label}: the engine is not upstream's expectation: {disagreements}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.ident for c in CASES])
+def test_the_kernel_enforces_what_the_engine_says(grid: Any, case: Case) -> None:
+    cluster, prober = grid
+    reset(cluster)
+    ips = ips_of(cluster.plan)
+    for index, step in enumerate(case.steps):
+        if isinstance(step, Apply):
+            cluster.apply(documents(resolve(step.manifest, ips)))
+        elif isinstance(step, Delete):
+            cluster.delete(step.kind, step.name, step.namespace)
+        else:
+            check_live(cluster, prober, step, f"{case.name}, step {index} ({step.protocol}/{step.port})")
+
+
+def test_a_node_reaches_its_isolated_pods_and_nothing_is_left_when_the_policies_go(grid: Any) -> None:
+    """kubelet probes: a pod's own node always reaches it; another node is a peer like any other. Deleting the
+    last policy leaves no chain, rule or set of the add-on in any node."""
+    from emu.measure.reach import reach, target
+
+    cluster, _prober = grid
+    reset(cluster)
+    cluster.apply(documents(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: x}\n"
+        "spec: {podSelector: {}, policyTypes: [Ingress]}\n"))
+    for pod in (p for p in cluster.pods if p.namespace == "x"):
+        for node in cluster.nodes:
+            result = reach(node, [target("TCP", pod.ip, 80)], timeout=0.5)
+            assert (list(result.values()) == ["connected"]) == (node.name == pod.node), (node.name, pod.name, result)
+    reset(cluster)
+    for node in cluster.nodes:
+        saved = node.exec(["iptables-save", "-t", "filter"]).stdout
+        sets = node.exec(["ipset", "list", "-n"]).stdout
+        assert "EMU-NP" not in saved and "EMU-NP" not in sets, (node.name, saved, sets)
+
