@@ -1,6 +1,6 @@
 """Dataplane benchmark: every path of the source text built by emu, against the same path built by hand.
 
-    sudo python bench/dataplane.py [--quick] [--backends vxlan,host-gw,udp] [--out bench/results]
+    sudo python bench/dataplane.py [--quick] [--backends vxlan,host-gw,udp] [--policies 100] [--out bench/results]
 
 For each flannel backend, emu builds ``topologies/cross_node.yaml`` (``emu.Cluster``; ``cluster.placements()``
 gives the endpoints) and ``bench/baseline.sh up BACKEND`` builds the same two nodes and three pods with a
@@ -20,6 +20,10 @@ and br_netfilter (``baseline.sh up BACKEND kube``). The targets are judged again
 Paths: same-pod (127.0.0.1), same-node (cni0), cross-node for each backend, pod-to-service (a ClusterIP with
 one endpoint on the other node: emu's kube-proxy rules vs one DNAT rule, ``baseline.sh service on``) and
 node-to-node (the underlay). The backend-independent paths are measured with the first backend only.
+
+NetworkPolicy row (``--policies N``, default 100; first backend): the cross-node path of the emu cluster against
+the same path of a second emu cluster built beside it with N NetworkPolicies that isolate both ends and allow
+the path last (``bench/policies.py``), taking turns (target: throughput >= 0.95x of no policies).
 
 The tables give emu's ratios to both baselines (targets: throughput >= 0.97, RTT p50 and p99 <= 1.03 on the
 kernel paths) and the udp backend's throughput as a ratio to vxlan's. Every figure goes to
@@ -53,6 +57,10 @@ IPERF_PORT, RR_PORT = 5201, 5202
 #: emu; the minimal hand-built copy; the copy with kube-proxy's and flanneld's rules and br_netfilter on.
 IMPLS = ("emu", "baseline", "baseline+kube")
 KERNEL_PATHS = ("same-pod", "same-node", "cross-node", "pod-to-service", "node-to-node")
+#: The NetworkPolicy row: the cross-node path of two emu clusters, one with ``--policies`` NetworkPolicies
+#: (bench/policies.py) that leave it allowed, one without.
+POLICY_PATH = "cross-node-policies"
+POLICY_IMPLS = ("emu", "emu+policies")
 SHARED_PATHS = ("same-pod", "same-node", "pod-to-service", "node-to-node")
 
 
@@ -129,6 +137,7 @@ class Bench:
         self.samples: Dict[Tuple[str, str, str], List[float]] = {}  # every RTT (ms), pooled over the repeats
         self.seconds = 2 if quick else 5
         self.pings = 100 if quick else 400
+        self.policies = 0
 
     def add(
         self, backend: str, path: str, impl: str, repeat: int, tool: str, metric: str, value: float, unit: str
@@ -180,7 +189,7 @@ class Bench:
 
         self.interleaved(latency, pairs)
         self.interleaved(throughput, pairs)
-        print(" " + self.summary_line(backend, path), flush=True)
+        print(" " + self.summary_line(backend, path, list(pairs)), flush=True)
 
     def median(self, backend: str, path: str, impl: str, metric: str) -> float:
         """Throughput: the median over repeats. RTT: the percentile (or mean) of every sample of every repeat."""
@@ -196,12 +205,12 @@ class Bench:
         values = [r.value for r in self.rows if (r.backend, r.path, r.impl, r.metric) == (backend, path, impl, metric)]
         return statistics.median(values) if values else float("nan")
 
-    def summary_line(self, backend: str, path: str) -> str:
+    def summary_line(self, backend: str, path: str, impls: Sequence[str] = IMPLS) -> str:
         parts = []
         for metric, scale, unit in (("rtt_p50", 1000, "us"), ("rtt_p99", 1000, "us"), ("throughput", 1, "Gbit/s")):
-            values = [self.median(backend, path, impl, metric) * scale for impl in IMPLS]
+            values = [self.median(backend, path, impl, metric) * scale for impl in impls]
             parts.append(f"{metric} {'/'.join(f'{v:.1f}' for v in values)} {unit}")
-        return "  ".join(parts) + "  (emu/baseline/+kube)"
+        return "  ".join(parts) + f"  ({'/'.join(impls)})"
 
 
 def write_csv(rows: List[Row], out: Path) -> Path:
@@ -225,7 +234,7 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
     """Two tables (latency, throughput): emu, the minimal baseline, the baseline with kube-proxy's rules, and
     emu's ratio to each. The targets are judged against the baseline a real node matches (+kube)."""
     seen = sorted(
-        {(r.backend, r.path) for r in bench.rows}, key=lambda bp: (KERNEL_PATHS.index(bp[1]), backends.index(bp[0]))
+        {(r.backend, r.path) for r in bench.rows if r.path != POLICY_PATH}, key=lambda bp: (KERNEL_PATHS.index(bp[1]), backends.index(bp[0]))
     )
     lines: List[str] = []
     for title, metrics, scale, unit, good in (
@@ -248,6 +257,14 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
                 row += f" | {emu_v:14.2f} {base:7.2f} {kube:7.2f} {_ratio(emu_v, base):6.2f} {_ratio(emu_v, kube):6.2f}"
             userspace = path == "cross-node" and backend == "udp"
             lines.append(row + " | " + ("n/a (userspace)" if userspace else "met" if ok else "MISSED"))
+    for backend, path in sorted({(r.backend, r.path) for r in bench.rows if r.path == POLICY_PATH}):
+        none, some = (bench.median(backend, path, impl, "throughput") for impl in POLICY_IMPLS)
+        p50 = [bench.median(backend, path, impl, "rtt_p50") * 1000 for impl in POLICY_IMPLS]
+        ratio = _ratio(some, none)
+        lines += ["", "NetworkPolicy (target: throughput with policies >= 0.95x without)",
+                  f"cross-node ({backend}), {bench.policies} policies vs none: throughput {some:.2f} / {none:.2f} "
+                  f"Gbit/s = {ratio:.3f}x, RTT p50 {p50[1]:.1f} / {p50[0]:.1f} us | "
+                  + ("met" if ratio >= 0.95 else "MISSED")]
     if "udp" in backends and "vxlan" in backends:
         lines.append("")
         for impl in IMPLS:
@@ -258,6 +275,31 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
             )
             lines.append(f"udp / vxlan ({impl}): throughput {_ratio(udp, vx):.2f}x, RTT p50 {p50:.2f}x")
     return "\n".join(lines)
+
+
+def policy_row(bench: Bench, cluster: Any, backend: str, count: int) -> None:
+    """The cross-node path of ``cluster`` (no policies) against the same path of a second cluster built beside it
+    with ``count`` NetworkPolicies that leave it allowed (bench/policies.py), taking turns."""
+    import tempfile
+
+    from policies import policy_manifest  # bench/policies.py
+
+    from emu.controller import Cluster
+    from emu.plan.build import build_plan
+    from emu.spec.load import load
+
+    bench.policies = count
+    with tempfile.TemporaryDirectory() as directory:
+        manifest = Path(directory) / "policies.yaml"
+        manifest.write_text(policy_manifest(count))
+        spec, _warnings = load([str(TOPOLOGY), str(manifest)])
+    spec = dataclasses.replace(spec, name=f"emubench-np{os.getpid() % 100000}")
+    with Cluster(build_plan(spec, backend=backend)) as policed:
+        rules = sum(node.plan.iptables.count("-A EMU-NP") for node in policed.nodes)
+        print(f"  {backend:8s} {count} NetworkPolicies: {rules} policy rules in the nodes", flush=True)
+        settle()
+        pairs = dict(zip(POLICY_IMPLS, (emu_paths(cluster)["cross-node"], emu_paths(policed)["cross-node"])))
+        bench.path(backend, POLICY_PATH, pairs)
 
 
 def main() -> int:
@@ -271,6 +313,9 @@ def main() -> int:
     )
     parser.add_argument("--paths", default=",".join(KERNEL_PATHS), help="comma list of paths to measure")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
+    parser.add_argument(
+        "--policies", type=int, default=100, help="NetworkPolicies of the policy row, on the first backend (0: no row)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dataplane.py needs root: sudo python bench/dataplane.py", file=sys.stderr)
@@ -318,6 +363,8 @@ def main() -> int:
                                 baseline("service", "off")
                 finally:
                     baseline("down")
+                if index == 0 and args.policies >= 2 and "cross-node" in wanted:
+                    policy_row(bench, cluster, backend, args.policies)
     except KeyboardInterrupt:
         print("\ninterrupted: emu's cluster and the baseline are torn down", file=sys.stderr)
         status = 130
