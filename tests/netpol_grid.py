@@ -3,7 +3,7 @@
 Three namespaces x, y, z (labelled ``ns: <name>``, plus the ``kubernetes.io/metadata.name`` label every namespace
 has), each with pods a, b, c (labelled ``pod: a`` ...), spread over two nodes so that both same-node (cni0) and
 cross-node (the backend's overlay) paths are judged; every pod serves TCP and UDP on ports 80 and 81 (container
-ports named ``serve-80-tcp`` ... as upstream names them). emu's pod names are unique in a cluster, so pod ``a`` of
+ports named ``serve-80-tcp`` ... as upstream names them), answered by emu's stand-in for agnhost netexec. emu's pod names are unique in a cluster, so pod ``a`` of
 namespace ``x`` is named ``x-a``; the grid and its printouts call it ``x/a``.
 
 - ``grid_yaml()``: the cluster as one YAML file.
@@ -16,7 +16,6 @@ namespace ``x`` is named ``x-a``; the grid and its printouts call it ``x/a``.
 """
 
 import json
-import textwrap
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -31,30 +30,9 @@ NODES = ("node-1", "node-2")
 
 Cell = Tuple[str, str, int, str]  # (from "x/a", to "y/b", port, protocol)
 
-#: Until the stand-in server (agnhost netexec's behaviour for a container without a command) is in emu, each pod
-#: runs this: TCP and UDP on every port of its arguments; a TCP connection is accepted and closed, a datagram is
-#: answered with the pod's hostname.
-SERVER = textwrap.dedent(
-    """\
-    import selectors, socket, sys
-    name = socket.gethostname().encode()
-    sel = selectors.DefaultSelector()
-    for port in map(int, sys.argv[1:]):
-        t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        t.bind(("0.0.0.0", port)); t.listen(128); t.setblocking(False); sel.register(t, selectors.EVENT_READ, 0)
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
-        sel.register(u, selectors.EVENT_READ, 1)
-    while True:
-        for key, _ in sel.select():
-            try:
-                if key.data:
-                    data, peer = key.fileobj.recvfrom(2048); key.fileobj.sendto(name, peer)
-                else:
-                    conn, _ = key.fileobj.accept(); conn.close()
-            except OSError:
-                pass
-    """
-)
+#: What upstream's grid pods run (agnhost serve-hostname / netexec); emu runs no image: a container that
+#: declares ports and has no command answers like agnhost netexec (the stand-in add-on, docs/standin.md).
+IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 
 
 def pod_name(grid_pod: str) -> str:
@@ -71,13 +49,12 @@ def pod_document(grid_pod: str, labels: Optional[Dict[str, str]] = None) -> str:
     ports = ", ".join(
         f"{{name: serve-{port}-{proto.lower()}, containerPort: {port}, protocol: {proto}}}" for port, proto in PAIRS
     )
-    command = ["python3", "-c", SERVER, "80", "81"]
     return (
         "apiVersion: v1\nkind: Pod\n"
         f"metadata: {{name: {pod_name(grid_pod)}, namespace: {namespace}, labels: {json.dumps(labels)}}}\n"
         "spec:\n"
         f"  nodeName: {NODES[index % len(NODES)]}\n"
-        f"  containers: [{{name: server, command: {json.dumps(command)}, ports: [{ports}]}}]\n"
+        f"  containers: [{{name: server, image: {IMAGE}, ports: [{ports}]}}]\n"
     )
 
 
