@@ -63,11 +63,18 @@ def namespace_document(namespace: str, labels: Optional[Dict[str, str]] = None) 
     return f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}, labels: {labels!r}}}\n".replace("'", '"')
 
 
+#: A Service in front of x/a (upstream makes one per pod: s-x-a), for the cases through a ClusterIP.
+SERVICE = (
+    "apiVersion: v1\nkind: Service\nmetadata: {name: s-x-a, namespace: x}\n"
+    "spec:\n  selector: {pod: a}\n  ports: [{name: tcp, port: 80, protocol: TCP}, {name: udp, port: 80, protocol: UDP}]\n"
+)
+
+
 def grid_yaml(name: str = "netpol-grid") -> str:
-    """The grid cluster: two nodes, namespaces x, y, z, nine pods."""
+    """The grid cluster: two nodes, namespaces x, y, z, nine pods, and Service s-x-a in front of x/a."""
     head = f"apiVersion: emu/v1\nkind: Cluster\nname: {name}\nnodes: [{', '.join(NODES)}]\n"
     documents = [head] + [namespace_document(ns) for ns in NAMESPACES] + [pod_document(p) for p in GRID_PODS]
-    return "---\n".join(documents)
+    return "---\n".join(documents + [SERVICE])
 
 
 # ------------------------------------------------------------------------------------------------ judging

@@ -13,8 +13,21 @@ from typing import Any, Iterator, List
 
 import pytest
 from conftest import BACKENDS, ROOT_PROBLEM, test_cluster_name
-from netpol_cases import CASES, Apply, Case, Check, Delete, baseline_documents, expected_cells, ips_of, resolve
+from netpol_cases import (
+    CASES,
+    Apply,
+    Case,
+    Check,
+    Delete,
+    baseline_documents,
+    expected_cells,
+    ips_of,
+    netpol,
+    resolve,
+)
 from netpol_grid import GridProber, documents, engine_grid, grid_yaml, side_by_side
+
+from emu.addons.policy.plan import world_from_plan
 
 pytestmark = pytest.mark.root
 
@@ -100,3 +113,48 @@ def test_a_node_reaches_its_isolated_pods_and_nothing_is_left_when_the_policies_
         sets = node.exec(["ipset", "list", "-n"]).stdout
         assert "EMU-NP" not in saved and "EMU-NP" not in sets, (node.name, saved, sets)
 
+
+
+def _policy(namespace: str, name: str, spec: str) -> List[Any]:
+    return documents(netpol(namespace, name, spec).manifest)
+
+
+def test_policies_judge_the_pod_behind_a_service_after_its_dnat(grid: Any) -> None:
+    """A policy never names a ClusterIP: x/a's ingress and z/c's egress are judged on x/a's own address."""
+    from emu.addons.policy.engine import evaluate
+    from emu.measure.reach import reach, target
+
+    cluster, _prober = grid
+    reset(cluster)
+    cluster.apply(_policy("x", "a-from-y-and-z", """\
+        podSelector: {matchLabels: {pod: a}}
+        ingress: [{from: [{namespaceSelector: {matchExpressions: [{key: ns, operator: In, values: [y, z]}]}}]}]"""))
+    cluster.apply(_policy("z", "c-only-to-x-a", """\
+        podSelector: {matchLabels: {pod: c}}
+        policyTypes: [Egress]
+        egress: [{to: [{namespaceSelector: {matchLabels: {ns: x}}, podSelector: {matchLabels: {pod: a}}}]}]"""))
+    service = cluster.service("s-x-a")
+    x_a = cluster.pod("x-a")
+    spec = cluster.plan.spec
+    world = world_from_plan(cluster.plan, tuple(spec.objects_of("NetworkPolicy")), tuple(spec.objects_of("Namespace")))
+    for source, allowed in (("y-b", True), ("z-b", True), ("z-c", True), ("x-b", False)):
+        pod = cluster.pod(source)
+        got = reach(pod, [target("TCP", service.cluster_ip, 80), target("UDP", service.cluster_ip, 80)], 1.0)
+        assert set(got.values()) == {"connected" if allowed else "timeout"}, (source, got)
+        assert evaluate(world, pod.ip, x_a.ip, 80, "TCP").allowed == allowed
+    got = reach(cluster.pod("z-c"), [target("TCP", cluster.pod("y-a").ip, 80)], 0.5)
+    assert list(got.values()) == ["timeout"]  # z/c's egress allows x/a only
+
+
+def test_a_pod_reaches_itself_through_its_service_when_isolated(grid: Any) -> None:
+    """Hairpin: x/a -> s-x-a's ClusterIP -> x/a leaves the pod and comes back through cni0, but a pod cannot
+    block access to itself; x/b, isolated the same way, is cut off from it."""
+    from emu.measure.reach import reach, target
+
+    cluster, _prober = grid
+    reset(cluster)
+    cluster.apply(_policy("x", "deny-all", "podSelector: {}\npolicyTypes: [Ingress, Egress]"))
+    ip = cluster.service("s-x-a").cluster_ip
+    probes = [target("TCP", ip, 80), target("UDP", ip, 80)]
+    assert set(reach(cluster.pod("x-a"), probes, 1.0).values()) == {"connected"}
+    assert set(reach(cluster.pod("x-b"), probes, 0.5).values()) == {"timeout"}
