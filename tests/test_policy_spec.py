@@ -90,7 +90,7 @@ def test_namespaces_get_the_name_label_and_show_in_the_plan(tmp_path: Path) -> N
 def test_without_policies_the_plan_has_no_rules_sets_or_fragment(tmp_path: Path) -> None:
     spec, _ = load([str(write(tmp_path, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"))])
     data = build_plan(spec).to_dict()
-    assert "addons" not in data and all("ipsets" not in n for n in data["nodes"])
+    assert "networkPolicy" not in data.get("addons", {}) and all("ipsets" not in n for n in data["nodes"])
     assert all("EMU-NP" not in n["iptables"] for n in data["nodes"])
 
 

@@ -8,6 +8,7 @@ predicted, then checked line by line.
 import json
 from typing import List, Optional
 
+from emu import registry
 from emu.plan.model import NodePlan, Plan, PodPlan
 
 
@@ -43,6 +44,11 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> st
                     f"  {s.name}{':' + p.name if p.name else ''}  {s.type}  {s.cluster_ip}:{p.port}/{p.protocol}"
                     f"{node_port} -> {eps}"
                 )
+    for name, fragment in plan.addons:
+        lines = registry.addon_hook(name, "plan_text")(fragment) if node is None else []
+        if lines:
+            out.append("")
+            out.extend(lines)
     return "\n".join(out) + "\n"
 
 
@@ -91,6 +97,9 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
     if iptables:
         out.append("  iptables-save:")
         out.extend(f"    {line}" for line in n.iptables.splitlines())
+        if n.ipsets:
+            out.append("  ipsets (ipset restore, loaded before iptables-restore):")
+            out.extend(f"    {line}" for line in n.ipsets.splitlines())
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from emu.addons.policy.model import API_VERSION, NetworkPolicy
-from emu.addons.policy.plan import plan_policies
+from emu.addons.policy.plan import plan_policies, plan_text
 from emu.addons.policy.read import read_namespace, read_policy
 from emu.features import KernelNeed, Tool
 from emu.spec.errors import Problem
@@ -96,6 +96,9 @@ def _check_named_ports(policy: NetworkPolicy, named: Any, reader: Reader) -> Non
                         policy.file, policy.line, "spec", f"no pod has a {entry.protocol} container port named "
                         f"{entry.name!r}: that entry of policy {policy.key} matches nothing",
                         "name the port under a container's ports", "warning"))
+
+
+__all__ = ["NAME", "KINDS", "plan", "plan_text", "check_spec", "read_object", "read_settings", "default_settings"]
 
 
 def plan(spec: Any, plan: Any, settings: Settings) -> Any:

@@ -9,7 +9,7 @@ again after every change), and changes nothing when no policy isolates any pod.
 
 from dataclasses import dataclass, replace
 from ipaddress import ip_interface
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from emu.addons.policy.engine import PodInfo, World, isolation, world_of
 from emu.addons.policy.model import Namespace, NetworkPolicy
@@ -96,3 +96,36 @@ def plan_policies(spec: Any, plan: Plan, name: str) -> Plan:
         fragment = PolicyPlan(namespaces, policies, isolated, tuple(sets))
     addons = tuple((n, fragment if n == name else f) for n, f in plan.addons)
     return replace(plan, nodes=tuple(nodes), addons=addons)
+
+
+def plan_text(fragment: Optional[PolicyPlan]) -> List[str]:
+    """``emu plan``'s lines for NetworkPolicy: the namespaces' labels, each policy as the API server holds it
+    (after defaulting), the pods each isolates, and the sets in each node (the rules are in the nodes'
+    iptables-save above); none when the cluster has no NetworkPolicy and no Namespace object."""
+    if fragment is None:
+        return []
+    lines = [f"network policy: {len(fragment.policies)} NetworkPolicies, {len(fragment.namespaces)} Namespaces"]
+    for namespace in fragment.namespaces:
+        labels = ",".join(f"{k}={v}" for k, v in namespace.labels)
+        lines.append(f"  namespace {namespace.name}  labels {labels}")
+    for policy in fragment.policies:
+        lines.append(f"  {policy.key}: pods {policy.pod_selector} isolated for {', '.join(policy.policy_types)}")
+        for direction in policy.policy_types:
+            rules = policy.rules(direction)
+            word = "from" if direction == "Ingress" else "to"
+            if not rules:
+                lines.append(f"    {direction.lower()}: no rule (nothing allowed)")
+            for index, rule in enumerate(rules):
+                peers = "; ".join(str(p) for p in rule.peers) or "every peer"
+                ports = ", ".join(str(p) for p in rule.ports) or "every port"
+                lines.append(f"    {direction.lower()} rule {index}: {word} {peers} on {ports}")
+    for pod in fragment.isolated:
+        parts = [f"ingress by {', '.join(pod.ingress)}"] if pod.ingress else []
+        parts += [f"egress by {', '.join(pod.egress)}"] if pod.egress else []
+        lines.append(f"  isolated: {pod.pod} on {pod.node}: {'; '.join(parts)}")
+    if not fragment.isolated:
+        lines.append("  isolated: no pod (every pod is open both ways)")
+    for node, sets in fragment.sets:
+        for s in sets:
+            lines.append(f"  {node} ipset {s.name} {s.type}: {s.about} ({len(s.members)} members)")
+    return lines
