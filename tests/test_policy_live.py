@@ -9,6 +9,7 @@ upstream's expectation. A mismatch prints the two matrices side by side.
 """
 
 import time
+from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
@@ -158,3 +159,29 @@ def test_a_pod_reaches_itself_through_its_service_when_isolated(grid: Any) -> No
     probes = [target("TCP", ip, 80), target("UDP", ip, 80)]
     assert set(reach(cluster.pod("x-a"), probes, 1.0).values()) == {"connected"}
     assert set(reach(cluster.pod("x-b"), probes, 0.5).values()) == {"timeout"}
+
+
+def test_apply_and_delete_in_the_interactive_cli(grid: Any, tmp_path: Path, capsys: Any) -> None:
+    """emu up's shell: ``apply -f`` of a policy file enforces it at once, ``delete networkpolicy NAME -n NS``
+    lifts it; a bad policy is one located error line, status 2, and changes nothing."""
+    from emu.measure.reach import reach, target
+    from emu.shell import ClusterCLI
+
+    cluster, _prober = grid
+    reset(cluster)
+    good = tmp_path / "deny.yaml"
+    good.write_text(netpol("y", "deny-ingress", "podSelector: {}\npolicyTypes: [Ingress]").manifest)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(netpol("y", "bad", "podSelector: {}\ningress: [{ports: [{port: 80, endPort: 70}]}]").manifest)
+    probe = [target("TCP", cluster.pod("y-a").ip, 80)]
+    shell = ClusterCLI(cluster)
+    assert shell.run_lines([f"apply -f {good}"]) == 0
+    assert list(reach(cluster.pod("x-a"), probe, 0.5).values()) == ["timeout"]
+    assert shell.run_lines([f"apply -f {bad}"]) == 1
+    assert shell.run_lines(["delete networkpolicy deny-ingress -n y"]) == 0
+    assert list(reach(cluster.pod("x-a"), probe, 1.0).values()) == ["connected"]
+    out, err = capsys.readouterr()
+    assert 'networkpolicy "y/deny-ingress" created' in out and 'networkpolicy "y/deny-ingress" deleted' in out
+    (error,) = [line for line in err.splitlines() if line.startswith("*** ")]
+    assert f"{bad}:" in error and "endPort 70 is below port 80" in error
+    assert [p.key for p in cluster.spec.objects_of("NetworkPolicy")] == []
