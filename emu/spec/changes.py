@@ -35,7 +35,9 @@ def kind_of(name: str) -> Optional[str]:
     if word in short and short[word] in registry.addon_kinds():
         return short[word]
     for kind in registry.addon_kinds():
-        if word in (kind.lower(), kind.lower() + "s", kind.lower() + "es"):
+        singular = kind.lower()
+        plural = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+        if word in (singular, plural):
             return kind
     return None
 
