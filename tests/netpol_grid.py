@@ -29,6 +29,9 @@ GRID_PODS = tuple(f"{ns}/{pod}" for ns in NAMESPACES for pod in PODS)
 NODES = ("node-1", "node-2")
 
 Cell = Tuple[str, str, int, str]  # (from "x/a", to "y/b", port, protocol)
+#: Every cell of the grid: 81 (from, to) pairs, a pod to itself included (upstream probes it and ignores it;
+#: here the engine says allowed and the kernel must agree), times the 4 (port, protocol) pairs: 324.
+CELLS: Tuple[Cell, ...] = tuple((s, d, port, proto) for s in GRID_PODS for d in GRID_PODS for port, proto in PAIRS)
 
 #: What upstream's grid pods run (agnhost serve-hostname / netexec); emu runs no image: a container that
 #: declares ports and has no command answers like agnhost netexec (the stand-in add-on, docs/standin.md).
@@ -90,7 +93,7 @@ def engine_grid(plan: Any) -> Dict[Cell, bool]:
     ips = {p.name: p.ip for p in plan.pods}
     return {
         (src, dst, port, proto): evaluate(world, ips[pod_name(src)], ips[pod_name(dst)], port, proto).allowed
-        for src in GRID_PODS for dst in GRID_PODS if src != dst for port, proto in PAIRS
+        for src, dst, port, proto in CELLS
     }
 
 
@@ -151,7 +154,7 @@ class GridProber:
     def grid(self, expected: Optional[Dict[Cell, bool]] = None, timeout: float = 0.5, retries: int = 2) -> Dict[Cell, str]:
         """Every cell probed live; cells whose result differs from ``expected`` are probed again (at most
         ``retries`` times, the timeout doubled each time), as a slow answer on a busy machine is not a drop."""
-        cells = [(s, d, port, proto) for s in GRID_PODS for d in GRID_PODS if s != d for port, proto in PAIRS]
+        cells = list(CELLS)
         observed = self.cells(cells, timeout)
         for _ in range(retries if expected is not None else 0):
             wrong = [c for c in cells if (observed[c] == "connected") != expected[c]]  # type: ignore[index]
@@ -186,10 +189,6 @@ def side_by_side(expected: Dict[Cell, bool], observed: Dict[Cell, str], title: s
             left, right = [], []
             for dst in GRID_PODS:
                 cell = (src, dst, port, proto)
-                if src == dst:
-                    left.append("    -")
-                    right.append("    -")
-                    continue
                 left.append(f"{'.' if expected[cell] else 'X':>5}")
                 mark = _MARK.get(observed[cell], "?")
                 right.append(f"{'[' + mark + ']' if cell in wrong else mark:>5}")

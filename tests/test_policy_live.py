@@ -3,7 +3,7 @@
 The grid (tests/netpol_grid.py: namespaces x, y, z; pods a, b, c on two nodes; TCP and UDP on 80 and 81) is
 built once per backend. Each case of tests/netpol_cases.py starts from the grid without policies and with its
 original labels, applies its steps through ``emu.Cluster.apply`` / ``delete`` (as ``apply -f`` and ``delete`` do
-in the shell), and after every check step probes all 288 cells (9 x 8 pairs of pods x 4 port/protocol pairs)
+in the shell), and after every check step probes all 324 cells (9 x 9 pairs of pods x 4 port/protocol pairs)
 from inside the pods: the kernel's answer must be the policy engine's on every cell, and the engine's must be
 upstream's expectation. A mismatch prints the two matrices side by side.
 """
@@ -52,7 +52,7 @@ def grid(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any
             yield cluster, prober
     if GRID_SECONDS:
         times = sorted(GRID_SECONDS)
-        print(f"\n{request.param}: {len(times)} grids of 288 cells, median {times[len(times) // 2]:.2f} s, "
+        print(f"\n{request.param}: {len(times)} grids of 324 cells, median {times[len(times) // 2]:.2f} s, "
               f"max {times[-1]:.2f} s")
         GRID_SECONDS.clear()
 
