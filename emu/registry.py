@@ -64,6 +64,7 @@ _ADDON_DEFAULTS: Dict[str, Callable[..., Any]] = {
     "check_spec": lambda spec, settings, reader: None,
     "plan": lambda spec, plan, settings: plan,
     "plan_text": lambda fragment: [],
+    "trace_verdicts": lambda plan, src, dst, port, protocol: [],
     "start": lambda live, plan: None,
     "update": lambda live, old, new: None,
     "stop": lambda live: None,
@@ -71,8 +72,8 @@ _ADDON_DEFAULTS: Dict[str, Callable[..., Any]] = {
 
 
 def addon_hook(name: str, hook: str) -> Callable[..., Any]:
-    """Add-on ``name``'s ``hook`` (manifests, check_spec, plan, plan_text, start, update, stop); a no-op when the add-on
-    does not define it (see docs/architecture.md for what each is given and returns)."""
+    """Add-on ``name``'s ``hook`` (manifests, check_spec, plan, plan_text, trace_verdicts, start, update, stop);
+    a no-op when the add-on does not define it (see docs/architecture.md for what each is given and returns)."""
     return getattr(addon(name), hook, None) or _ADDON_DEFAULTS[hook]
 
 

@@ -138,3 +138,29 @@ def test_multiport_groups_hold_at_most_fifteen_ports() -> None:
     assert [sum(2 if ":" in s else 1 for s in g) for g in groups] == [15, 1]
     assert all(sum(2 if ":" in s else 1 for s in g) <= MULTIPORT_MAX for g in groups)
     assert [s for g in groups for s in g] == spans
+
+
+def test_trace_verdicts_name_the_policy_the_rule_and_the_counter(tmp_path: Path) -> None:
+    from emu.addons.policy import trace_verdicts
+
+    plan = plan_of(tmp_path, DB_FROM_WEB + """---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-egress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress: [{to: [{podSelector: {matchLabels: {app: db}}}]}]
+""")
+    ip = {p.name: p.ip for p in plan.pods}
+    veth = {p.name: p.host_veth for p in plan.pods}
+    egress, ingress = trace_verdicts(plan, ip["web-0"], ip["db-0"], 8080, "TCP")
+    assert (egress.node, egress.side, egress.allowed) == ("node-1", "egress", True)
+    assert "allowed by shop/web-egress rule 0" in egress.text
+    assert egress.rule == ("filter", f"EMU-NP-E-{veth['web-0']}", '-m comment --comment "allowed by shop/web-egress" '
+                           "-j RETURN")
+    assert (ingress.node, ingress.side, ingress.allowed) == ("node-2", "ingress", True)
+    (denied,) = trace_verdicts(plan, ip["web-0"], ip["db-0"], 9999, "TCP")[1:]
+    assert not denied.allowed and "DROPPED: isolated by shop/db-from-web" in denied.text
+    assert denied.rule[2].endswith("-j DROP")
+    assert trace_verdicts(plan, ip["db-0"], ip["web-1"], 8080, "TCP") == []  # db's egress, web's ingress: open

@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 from emu.addons.policy.model import API_VERSION, NetworkPolicy
 from emu.addons.policy.plan import plan_policies, plan_text
 from emu.addons.policy.read import read_namespace, read_policy
+from emu.addons.policy.trace import trace_verdicts as _trace_verdicts
 from emu.features import KernelNeed, Tool
 from emu.spec.errors import Problem
 from emu.spec.reader import Reader
@@ -98,9 +99,17 @@ def _check_named_ports(policy: NetworkPolicy, named: Any, reader: Reader) -> Non
                         "name the port under a container's ports", "warning"))
 
 
-__all__ = ["NAME", "KINDS", "plan", "plan_text", "check_spec", "read_object", "read_settings", "default_settings"]
+__all__ = [
+    "NAME", "KINDS", "plan", "plan_text", "trace_verdicts", "check_spec", "read_object", "read_settings",
+    "default_settings",
+]
 
 
 def plan(spec: Any, plan: Any, settings: Settings) -> Any:
     """The plan hook: every node's policy chains and sets, and the add-on's fragment."""
     return plan_policies(spec, plan, NAME)
+
+
+def trace_verdicts(plan: Any, src: str, dst: str, port: Optional[int], protocol: str) -> Any:
+    """The trace hook: the policy verdicts of a packet (see ``emu.addons.policy.trace``)."""
+    return _trace_verdicts(plan, src, dst, port, protocol, NAME)

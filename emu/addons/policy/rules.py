@@ -35,7 +35,10 @@ from emu.addons.policy.engine import PodInfo, World
 from emu.addons.policy.model import NetworkPolicy, Peer, PolicyPort, Rule
 from emu.plan.iptables import Chain, Table, save_quote
 
-__all__ = ["IpSet", "NodeRules", "node_rules", "render_ipsets", "ALLOW_MARK", "DISPATCH"]
+__all__ = [
+    "IpSet", "NodeRules", "node_rules", "render_ipsets", "ALLOW_MARK", "DISPATCH", "pod_chain", "allowed_rule",
+    "drop_rule", "SELF_COMMENT",
+]
 
 DISPATCH = "EMU-NP-FORWARD"
 #: The packet mark bit a policy chain sets when one of its rules allows the packet (Calico's accept bit).
@@ -215,22 +218,43 @@ class _Builder:
 
     def pod(self, pod: PodInfo, veth: str, direction: str, policies: Tuple[NetworkPolicy, ...]) -> None:
         """The pod's chain for ``direction``, and its jump from the dispatch chain."""
-        what = "ingress" if direction == "Ingress" else "egress"
-        chain = ingress_chain(veth) if direction == "Ingress" else egress_chain(veth)
+        chain = pod_chain(veth, direction)
         self.chain(chain)
         if direction == "Egress":
             self.add(DISPATCH, f"-m physdev --physdev-in {veth} {_comment(f'{pod.key} egress')} -j {chain}")
-            self.add(chain, f"-d {pod.ip}/32 {_comment('to itself: a pod cannot block access to itself')} -j RETURN")
+            self.add(chain, f"-d {pod.ip}/32 {_comment(SELF_COMMENT[direction])} -j RETURN")
         else:
             self.add(DISPATCH, f"-d {pod.ip}/32 {_comment(f'{pod.key} ingress')} -j {chain}")
-            self.add(chain, f"-s {pod.ip}/32 {_comment('from itself: a pod cannot block access to itself')} -j RETURN")
+            self.add(chain, f"-s {pod.ip}/32 {_comment(SELF_COMMENT[direction])} -j RETURN")
         self.add(chain, f"-j MARK --set-xmark 0x0/{ALLOW_MARK}")
         for policy in policies:
             target = self.policy(policy, direction)
             self.add(chain, f"{_comment(policy.key)} -j {target}")
-            allowed = _comment(f"allowed by {policy.key}")
-            self.add(chain, f"-m mark --mark {ALLOW_MARK}/{ALLOW_MARK} {allowed} -j RETURN")
-        self.add(chain, f"{_comment(f'{pod.key} is isolated for {what}: no rule allows it')} -j DROP")
+            self.add(chain, f"-m mark --mark {ALLOW_MARK}/{ALLOW_MARK} {allowed_rule(policy.key)}")
+        self.add(chain, drop_rule(pod.key, direction))
+
+
+#: The comment of a pod chain's first rule: a pod's packets to (from) itself are never judged.
+SELF_COMMENT = {
+    "Egress": "to itself: a pod cannot block access to itself",
+    "Ingress": "from itself: a pod cannot block access to itself",
+}
+
+
+def pod_chain(veth: str, direction: str) -> str:
+    """The chain of the pod behind ``veth`` for ``direction`` ("Ingress" or "Egress")."""
+    return ingress_chain(veth) if direction == "Ingress" else egress_chain(veth)
+
+
+def allowed_rule(policy_key: str) -> str:
+    """The end of a pod chain's rule that returns once policy ``policy_key`` has allowed the packet."""
+    return f"{_comment(f'allowed by {policy_key}')} -j RETURN"
+
+
+def drop_rule(pod_key: str, direction: str) -> str:
+    """A pod chain's last rule: what no policy allowed is dropped."""
+    what = "ingress" if direction == "Ingress" else "egress"
+    return f"{_comment(f'{pod_key} is isolated for {what}: no rule allows it')} -j DROP"
 
 
 def node_rules(world: World, local_pods: Sequence[Tuple[PodInfo, str]]) -> NodeRules:
