@@ -185,3 +185,33 @@ def test_apply_and_delete_in_the_interactive_cli(grid: Any, tmp_path: Path, caps
     (error,) = [line for line in err.splitlines() if line.startswith("*** ")]
     assert f"{bad}:" in error and "endPort 70 is below port 80" in error
     assert [p.key for p in cluster.spec.objects_of("NetworkPolicy")] == []
+
+
+def test_pods_created_and_deleted_while_policies_exist(grid: Any) -> None:
+    """A pod created in a namespace with a deny-all is isolated at once, and a pod whose labels a policy's peer
+    selects is let in; once deleted, its address leaves every set."""
+    from emu.measure.reach import reach, target
+
+    cluster, _prober = grid
+    reset(cluster)
+    cluster.apply(_policy("x", "a-from-b", """\
+        podSelector: {matchLabels: {pod: a}}
+        ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]"""))
+    cluster.apply(_policy("y", "deny-all", "podSelector: {}\npolicyTypes: [Ingress]"))
+    late = ("apiVersion: v1\nkind: Pod\nmetadata: {name: NAME, namespace: NS, labels: {pod: b}}\n"
+            "spec: {containers: [{name: server, image: agnhost, ports: [{containerPort: 80}]}]}\n")
+    try:
+        cluster.apply(documents(late.replace("NAME", "x-late").replace("NS", "x")))
+        cluster.apply(documents(late.replace("NAME", "y-late").replace("NS", "y")))
+        x_late, y_late = cluster.pod("x-late"), cluster.pod("y-late")
+        assert list(reach(x_late, [target("TCP", cluster.pod("x-a").ip, 80)], 1.0).values()) == ["connected"]
+        assert list(reach(cluster.pod("z-a"), [target("TCP", y_late.ip, 80)], 0.5).values()) == ["timeout"]
+        assert list(reach(cluster.pod("z-a"), [target("TCP", x_late.ip, 80)], 1.0).values()) == ["connected"]
+        address = x_late.ip
+        assert any(address in node.exec(["ipset", "list"]).stdout for node in cluster.nodes)  # a peer of a-from-b
+    finally:
+        for name in ("x-late", "y-late"):
+            if any(p.name == name for p in cluster.pods):
+                cluster.delete("pod", name)
+    for node in cluster.nodes:
+        assert address not in node.exec(["ipset", "list"]).stdout, node.name
