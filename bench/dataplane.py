@@ -277,6 +277,12 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def without_standin(spec: Any) -> Any:
+    """The spec without the stand-in add-on: the server pod declares iperf3's port, where the bench's own iperf3
+    server must listen (the baseline's pods run no stand-in either)."""
+    return dataclasses.replace(spec, addons=tuple((n, s) for n, s in spec.addons if n != "standin"))
+
+
 def policy_row(bench: Bench, cluster: Any, backend: str, count: int) -> None:
     """The cross-node path of ``cluster`` (no policies) against the same path of a second cluster built beside it
     with ``count`` NetworkPolicies that leave it allowed (bench/policies.py), taking turns."""
@@ -293,7 +299,7 @@ def policy_row(bench: Bench, cluster: Any, backend: str, count: int) -> None:
         manifest = Path(directory) / "policies.yaml"
         manifest.write_text(policy_manifest(count))
         spec, _warnings = load([str(TOPOLOGY), str(manifest)])
-    spec = dataclasses.replace(spec, name=f"emubench-np{os.getpid() % 100000}")
+    spec = without_standin(dataclasses.replace(spec, name=f"emubench-np{os.getpid() % 100000}"))
     with Cluster(build_plan(spec, backend=backend)) as policed:
         rules = sum(node.plan.iptables.count("-A EMU-NP") for node in policed.nodes)
         print(f"  {backend:8s} {count} NetworkPolicies: {rules} policy rules in the nodes", flush=True)
@@ -344,7 +350,7 @@ def main() -> int:
     try:
         for index, backend in enumerate(backends):
             spec, _warnings = load([str(TOPOLOGY)])
-            spec = dataclasses.replace(spec, name=f"emubench-dp{os.getpid() % 100000}")
+            spec = without_standin(dataclasses.replace(spec, name=f"emubench-dp{os.getpid() % 100000}"))
             paths = [p for p in ("cross-node",) + (SHARED_PATHS if index == 0 else ()) if p in wanted]
             with Cluster(build_plan(spec, backend=backend)) as cluster:
                 try:
