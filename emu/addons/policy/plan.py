@@ -93,7 +93,14 @@ def plan_policies(spec: Any, plan: Plan, name: str) -> Plan:
             IsolatedPod(pod.key, pod.node, ingress, egress) for pod, ingress, egress in isolation(world)
             if ingress or egress
         )
-        fragment = PolicyPlan(namespaces, policies, isolated, tuple(sets))
+        # the fragment is where things are, not where they were written: no file names (the JSON stays the same
+        # wherever the topology is read from)
+        fragment = PolicyPlan(
+            tuple(replace(n, file="", line=0) for n in namespaces),
+            tuple(replace(p, file="", line=0) for p in policies),
+            isolated,
+            tuple(sets),
+        )
     addons = tuple((n, fragment if n == name else f) for n, f in plan.addons)
     return replace(plan, nodes=tuple(nodes), addons=addons)
 
