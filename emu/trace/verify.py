@@ -2,7 +2,8 @@
 
 This module owns sending the trace's traffic, reading the kernel's evidence before and after, and explaining the
 first hop the packets did not reach. It only reads state and runs short-lived helper processes (a client in the
-source; a listener in the destination for tcp/udp when nothing listens there; a tcpdump of IPv4 packets in each pod
+source; a listener in the destination for tcp/udp when nothing listens there: the programs of
+``emu.trace.probe``; a tcpdump of IPv4 packets in each pod
 and node on the path and on the underlay switch's port); it changes nothing in the cluster, records its helpers in
 the cluster's state (so ``emu clean`` finds them after a crash) and stops them all before returning, even on
 failure.
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from emu.apply import commands
 from emu.errors import EmuError
-from emu.measure import ExecResult
+from emu.measure import ExecResult, python_module_argv
 from emu.trace.predict import FORMAT, Hop, Place, Prediction, TraceInputError, predict
 
 if TYPE_CHECKING:
@@ -47,78 +48,8 @@ __all__ = ["HopResult", "TraceResult", "trace", "DEFAULT_COUNT"]
 #: Packets (pings, datagrams, TCP segments) a trace sends by default.
 DEFAULT_COUNT = 5
 
-# A TCP client: connect (retrying until `count` attempts or 3 s), send `count` one-byte segments, close; print JSON.
-TCP_CLIENT = r"""
-import json, socket, sys, time
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-start, attempts, sent, error, connected = time.monotonic(), 0, 0, "", False
-while attempts < count and time.monotonic() - start < 3.0:
-    attempts += 1
-    try:
-        s = socket.create_connection((host, port), timeout=1.0)
-    except OSError as exc:
-        error = str(exc)
-        time.sleep(0.05)
-        continue
-    connected = True
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        for _ in range(count):
-            s.sendall(b"x")
-            sent += 1
-            time.sleep(0.02)
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(1.0)
-        while s.recv(4096):
-            pass
-    except OSError as exc:
-        error = str(exc)
-    s.close()
-    break
-print(json.dumps({"connected": connected, "attempts": attempts, "sent": sent, "error": error}))
-"""
-
-UDP_CLIENT = r"""
-import json, socket, sys, time
-host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sent, error = 0, ""
-for i in range(count):
-    try:
-        s.sendto(b"emu-trace", (host, port))
-        sent += 1
-    except OSError as exc:
-        error = str(exc)
-    time.sleep(0.05)
-print(json.dumps({"sent": sent, "error": error}))
-"""
-
-# A listener for the duration of a trace: print "ready", then one line per connection or datagram received.
-LISTENER = r"""
-import socket, sys
-proto, port = sys.argv[1], int(sys.argv[2])
-kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-s = socket.socket(socket.AF_INET, kind)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port))
-if proto == "tcp":
-    s.listen(16)
-print("ready", flush=True)
-while True:
-    if proto == "tcp":
-        c, _ = s.accept()
-        n = 0
-        while True:
-            data = c.recv(4096)
-            if not data:
-                break
-            n += len(data)
-        c.close()
-        print("conn", n, flush=True)
-    else:
-        data, _ = s.recvfrom(65535)
-        print("dgram", len(data), flush=True)
-"""
+#: The module of the programs that send and receive a trace's tcp and udp packets.
+PROBE = "emu.trace.probe"
 
 
 @dataclass
@@ -297,7 +228,7 @@ def _listen(cluster: "Cluster", place: Place, proto: str, port: int) -> Optional
         return None
     if (port, proto.upper()) in listening_ports(pid):
         return None
-    proc = popen(["python3", "-c", LISTENER, proto, str(port)])
+    proc = popen(python_module_argv(PROBE, "listen", proto, str(port)))
     _own(cluster, proc, f"listener/{place.name}")
     if not _wait_for(proc, proc.stdout, "ready\n", timeout=5.0):
         _stop(proc)
@@ -497,8 +428,8 @@ def _send(
         if match and errors:
             summary += f" ({errors})"
         return count, answered, summary
-    script = TCP_CLIENT if prediction.proto == "tcp" else UDP_CLIENT
-    result = run(["python3", "-c", script, dst, str(prediction.port), str(count)])
+    program = f"{prediction.proto}-client"
+    result = run(python_module_argv(PROBE, program, dst, str(prediction.port), str(count)))
     try:
         report = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
