@@ -23,6 +23,7 @@ import time
 from typing import Dict, Iterator, List
 
 import pytest
+from conftest import root_fixture
 
 from emu.backends.udp import daemon as fu
 
@@ -274,7 +275,7 @@ class Nodes:
         delete_namespaces(list(self.ns.values()))
 
 
-@pytest.fixture(scope="class", params=["auto", "off"])
+@root_fixture(scope="class", params=["auto", "off"])
 def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces and TUN devices")
@@ -302,6 +303,7 @@ def read_pcap(path: str) -> List[bytes]:
 
 
 @needs_root
+@pytest.mark.root
 class TestTwoNodes:
     """Pod-to-pod traffic through a real daemon on each node, in both loop styles."""
 
@@ -375,6 +377,7 @@ class TestTwoNodes:
 
 
 @needs_root
+@pytest.mark.root
 def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> None:
     ns = f"{PREFIX}term"
     ready_file = os.path.join(str(tmp_path), "ready")
