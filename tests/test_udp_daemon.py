@@ -5,7 +5,7 @@ Pure tests (no root) check the header helpers against full recomputations. Root 
 
     p1 10.244.1.2 --veth-- n1 [flannel0 10.244.1.0/32] 192.168.56.11 ==veth== 192.168.56.12 [flannel0 10.244.2.0/32] n2 --veth-- p2 10.244.2.2
 
-Run: ``cd /work/main && sudo python -m pytest tests/test_udp_daemon.py -q``.
+Run, from the repository's top directory: ``sudo python -m pytest tests/test_udp_daemon.py -q``.
 """
 
 from __future__ import annotations
