@@ -85,7 +85,7 @@ def start_captures(cluster: "Cluster", candidates: Sequence[Prediction]) -> List
             own(cluster, proc, f"tcpdump/{location}")
             started.append(Capture(location, kind, device, proc))
         for capture in list(started):
-            if not wait_for(capture.proc, capture.proc.stderr, "listening on"):
+            if not wait_for(capture.proc.stderr, "listening on"):
                 capture.stop()
                 started.remove(capture)
     except BaseException:

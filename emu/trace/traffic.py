@@ -42,7 +42,7 @@ def listen(cluster: "Cluster", place: Place, proto: str, port: int) -> Optional[
         return None
     proc = popen(python_module_argv(PROBE, "listen", proto, str(port)))
     own(cluster, proc, f"listener/{place.name}")
-    if not wait_for(proc, proc.stdout, "ready\n", timeout=5.0):
+    if not wait_for(proc.stdout, "ready\n", timeout=5.0):
         stop(proc)
         disown(cluster, proc)
         return None
@@ -84,8 +84,9 @@ def stop(proc: "subprocess.Popen[str]", sig: int = signal.SIGTERM) -> str:
     return out or ""
 
 
-def wait_for(proc: "subprocess.Popen[str]", stream: Any, text: str, timeout: float = 3.0) -> bool:
-    """Wait until ``stream`` (a pipe of ``proc``) has printed ``text``; read raw, so nothing stays buffered."""
+def wait_for(stream: Any, text: str, timeout: float = 3.0) -> bool:
+    """Wait until ``stream`` (the pipe of a process this module started) has printed ``text``; read raw, so nothing
+    stays buffered."""
     seen = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and text.encode() not in seen:

@@ -76,17 +76,6 @@ class Walk:
                 return device
         return None
 
-    def _mtu(self, node: NodePlan, dev: str) -> int:
-        if dev == node.link.dev:
-            return node.link.mtu
-        device = self._device(node, dev)
-        if device is not None:
-            return device.mtu
-        for pod in self.plan.pods_on(node.name):
-            if pod.host_veth == dev:
-                return pod.mtu
-        return 0
-
     def _last_device(self) -> str:
         for hop in reversed(self.hops):
             if hop.device:
