@@ -18,7 +18,7 @@ from emu.trace.model import Prediction
 from emu.trace.traffic import own, wait_for
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["Capture", "start_captures", "Captured", "read_captures"]
 

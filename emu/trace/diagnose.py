@@ -16,7 +16,7 @@ from emu.trace.model import Hop
 from emu.trace.result import TraceResult
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["diagnose"]
 

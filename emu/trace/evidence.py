@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from emu.apply import commands
 from emu.errors import EmuError
-from emu.measure import ExecResult
 from emu.trace.model import Hop
+from emu.types import ExecResult
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["Runner", "runner", "read_links", "read_rules", "Snapshot", "snapshot", "rule_delta", "route_get",
            "describe_live", "route_matches"]

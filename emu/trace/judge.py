@@ -15,7 +15,7 @@ from emu.trace.model import Hop, Prediction
 from emu.trace.result import HopResult
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["judge"]
 

@@ -20,7 +20,7 @@ from emu.trace.evidence import runner
 from emu.trace.model import Place, Prediction
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["PROBE", "listen", "own", "disown", "stop", "wait_for", "send"]
 

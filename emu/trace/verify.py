@@ -42,7 +42,7 @@ from emu.trace.result import HopResult, TraceResult
 from emu.trace.traffic import disown, listen, send, stop
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["HopResult", "TraceResult", "trace", "DEFAULT_COUNT"]
 

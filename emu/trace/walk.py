@@ -24,8 +24,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network, ip_interface
 from typing import Any, Dict, List, Optional
 
-from emu.plan.build import kube_services
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, ServicePlan
+from emu.plan.services import kube_services
 from emu.proxy import iptables as kubeproxy
 from emu.trace.model import Hop, RouteChoice, ServiceChoice, TraceInputError
 from emu.trace.routing import RouteEntry, lookup, node_table, pod_table
