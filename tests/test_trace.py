@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BACKENDS as LIVE_BACKENDS
-from conftest import cluster_fixture, requires_root
+from conftest import cluster_fixture, requires_matplotlib, requires_root
 
 from emu.plan.build import build_plan
 from emu.proxy import iptables as kubeproxy
@@ -310,6 +310,7 @@ def test_live_deleted_route_is_the_first_hop_not_seen(two_nodes) -> None:  # typ
 
 
 @requires_root
+@requires_matplotlib
 @pytest.mark.root
 def test_live_cli_json_and_diagram(tmp_path: Path) -> None:
     diagram = tmp_path / "trace.svg"
