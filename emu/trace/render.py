@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
+from emu import registry
 from emu.errors import EnvironmentProblem
 from emu.trace.model import Hop, Prediction, TraceInputError
 from emu.trace.result import TraceResult
@@ -84,12 +85,9 @@ _SHORT = {
     "bridge-up": "up to the node (cni0)",
     "bridge-forward": "bridge forwards by MAC",
     "bridge-out": "routed out of cni0",
-    "tun": "into flannel0 (flanneld)",
     "underlay-out": "out on the underlay",
     "switch": "switch forwards",
     "underlay-in": "in from the underlay",
-    "decap": "vxlan decapsulation",
-    "tun-in": "out of flannel0",
     "deliver": "delivered",
 }
 
@@ -101,8 +99,10 @@ def short_label(hop: Hop, limit: int = 34) -> str:
                 "no route" if hop.route.kind == "none" else f"route {hop.route.prefix} {hop.route.dev}")
     elif hop.step == "kube-proxy":
         what = f"kube-proxy DNAT {hop.service.dnat}" if hop.service else "kube-proxy: no rule"
-    elif hop.step == "encap":
-        what = "vxlan encap -> " + hop.action.split(" -> ")[1].split()[0] if " -> " in hop.action else "vxlan encap"
+    elif hop.step in registry.trace_labels():  # a backend's own hop (encapsulation and the like)
+        what = registry.trace_labels()[hop.step]
+        if hop.direction == "tx" and " -> " in hop.action:
+            what += " -> " + hop.action.split(" -> ")[1].split()[0]
     elif hop.step == "drop":
         what = "DROPPED"
     else:

@@ -52,11 +52,8 @@ DEFAULT_COUNT = 5
 
 def _deleted_pod(cluster: "Cluster", name: str) -> Optional[str]:
     """The address a pod had when ``name`` is a pod that was deleted or died (None otherwise)."""
-    pods = getattr(cluster, "_pods", {})
-    pod = pods.get(name)
-    if pod is not None and not pod.alive:
-        return str(pod.ip)
-    return None
+    pod = cluster.former_pod(name)
+    return str(pod.ip) if pod is not None else None
 
 
 @dataclass
