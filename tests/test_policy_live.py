@@ -215,3 +215,28 @@ def test_pods_created_and_deleted_while_policies_exist(grid: Any) -> None:
                 cluster.delete("pod", name)
     for node in cluster.nodes:
         assert address not in node.exec(["ipset", "list"]).stdout, node.name
+
+
+def test_emu_trace_shows_the_verdict_hop_and_a_drop_stops_the_packets_there(grid: Any) -> None:
+    """Live: an allowed packet's verdict hops are seen by their rules' counters and it reaches the pod; a dropped
+    one's verdict hop is seen by the pod chain's DROP counter, and the first hop NOT SEEN, right after it, says
+    which policy dropped it."""
+    from emu.trace.render import to_text
+    from emu.trace.verify import trace
+
+    cluster, _prober = grid
+    reset(cluster)
+    cluster.apply(_policy("x", "a-from-y", """\
+        podSelector: {matchLabels: {pod: a}}
+        ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: 80}]}]"""))
+    allowed = trace(cluster, "y-b", "x-a", port=80, proto="tcp", count=3)
+    verdicts = [h for h in allowed.hops if h.hop.step == "policy"]
+    assert len(verdicts) == 1 and verdicts[0].seen and "+1" in verdicts[0].evidence, verdicts
+    assert allowed.ok, allowed.reason
+    denied = trace(cluster, "z-b", "x-a", port=80, proto="tcp", count=3)
+    verdict = next(h for h in denied.hops if h.hop.step == "policy")
+    assert verdict.seen and verdict.hop.verdict == "dropped" and "-j DROP" in verdict.evidence
+    assert denied.first_not_seen == verdict.hop.index + 1
+    assert denied.reason.startswith(f"dropped by NetworkPolicy at hop {verdict.hop.index} (")
+    assert "isolated by x/a-from-y" in denied.reason, denied.reason
+    print(to_text(denied))

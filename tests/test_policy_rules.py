@@ -164,3 +164,46 @@ spec:
     assert not denied.allowed and "DROPPED: isolated by shop/db-from-web" in denied.text
     assert denied.rule[2].endswith("-j DROP")
     assert trace_verdicts(plan, ip["db-0"], ip["web-1"], 8080, "TCP") == []  # db's egress, web's ingress: open
+
+
+def test_emu_trace_predicts_the_verdict_hops_where_the_kernel_decides(tmp_path: Path) -> None:
+    """The egress verdict sits in the source's node before the packet leaves it, the ingress verdict in the
+    destination's node before cni0 sends it to the pod; a drop ends the delivery (the hops after it stay, as
+    where it would have gone); a node's own packet to a pod is judged only where it is forwarded."""
+    from emu.trace.predict import predict
+    from emu.trace.render import to_text
+
+    plan = plan_of(tmp_path, DB_FROM_WEB + """---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-egress, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress: [{to: [{podSelector: {matchLabels: {app: db}}}]}]
+""")
+    allowed = predict(plan, "web-0", "db-0", port=8080, proto="tcp")  # node-1 -> node-2
+    steps = [(h.location, h.step) for h in allowed.hops]
+    egress = steps.index(("node-1", "policy"))
+    assert steps[egress - 1] == ("node-1", "route") and steps[egress + 1] == ("node-1", "encap")
+    ingress = steps.index(("node-2", "policy"))
+    assert steps[ingress - 1] == ("node-2", "route") and steps[ingress + 1] == ("node-2", "bridge-out")
+    assert allowed.delivered and [h.verdict for h in allowed.hops if h.step == "policy"] == ["allowed", "allowed"]
+    assert allowed.hops[ingress].rule[1].startswith("EMU-NP-I-")
+
+    denied = predict(plan, "web-0", "db-0", port=5432, proto="tcp")
+    assert not denied.delivered and denied.dropped_at is not None and denied.dropped_at.step == "policy"
+    assert denied.dropped_at.rule[2].endswith("-j DROP") and denied.hops[-1].step == "deliver"
+    text = to_text(denied)
+    assert f"the packet is dropped at hop {denied.dropped_at.index} (node-2)" in text
+    assert "predicted: dropped (NetworkPolicy, ingress of shop/db-0: DROPPED" in text
+
+    same_node = predict(plan, "web-1", "db-0", port=8080, proto="tcp")  # both on node-2: one FORWARD pass
+    policy = [h for h in same_node.hops if h.step == "policy"]
+    assert [h.location for h in policy] == ["node-2", "node-2"] and "egress" in policy[0].action
+    assert same_node.hops[policy[1].index].step == "bridge-forward"
+
+    node = predict(plan, "node-1", "db-0", port=8080, proto="tcp")  # node-1 -> db: forwarded by node-2 only
+    assert [h.location for h in node.hops if h.step == "policy"] == ["node-2"] and not node.delivered
+    own = predict(plan, "node-2", "db-0", port=5432, proto="tcp")  # its own node: OUTPUT, never judged
+    assert own.delivered and not any(h.step == "policy" for h in own.hops)

@@ -57,7 +57,9 @@ def _side(world: World, verdict: Verdict, side: Side, ip: str, veths: Any) -> Op
     if verdict.src == verdict.dst or (verdict.egress.pod and verdict.egress.pod == verdict.ingress.pod):
         text = f"NetworkPolicy, {what} of {pod.key}: allowed: {SELF_COMMENT[side.direction]}"
         return TraceVerdict(pod.node, what, True, text, ("filter", chain, SELF_COMMENT[side.direction]))
-    if side.allowed and side.matches:
+    if side.allowed and not side.matches:
+        return None  # to or from the pod's own node: never judged (it does not cross FORWARD)
+    if side.allowed:
         first = side.matches[0]  # the kernel returns at the first policy (in chain order) that allows it
         rules = ", ".join(str(m) for m in side.matches)
         text = (f"NetworkPolicy, {what} of {pod.key} (isolated by {isolating}): {packet} allowed by {rules}"
@@ -65,6 +67,6 @@ def _side(world: World, verdict: Verdict, side: Side, ip: str, veths: Any) -> Op
         return TraceVerdict(pod.node, what, True, text, ("filter", chain, allowed_rule(first.policy)))
     other = "to" if side.direction == "Egress" else "from"
     peer = world.endpoint(verdict.dst if side.direction == "Egress" else verdict.src)
-    text = (f"NetworkPolicy, {what} of {pod.key}: DROPPED: isolated by {isolating}, and no rule of "
-            f"{'it' if ',' not in isolating else 'them'} allows {packet} {other} {peer} (chain {chain})")
+    text = (f"NetworkPolicy, {what} of {pod.key}: DROPPED: isolated by {isolating}, whose rules do not allow "
+            f"{packet} {other} {peer} (chain {chain})")
     return TraceVerdict(pod.node, what, False, text, ("filter", chain, drop_rule(pod.key, side.direction)))
