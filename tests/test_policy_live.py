@@ -239,4 +239,4 @@ def test_emu_trace_shows_the_verdict_hop_and_a_drop_stops_the_packets_there(grid
     assert denied.first_not_seen == verdict.hop.index + 1
     assert denied.reason.startswith(f"dropped by NetworkPolicy at hop {verdict.hop.index} (")
     assert "isolated by x/a-from-y" in denied.reason, denied.reason
-    print(to_text(denied))
+    assert "the packet is dropped at hop" in to_text(denied)
