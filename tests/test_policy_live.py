@@ -240,3 +240,34 @@ def test_emu_trace_shows_the_verdict_hop_and_a_drop_stops_the_packets_there(grid
     assert denied.reason.startswith(f"dropped by NetworkPolicy at hop {verdict.hop.index} (")
     assert "isolated by x/a-from-y" in denied.reason, denied.reason
     assert "the packet is dropped at hop" in to_text(denied)
+
+
+def test_a_change_one_node_refuses_is_undone_on_every_node(grid: Any) -> None:
+    """node-2 holds a set of the name the new policy needs, of another type (as if something else made it): its
+    ipset restore fails, so the change is refused, and node-1, which had taken it, gets its former rules back."""
+    from emu.errors import BuildError
+
+    cluster, _prober = grid
+    reset(cluster)
+    policy = _policy("x", "from-b", "podSelector: {}\ningress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]")
+    cluster.apply(policy)
+    names = {line.split()[1] for node in cluster.plan.nodes for line in node.ipsets.splitlines()
+             if line.startswith("create ")}
+    (name,) = names
+    reset(cluster)
+    before = {n.name: n.exec(["iptables-save", "-t", "filter"]).stdout for n in cluster.nodes}
+    node2 = cluster.node("node-2")
+    assert node2.exec(["ipset", "create", name, "hash:net"]).returncode == 0
+    try:
+        with pytest.raises(BuildError) as refused:
+            cluster.apply(policy)
+        assert "node-2: ipsets" in str(refused.value)
+        assert cluster.spec.objects_of("NetworkPolicy") == ()
+        for node in cluster.nodes:
+            assert node.exec(["iptables-save", "-t", "filter"]).stdout == before[node.name], node.name
+        assert name not in cluster.node("node-1").exec(["ipset", "list", "-n"]).stdout
+    finally:
+        node2.exec(["ipset", "destroy", name])
+    cluster.apply(policy)  # with the stray set gone, the same change goes through
+    assert [p.key for p in cluster.spec.objects_of("NetworkPolicy")] == ["x/from-b"]
+    reset(cluster)
