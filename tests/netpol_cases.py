@@ -2,7 +2,7 @@
 
 Each ``Case`` is a list of steps on the grid of ``tests/netpol_grid.py`` (namespaces x, y, z; pods a, b, c; TCP
 and UDP on 80 and 81): ``Apply`` a manifest (a NetworkPolicy, a pod's or a namespace's new labels), ``Delete``
-an object, ``Check`` a (port, protocol). A check carries upstream's expectation, written like upstream's
+an object, ``Check`` a (port, protocol), ``Resolve`` a name through cluster DNS from a pod. A check carries upstream's expectation, written like upstream's
 Reachability: every cell allowed, then each ``(from, to, allowed)`` rule in order overrides the cells it names
 (``"x/a"``, ``"x/*"``, ``"*"``); cells from a pod to itself are ignored, as upstream ignores loopback.
 
@@ -73,7 +73,17 @@ class Check:
     expected: Expect
 
 
-Step = Union[Apply, Delete, Check]
+@dataclass(frozen=True)
+class Resolve:
+    """A lookup from pod ``source`` (``x/a``) through cluster DNS (the kube-dns Service): answered iff ``works``.
+    The engine judges it as UDP to port 53 of every DNS pod (after kube-proxy's DNAT); live, ``dig`` asks."""
+
+    source: str
+    works: bool
+    name: str = "s-x-a.x.svc.cluster.local"
+
+
+Step = Union[Apply, Delete, Check, Resolve]
 
 
 @dataclass(frozen=True)
@@ -392,6 +402,36 @@ CASES: List[Case] = [
                 podSelector: {{matchLabels: {{pod: a}}}}
                 ingress: [{{from: [{{{NS_Y}, podSelector: {{matchLabels: {{pod: a}}}}}}]}}]"""),
          Check(80, "UDP", expect(("*", "x/a", F), ("y/a", "x/a", T)))),
+    # ------------------------------------------------------------------ egress and cluster DNS
+    case("egress on one named port, with DNS allowed (as upstream's earlier versions of the case)",
+         netpol("x", "allow-egress", """\
+                podSelector: {}
+                policyTypes: [Egress]
+                egress: [{ports: [{port: serve-80-tcp}, {protocol: UDP, port: 53}]}]"""),
+         Resolve("x/a", True),
+         Check(80, "TCP", ALL_ALLOWED), Check(81, "TCP", expect(("x/*", "*", F)))),
+    case("emu: DNS: an egress deny-all denies cluster DNS too",
+         netpol("x", "deny-egress", "podSelector: {}\npolicyTypes: [Egress]"),
+         Resolve("x/a", False), Resolve("y/a", True),
+         Check(80, "UDP", expect(("x/*", "*", F)))),
+    case("emu: DNS: egress allowed to the DNS pods on port 53, and nothing else",
+         netpol("x", "deny-egress", "podSelector: {}\npolicyTypes: [Egress]"),
+         netpol("x", "allow-dns", f"""\
+                podSelector: {{}}
+                policyTypes: [Egress]
+                egress:
+                - to: [{{namespaceSelector: {{matchLabels: {{{METADATA_NAME}: kube-system}}}},
+                         podSelector: {{matchLabels: {{k8s-app: kube-dns}}}}}}]
+                  ports: [{{protocol: UDP, port: 53}}, {{protocol: TCP, port: 53}}]"""),
+         Resolve("x/b", True),
+         Check(80, "TCP", expect(("x/*", "*", F)))),
+    case("emu: DNS: an ipBlock of the kube-dns ClusterIP allows nothing (policies see the DNS pod)",
+         netpol("x", "deny-egress", "podSelector: {}\npolicyTypes: [Egress]"),
+         netpol("x", "allow-dns-by-cluster-ip", """\
+                podSelector: {}
+                policyTypes: [Egress]
+                egress: [{to: [{ipBlock: {cidr: 10.96.0.10/32}}], ports: [{protocol: UDP, port: 53}]}]"""),
+         Resolve("x/c", False)),
     # ----------------------------------------------------------------------------- emu's own cases
     case("emu: ingress on a port range (endPort) from one namespace",
          netpol("x", "allow-range-from-y", f"""\

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from netpol_cases import CASES, Apply, Case, Check, Delete, expected_cells, ips_of, resolve
+from netpol_cases import CASES, Apply, Case, Check, Delete, Resolve, expected_cells, ips_of, resolve
 from netpol_grid import documents, grid_yaml, pod_name
 
 from emu.addons.policy.engine import evaluate
@@ -42,9 +42,29 @@ def run_case(plan: Any, case: Case) -> List[str]:
         elif isinstance(step, Delete):
             spec, _line = delete_object(spec, str(kind_of(step.kind)), step.name, step.namespace)
             plan = replan(plan, spec)
+        elif isinstance(step, Resolve):
+            failures += _judge_lookup(plan, step, index)
         else:
             failures += _judge(plan, step, index)
     return failures
+
+
+def dns_verdicts(plan: Any, source: str) -> List[bool]:
+    """The engine's verdict on a lookup from grid pod ``source``: UDP 53 to each DNS pod (kube-proxy picks one)."""
+    spec = plan.spec
+    world = world_from_plan(plan, tuple(spec.objects_of("NetworkPolicy")), tuple(spec.objects_of("Namespace")))
+    src = next(p.ip for p in plan.pods if p.name == pod_name(source))
+    servers = [p.ip for p in plan.pods if p.namespace == "kube-system" and ("k8s-app", "kube-dns") in p.labels]
+    assert servers, "no cluster DNS pod in the plan"
+    return [evaluate(world, src, ip, 53, "UDP").allowed for ip in servers]
+
+
+def _judge_lookup(plan: Any, step: Resolve, index: int) -> List[str]:
+    verdicts = dns_verdicts(plan, step.source)
+    if verdicts == [step.works] * len(verdicts):
+        return []
+    return [f"step {index}: a lookup from {step.source}: expected {'answered' if step.works else 'denied'}, the "
+            f"engine says {verdicts} for the DNS pods"]
 
 
 def _judge(plan: Any, check: Check, index: int) -> List[str]:
