@@ -47,9 +47,10 @@ def address_not_name(cluster, answers):
     return True
 
 
-@task("you found the policy that drops the DNS query")
-def dropped_by(cluster, answers):
-    expect(answer(answers, "dropped_by") == "shop/default-deny", "trace frontend kube-dns --port 53 --proto udp")
+@task("you found the policies whose rules do not allow the DNS query")
+def isolated_by(cluster, answers):
+    given = {part.strip() for part in answer(answers, "isolated_by").split(",") if part.strip()}
+    expect(given == {"shop/default-deny", "shop/frontend"}, "trace frontend kube-dns --port 53 --proto udp")
     return True
 
 
