@@ -1,12 +1,14 @@
 """What a running cluster owns, written down before it is created, so ``emu clean`` can remove exactly that.
 
 Each cluster has a directory ``/run/emu/<tag>/`` (tag = ``emu`` + 4 hex digits of the cluster name) holding
-``state.json`` (the owning emu process and the root-namespace links it made: the underlay switch; rewritten
-atomically on every change) and the append-only journal ``processes.jsonl`` (every process it started: node
-shells, pause processes, containers, flannel daemons, each named by pid *and* start time, so a recycled pid is
-never killed by mistake). The same directory holds the nodes' private state (``nodes/<node>/flannel/
-subnet.env``) and the pods' files (``pods/<pod>/``: hosts, hostname, logs, volumes). /run is a tmpfs, so
-nothing survives a reboot.
+``state.json`` (the owning emu process and the root-namespace links it made: the underlay switch, or a routed
+underlay's switches, one per segment; rewritten atomically on every change) and the append-only journal
+``processes.jsonl`` (every process it started: node shells, routers, pause processes, containers, flannel daemons,
+each named by pid *and* start time, so a recycled pid is never killed by mistake). ``links.json`` lists the ends
+of the underlay's links (which namespace, which device) and the impairments set on them at run time
+(``emu.apply.impair``), so ``emu link`` in another shell can find and change them. The same directory holds the
+nodes' private state (``nodes/<node>/flannel/subnet.env``, ``nodes/<node>/flanneld.log``) and the pods' files
+(``pods/<pod>/``: hosts, hostname, logs, volumes). /run is a tmpfs, so nothing survives a reboot.
 """
 
 import json
@@ -25,7 +27,7 @@ STATE_ROOT = Path(os.environ.get("EMU_STATE_DIR", "/run/emu"))
 class OwnedProcess:
     pid: int
     start: int
-    role: str  # node | pause | container | daemon | server
+    role: str  # node | router | switch | pause | container | daemon | server
     name: str
 
     def alive(self) -> bool:
@@ -40,6 +42,7 @@ class ClusterState:
     owner_start: int
     switch: str = ""
     links: List[str] = field(default_factory=list)
+    switches: List[str] = field(default_factory=list)  # every switch (a routed underlay has one per segment)
     processes: List[OwnedProcess] = field(default_factory=list)
 
     @property
