@@ -200,3 +200,19 @@ def test_link_addresses_are_the_planned_networks(racks) -> None:  # type: ignore
         plan = racks.plan.node(node.name)
         network = str(ip_interface(plan.link.address).network)
         assert network == racks.plan.segment_of(plan).cidr
+
+
+def test_trace_follows_the_packet_through_the_routers(racks) -> None:  # type: ignore[no-untyped-def]
+    """emu trace on the live cluster: every predicted hop seen, switches and routers included; on host-gw the
+    packet ends at the rack's router, as the plan says, with flanneld's refused route as the reason."""
+    from emu.trace.verify import trace
+
+    result = trace(racks, "web-node-1", "web-node-3", count=3)
+    kinds = {hop.hop.location_kind for hop in result.hops}
+    assert result.first_not_seen is None, [(h.hop.index, h.hop.action, h.evidence) for h in result.hops if not h.seen]
+    assert "router" in kinds and "switch" in kinds
+    if racks.backend == "host-gw":
+        assert not result.prediction.delivered and result.prediction.hops[-1].location == "tor-a"
+        assert any("network is unreachable" in note for note in result.prediction.notes)
+    else:
+        assert result.prediction.delivered

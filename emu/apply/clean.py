@@ -48,9 +48,8 @@ def clean_state(state: ClusterState, directory: Path, verbose: bool = True, dry_
     links: List[str] = []
     net = Path("/sys/class/net")
     present = sorted(p.name for p in net.iterdir()) if net.is_dir() else []
-    for switch in dict.fromkeys([state.switch] + list(state.switches)):
-        if switch:  # the switch, and its ports <switch>-eth<N> (one switch) or <switch>-<P> (a segment's)
-            links += [switch] + [name for name in present if name.startswith(switch + "-")]
+    for switch in state.switches:  # the switch, and its ports <switch>-eth<N> (one switch) or <switch>-<P>
+        links += [switch] + [name for name in present if name.startswith(switch + "-")]
     for link in links:
         if _link_exists(link):
             removed.append(f"link {link}")

@@ -104,7 +104,8 @@ class LiveCluster:
     def _build(self) -> None:
         plan = self.plan
         self.state.switch = plan.switch
-        self.state.switches = [segment.switch for segment in plan.segments]
+        if plan.underlay is not None:
+            self.state.links += [f"switch:{segment.switch}" for segment in plan.segments]
         # Mininet will create the nodes' mount point on the machine when it is missing
         if not os.path.isdir(underlay.FLANNEL_RUN_DIR):
             self._created_dirs.append(underlay.FLANNEL_RUN_DIR)

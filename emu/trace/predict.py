@@ -33,6 +33,7 @@ from emu.errors import InputError
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, Route, ServicePlan
 from emu.plan.services import kube_services
 from emu.proxy import iptables as kubeproxy
+from emu.trace import routed
 
 __all__ = ["TraceInputError", "Place", "RouteChoice", "ServiceChoice", "Hop", "Prediction", "predict", "resolve",
            "route_table", "lookup", "PROTOCOLS", "STEPS", "FORMAT"]
@@ -56,6 +57,7 @@ STEPS = (
     "decap",  # vxlan decapsulation on the other node's flannel.<VNI>
     "tun-in",  # flanneld writes it into the other node's flannel0
     "deliver",  # it enters the destination pod's eth0
+    "router",  # a router of a routed underlay decides where the packet goes (emu.trace.routed)
     "drop",  # the plan says the packet ends here
 )
 _MAX_HOPS = 64
@@ -311,7 +313,7 @@ def _node_table(node: NodePlan) -> List[_Entry]:
         if iface.network.prefixlen < 32:
             entries.append(_Entry(iface.network, dev, "", "connected",
                                   f"{iface.network} dev {dev} (connected: {address} on {dev})"))
-    routes = tuple(node.routes) + tuple(getattr(node, "service_routes", ()))
+    routes = tuple(node.routes) + tuple(getattr(node, "service_routes", ())) + tuple(node.underlay_routes)
     return entries + [_planned(route) for route in routes]
 
 
@@ -566,6 +568,7 @@ class _Walk:
             self.delivered = True
             return
         self.add(node.name, "node", "", "", "route", f"{where}: route {entry.text} matched", route=choice)
+        self.notes += [n for n in routed.refused_route_notes(node, self.dst_ip) if n not in self.notes]
         device = self._device(node, entry.dev)
         if entry.dev == "cni0":
             self.out_bridge(node, entry)
@@ -622,10 +625,9 @@ class _Walk:
                  f"{vni} (neighbour {gateway} is {neighbour.lladdr}; the FDB sends that MAC to {fdb.dst})",
                  mtu=device.mtu, size=self.size,
                  expects=(("neigh", str(neighbour)), ("fdb", str(fdb))))
-        remote = self.node_by_ip.get(fdb.dst)
         capture = f"udp and dst port {port} and dst host {fdb.dst}"
-        self.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:{port}, "
-                      f"{outer} bytes with the inner packet", outer, capture)
+        remote = self.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:"
+                               f"{port}, {outer} bytes with the inner packet", outer, capture)
         if remote is None:
             return
         remote_device = self._device(remote, device.name)
@@ -654,9 +656,9 @@ class _Walk:
             return
         outer = self.size + 28
         capture = f"udp and dst port {daemon.port} and dst host {remote_ip}"
-        self.underlay(node, remote_ip, f"udp encapsulation by flanneld: UDP {daemon.listen_ip} -> {remote_ip}:"
-                      f"{daemon.port}, the whole IP packet in one datagram ({outer} bytes)", outer, capture)
-        remote = self.node_by_ip.get(remote_ip)
+        remote = self.underlay(node, remote_ip, f"udp encapsulation by flanneld: UDP {daemon.listen_ip} -> "
+                               f"{remote_ip}:{daemon.port}, the whole IP packet in one datagram ({outer} bytes)",
+                               outer, capture)
         if remote is None:
             return
         remote_device = self._device(remote, device.name)
@@ -678,18 +680,25 @@ class _Walk:
             self.src_ip = node.ip
         else:
             masq = ""
-        if entry.kind == "planned" and entry.via and IPv4Address(self.dst_ip) in pod_network:
+        backend_route = entry.kind == "planned" and entry.via and entry.network.prefixlen  # not a default route
+        if backend_route and IPv4Address(self.dst_ip) in pod_network:
             mode = "host-gw" if self.plan.backend == "host-gw" else "direct routing"
             text = f"{mode}: forwarded to {next_hop} on {node.link.dev}, no encapsulation{masq}"
         else:
             text = f"leaves {node.name} by {node.link.dev} to {next_hop}{masq}"
-        self.underlay(node, next_hop, text, self.size, f"dst host {self.dst_ip}")
-        remote = self.node_by_ip.get(next_hop)
+        remote = self.underlay(node, next_hop, text, self.size, f"dst host {self.dst_ip}", ip_dst=self.dst_ip)
         if remote is not None:
             self.route_in_node(remote, iif=remote.link.dev)
 
-    def underlay(self, node: NodePlan, next_hop: str, text: str, size: int, capture: str) -> None:
-        """eth0 out of ``node``, the switch, eth0 into the node holding ``next_hop`` (or a drop)."""
+    def underlay(self, node: NodePlan, next_hop: str, text: str, size: int, capture: str,
+                 ip_dst: Optional[str] = None) -> Optional[NodePlan]:
+        """eth0 out of ``node``, the switch, eth0 into the node holding ``next_hop`` (or a drop); on a routed
+        underlay also the routers on the way to ``ip_dst`` (default ``next_hop``: an outer packet's destination).
+        Returns the node that receives it."""
+        if self.plan.underlay is not None:
+            entry = lookup(_node_table(node), next_hop) if next_hop != ip_dst else None
+            first = next_hop if entry is None or entry.kind != "planned" else (entry.via or next_hop)
+            return routed.walk(self, node, first, ip_dst or next_hop, text, size, capture)
         remote = self.node_by_ip.get(next_hop)
         if remote is None:
             what = (f"{next_hop} is a Service's ClusterIP: no host holds it" if
@@ -697,7 +706,7 @@ class _Walk:
             self.add(node.name, "node", node.link.dev, "", "underlay-out", f"{node.name} asks for {next_hop}'s MAC "
                      f"on {node.link.dev} (ARP)", mtu=node.link.mtu, size=size)
             self.drop(node.name, "node", f"{what}: the ARP request gets no answer, the packet is dropped")
-            return
+            return None
         self.add(node.name, "node", node.link.dev, "tx", "underlay-out", text, mtu=node.link.mtu, size=size,
                  capture=capture)
         self.add(self.plan.switch, "switch", remote.link.switch_port, "tx", "switch",
@@ -705,6 +714,7 @@ class _Walk:
                  f"{remote.link.switch_port}", mtu=remote.link.mtu, size=size)
         self.add(remote.name, "node", remote.link.dev, "rx", "underlay-in",
                  f"enters {remote.name} by {remote.link.dev} ({remote.ip})", mtu=remote.link.mtu, size=size)
+        return remote
 
 
 # -------------------------------------------------------------------------------------------------- predict

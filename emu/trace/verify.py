@@ -209,9 +209,9 @@ def _runner(cluster: "Cluster", location: str, kind: str) -> Runner:
     if kind == "pod":
         pod = cluster.pod(location)
         return lambda argv: pod.exec(argv, timeout=15)
-    if kind == "node":
-        node = cluster.node(location)
-        return lambda argv: node.exec(argv, timeout=15)
+    if kind in ("node", "router"):
+        host = cluster.node(location) if kind == "node" else cluster.router(location)
+        return lambda argv: host.exec(argv, timeout=15)
     return lambda argv: commands.run(argv, timeout=15)
 
 
@@ -420,7 +420,8 @@ def _start_captures(cluster: "Cluster", candidates: Sequence[Prediction]) -> Lis
                 proc = commands.popen(argv)
             else:
                 argv = base + ["-i", "any"] + (["-T", "vxlan"] if vxlan and kind == "node" else []) + ["ip"]
-                proc = (cluster.pod(location) if kind == "pod" else cluster.node(location)).popen(argv)
+                where = {"pod": cluster.pod, "router": cluster.router}.get(kind, cluster.node)
+                proc = where(location).popen(argv)
             _own(cluster, proc, f"tcpdump/{location}")
             started.append(_Capture(location, kind, device, proc))
         for capture in list(started):
