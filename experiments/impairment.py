@@ -12,16 +12,19 @@ The path (topologies/impairment.yaml), node-1's end of its link impaired:
                                        link node-1 loss=P% / down ... up
 
 - loss 0 to 5 %: what node-1 sends on its link is dropped at random (the client's data; the server's ACKs come
-  back whole). Where the kernel has no netem (this one), random drop rules (iptables statistic) at node-2 stand in,
-  node-1's eth0 without segmentation offload, so each packet is a candidate (``emu link`` says so). Measured: the
-  loss ping sees (``ping``, loss; it should come out near P), the RTT, and one-stream TCP throughput with its
-  retransmits (``iperf3-tcp``). TCP's throughput falls roughly as 1/sqrt(P) (Mathis et al.): every backend is
-  hit alike, the encapsulating ones carry the same loss inside their datagrams.
+  back whole), the link shaped to 100 Mbit/s meanwhile (``bw=100``: the link, not this machine's shared CPUs,
+  is then what limits TCP, and its queue gives TCP a real round trip). Where the kernel has no netem (this one),
+  random drop rules (iptables statistic) at node-2 stand in, node-1's eth0 without segmentation offload, so each
+  packet is a candidate (``emu link`` says so). Measured: the loss ping sees (``ping``, loss; it should come out
+  near P), the RTT, and one-stream TCP throughput with its retransmits (``iperf3-tcp``). TCP's throughput falls
+  roughly as 1/sqrt(P) (Mathis et al.: MSS / RTT x 1.22 / sqrt(P)): every backend is hit alike, the
+  encapsulating ones carry the same loss inside their datagrams.
 - delay 0 to 50 ms, only where netem exists (the rows are absent here): RTT and throughput against it.
 - link flap: a transfer runs (server to client: the client counts what arrives every 0.1 s), node-1's link goes
   down for D seconds (the cable is pulled: ``link node-1 down``), then up. ``recovery_s``: from the link coming
-  back to the first 0.1 s interval at half the throughput before (TCP's retransmission timer doubles while the
-  link is down, so recovery grows with D); ``stalled_s``: how long the throughput stayed below half;
+  back to the first 0.1 s interval at half the throughput before (TCP's retransmission timer backs off while the
+  link is down, and a retransmission waiting for ARP goes out as soon as the neighbour answers: recovery is short
+  for short outages and grows with D); ``stalled_s``: how long the throughput stayed below half;
   ``baseline`` the throughput before. The intervals themselves are rows too
   (tool ``iperf3-interval``, metric ``interval_<start>s``: throughput in the interval starting that many seconds
   after the transfer began; ``link_down_at``/``link_up_at`` rows say when the link changed).
@@ -50,6 +53,7 @@ VARY = {"backend": ["vxlan", "host-gw", "udp"]}
 REPEAT = 3
 
 LOSSES = (0, 0.5, 1, 2, 3, 4, 5)
+LOSS_BW = 100  # Mbit/s on node-1's end while loss (or delay) is measured
 DELAYS_MS = (0, 5, 20, 50)
 FLAPS_S = (0.5, 1, 2, 4)
 QUICK = {"losses": (0, 1, 5), "delays": (0, 20), "flaps": (1,)}
@@ -122,15 +126,16 @@ def run(cluster, results):
     seconds, pings = (2, 200) if quick else (5, 1000)
     try:
         for loss in QUICK["losses"] if quick else LOSSES:
-            cluster.link("node-1", loss=loss or None)
+            cluster.link("node-1", bw=LOSS_BW, loss=loss or None)
             measure(cluster, results, f"loss {loss:g}%", seconds, pings)
         cluster.link("node-1", loss=None)
         if probe(CORE_NEEDS["netem"]):
             for delay in QUICK["delays"] if quick else DELAYS_MS:
-                cluster.link("node-1", delay=f"{delay}ms" if delay else None)
+                cluster.link("node-1", bw=LOSS_BW, delay=f"{delay}ms" if delay else None)
                 measure(cluster, results, f"delay {delay:g}ms", seconds, pings)
         else:
             results.step("delay: this kernel has no netem (emu doctor): delay rows left out")
+        cluster.link("node-1", reset=True)  # the flaps on the unshaped link
         for down_s in QUICK["flaps"] if quick else FLAPS_S:
             flap(cluster, results, down_s)
     finally:
@@ -168,7 +173,7 @@ def plot(results_csv, out_dir):
             flaps = xs("flap ", "s")
             rec.plot(flaps, [median(backend, f"flap {x:g}s", "iperf3-flap", "recovery_s") for x in flaps], **look)
         tput.set_yscale("log")
-        tput.set_xlabel("loss set on node-1's link (%)")
+        tput.set_xlabel(f"loss set on node-1's link, {LOSS_BW} Mbit/s (%)")
         tput.set_ylabel("TCP throughput (Gbit/s)")
         seen.plot([0, 5], [0, 5], linestyle=":", color="0.5", linewidth=0.8, label="as set")
         seen.set_xlabel("loss set (%)")

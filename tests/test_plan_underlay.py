@@ -220,3 +220,16 @@ def test_text_shows_segments_routers_and_refused_routes() -> None:
     assert "router tor-a  (rack-a, core)" in text
     assert "192.168.57.0/24 via 10.255.0.2 dev eth1" in text
     assert "10.244.3.0/24 via 192.168.57.11 dev eth0: network is unreachable" in text
+
+
+def test_the_routed_example_in_the_docs_is_valid(tmp_path: Path) -> None:
+    """docs/topology.md shows every field of a routed underlay; it must stay valid, and mean what it says."""
+    text = (ROOT / "docs" / "topology.md").read_text()
+    example = text.split("<!-- example: routed -->", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    plan = plan_of(write(tmp_path, example))
+    assert [s.name for s in plan.segments] == ["rack-a", "rack-b"]
+    assert plan.node("node-1").link.address == "192.168.56.11/24" and plan.node("node-1").link.bw == 500
+    assert plan.node("node-2").link.address == "192.168.57.20/24" and plan.node("node-2").link.bw == 1000
+    spine = plan.router("spine")
+    assert [p.address for p in spine.ports] == ["192.168.56.1/24", "192.168.57.1/24"]
+    assert [p.bw for p in spine.ports] == [None, 100]

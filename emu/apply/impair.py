@@ -139,7 +139,7 @@ class LinkControl:
                 state = "up" if new[end.name].up else "down"
                 _check(f"{end.name}: link {state}", ["ip", "link", "set", "dev", end.dev, state], None)
             self.current[end.name] = new[end.name]
-            touched.update(ns for ns, _dev in end.receivers)
+            touched.update(ns for ns, _dev in impair.receivers(self.ends, end))
 
     def refresh(self, namespace: str) -> None:
         """Load ``namespace``'s drop rules again (after something restored its whole iptables state)."""
@@ -148,7 +148,8 @@ class LinkControl:
                 self._load_drop_rules({namespace})
 
     def _load_drop_rules(self, namespaces: Sequence[str]) -> None:
-        rules = impair.drop_rules([(e, self.current[e.name]) for e in self.ends])
+        rules = impair.drop_rules([(e, self.current[e.name]) for e in self.ends if self.current[e.name].loss],
+                                  self.ends)
         for namespace in namespaces:
             ns = self._namespaces(namespace)
             wanted = rules.get(namespace, [])
@@ -181,9 +182,9 @@ class LinkControl:
         rules: List[Tuple[str, str]] = []
         notes: List[str] = []
         if imp.loss and not self.netem:
-            for namespace, _dev in end.receivers:
+            for namespace, dev in impair.receivers(self.ends, end):
                 listed = run(["iptables", "-t", "mangle", "-S", impair.LOSS_CHAIN], self._namespaces(namespace))
-                mine = [r for r in listed.stdout.splitlines() if r.startswith("-A") and _matches(r, end)]
+                mine = [r for r in listed.stdout.splitlines() if r.startswith("-A") and _matches(r, dev, end)]
                 rules += [(namespace, r) for r in mine]
             notes.append(f"loss {imp.loss:g}%: this kernel has no netem: random drop rules (iptables statistic) in "
                          "the namespaces that receive from this end stand in for it; only IPv4 packets are dropped, "
@@ -203,14 +204,13 @@ class LinkControl:
         return Namespaces(net_pid=pid)
 
 
-def _matches(rule: str, end: LinkEnd) -> bool:
-    devs = {dev for _ns, dev in end.receivers}
-    return any(f"-i {dev} " in rule + " " for dev in devs) and (not end.mac or end.mac.lower() in rule.lower())
+def _matches(rule: str, dev: str, end: LinkEnd) -> bool:
+    """Whether ``rule`` is the drop rule of ``end`` at a receiver's ``dev``."""
+    return f"-i {dev} " in rule + " " and (not end.mac or end.mac.lower() in rule.lower())
 
 
 def _end(data: Dict[str, Any]) -> LinkEnd:
     fields = dict(data)
-    fields["receivers"] = tuple(tuple(r) for r in fields["receivers"])
     fields["planned"] = Impairment(**fields["planned"])
     return LinkEnd(**fields)
 

@@ -80,9 +80,7 @@ class LinkEnd:
     owner, kind: the node, router or segment (its switch) this end belongs to; peer: who is at the other end.
     dev: the device (a switch port for a segment's end); namespace: ``node:<name>`` or ``router:<name>``, "" for
     the root namespace (switch ports). mac: the device's MAC ("" for a switch port: it forwards others' frames).
-    switch_port: the link's switch port (the link's name; ``down`` sets it down).
-    receivers: (namespace, device) of everything that receives what this end sends, where drop rules stand in
-    for netem's loss.
+    switch_port: the link's switch port (the link's name; ``down`` sets it down). segment: the link's segment.
     planned: the shaping the topology gave it (built by Mininet's TCLink).
     """
 
@@ -93,7 +91,7 @@ class LinkEnd:
     namespace: str
     mac: str
     switch_port: str
-    receivers: Tuple[Tuple[str, str], ...]
+    segment: str
     planned: Impairment = field(default_factory=Impairment)
 
     @property
@@ -103,24 +101,25 @@ class LinkEnd:
 
 def link_ends(plan: Plan) -> Tuple[LinkEnd, ...]:
     """Every end of every underlay link of ``plan``: per node and router port its own end and the switch's."""
-    on_segment: Dict[str, List[Tuple[str, str, str, str]]] = {}  # segment -> (owner, kind, namespace, dev)
-    for node in plan.nodes:
-        segment = node.segment or DEFAULT_SEGMENT
-        on_segment.setdefault(segment, []).append((node.name, "node", f"node:{node.name}", node.link.dev))
-    for router in plan.routers:
-        for port in router.ports:
-            on_segment.setdefault(port.segment, []).append((router.name, "router", f"router:{router.name}", port.dev))
     links = [(n.name, "node", n.segment or DEFAULT_SEGMENT, n.link) for n in plan.nodes]
     links += [(r.name, "router", p.segment, p) for r in plan.routers for p in r.ports]
     ends: List[LinkEnd] = []
     for owner, kind, segment, link in links:
-        namespace = f"{kind}:{owner}"
         planned = Impairment(link.bw, link.delay, link.jitter, link.loss)
-        others = tuple((ns, dev) for o, _k, ns, dev in on_segment[segment] if o != owner)
-        ends.append(LinkEnd(owner, kind, segment, link.dev, namespace, link.mac, link.switch_port, others, planned))
-        ends.append(LinkEnd(segment, "segment", owner, link.switch_port, "", "", link.switch_port,
-                            ((namespace, link.dev),), planned))
+        ends.append(LinkEnd(owner, kind, segment, link.dev, f"{kind}:{owner}", link.mac, link.switch_port, segment,
+                            planned))
+        ends.append(LinkEnd(segment, "segment", owner, link.switch_port, "", "", link.switch_port, segment, planned))
     return tuple(ends)
+
+
+def receivers(ends: Sequence[LinkEnd], end: LinkEnd) -> Tuple[Tuple[str, str], ...]:
+    """(namespace, device) of everything that receives what ``end`` sends: for a node's or router's end, every
+    other node and router on its segment; for a switch's end, the one it faces. Drop rules stand in for netem's
+    loss there."""
+    if end.kind == "segment":
+        return tuple((e.namespace, e.dev) for e in ends if e.switch_port == end.switch_port and e.kind != "segment")
+    return tuple((e.namespace, e.dev) for e in ends
+                 if e.kind != "segment" and e.segment == end.segment and e.owner != end.owner)
 
 
 def select(ends: Sequence[LinkEnd], target: str) -> Tuple[LinkEnd, ...]:
@@ -286,12 +285,13 @@ def offload_commands(dev: str, old: Impairment, new: Impairment) -> List[List[st
     return [["ethtool", "-K", dev, "gso", state, "tso", state]]
 
 
-def drop_rules(ends: Sequence[Tuple[LinkEnd, Impairment]]) -> Dict[str, List[str]]:
-    """namespace -> the ``EMU-LINK`` rules (iptables-save lines) that drop each end's ``loss`` at its receivers,
-    for the ends without netem. Every namespace an end could reach is a key (an empty list: no rules left)."""
+def drop_rules(ends: Sequence[Tuple[LinkEnd, Impairment]], every: Sequence[LinkEnd]) -> Dict[str, List[str]]:
+    """namespace -> the ``EMU-LINK`` rules (iptables-save lines) that drop each of ``ends``' ``loss`` at its
+    receivers (``every``: all the cluster's ends), for a kernel without netem. Every namespace an end reaches is
+    a key (an empty list: no rules left)."""
     rules: Dict[str, List[str]] = {}
     for end, imp in ends:
-        for namespace, dev in end.receivers:
+        for namespace, dev in receivers(every, end):
             rules.setdefault(namespace, [])
             if not imp.loss:
                 continue
