@@ -144,11 +144,10 @@ def trace_out(walk: Any, node: NodePlan, device: Device, entry: Any) -> None:
              f"{vni} (neighbour {gateway} is {neighbour.lladdr}; the FDB sends that MAC to {fdb.dst})",
              mtu=device.mtu, size=walk.size,
              expects=(("neigh", str(neighbour)), ("fdb", str(fdb))))
-    remote = walk.node_by_ip.get(fdb.dst)
     capture = f"udp and dst port {port} and dst host {fdb.dst}"
-    walk.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:{port}, "
-                  f"{outer} bytes with the inner packet", outer, capture)
-    if remote is None:
+    remote = walk.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:"
+                           f"{port}, {outer} bytes with the inner packet", outer, capture)
+    if remote is None:  # dropped on the way (walk.underlay says where: no node has it, a router has no route)
         return
     remote_device = walk.device(remote, device.name)
     if remote_device is None or remote_device.kind != "vxlan" or remote_device.option("id") != vni:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from emu import registry
 from emu.apply import commands
 from emu.trace.model import Prediction
 from emu.trace.traffic import own, wait_for
@@ -65,7 +66,12 @@ def start_captures(cluster: "Cluster", candidates: Sequence[Prediction]) -> List
     before this returns. IPv4 only: the IPv6 link-local chatter of fresh devices is not the trace's traffic."""
     if shutil.which("tcpdump", path=commands.SAFE_PATH) is None:
         return []
-    vxlan = any(h.step == "encap" for c in candidates for h in c.hops) and candidates[0].proto != "udp"
+    # A backend that encapsulates in UDP tells tcpdump how to read the inner packets (-T vxlan), unless the
+    # traced packets are UDP themselves.
+    backend = registry.backend(cluster.plan.backend)
+    steps = set(backend.TRACE_LABELS)
+    encapsulated = any(h.step in steps and h.direction == "tx" for c in candidates for h in c.hops)
+    decode = list(backend.CAPTURE_DECODE) if encapsulated and candidates[0].proto != "udp" else []
     wanted: List[Tuple[str, str, str]] = []
     for candidate in candidates:
         for hop in candidate.hops:
@@ -80,7 +86,7 @@ def start_captures(cluster: "Cluster", candidates: Sequence[Prediction]) -> List
                 argv = base + ["-i", device, "-Q", "out", "ip"]
                 proc = commands.popen(argv)
             else:
-                argv = base + ["-i", "any"] + (["-T", "vxlan"] if vxlan and kind == "node" else []) + ["ip"]
+                argv = base + ["-i", "any"] + (decode if kind == "node" else []) + ["ip"]
                 where = {"pod": cluster.pod, "router": cluster.router}.get(kind, cluster.node)
                 proc = where(location).popen(argv)
             own(cluster, proc, f"tcpdump/{location}")

@@ -12,9 +12,8 @@
   (cni0), ``out_vxlan`` (flannel.<VNI>: neighbour entry -> VTEP MAC, FDB entry -> remote node IP), ``out_tun``
   (flannel0, udp's flanneld and its subnet -> node table), ``out_underlay`` (eth0: host-gw, vxlan DirectRouting,
   or the node's own traffic);
-- ``underlay``: the underlay switch forwards between the nodes' ``eth0`` ends (on a routed underlay the segments'
-  switches and the routers carry it, ``emu.trace.routed``), and the other node decapsulates, routes, and its
-  bridge delivers the packet into the destination pod's ``eth0``.
+- ``underlay``: the underlay switch forwards between the nodes' ``eth0`` ends, and the other node decapsulates,
+  routes, and its bridge delivers the packet into the destination pod's ``eth0``.
 
 When the plan itself says the packet dies (no route, no pod behind an address, a Service port without endpoints)
 the last hop is a ``drop`` hop saying why.
@@ -25,6 +24,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network, ip_interface
 from typing import Any, Dict, List, Optional
 
+from emu import registry
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, ServicePlan
 from emu.plan.services import kube_services
 from emu.proxy import iptables as kubeproxy
@@ -72,7 +72,7 @@ class Walk:
     def drop(self, location: str, kind: str, why: str) -> None:
         self.add(location, kind, "", "", "drop", why)
 
-    def _device(self, node: NodePlan, name: str) -> Optional[Device]:
+    def device(self, node: NodePlan, name: str) -> Optional[Device]:
         for device in node.devices:
             if device.name == name:
                 return device
@@ -105,7 +105,7 @@ class Walk:
                  route=choice)
         next_hop = entry.via or self.dst_ip
         node = self.plan.node(pod.node)
-        to = (f"to the gateway {next_hop} (cni0's MAC {self._device(node, 'cni0').mac})"  # type: ignore[union-attr]
+        to = (f"to the gateway {next_hop} (cni0's MAC {self.device(node, 'cni0').mac})"  # type: ignore[union-attr]
               if next_hop == pod.gateway else f"straight to {next_hop}'s MAC (same subnet: no router)")
         self.add(pod.name, "pod", pod.ifname, "tx", "leave-pod", f"leaves pod {pod.name} by {pod.ifname}, {to}",
                  mtu=pod.mtu, size=self.size)
@@ -138,7 +138,7 @@ class Walk:
                      "end)", mtu=target.mtu, size=self.size)
             self.deliver(target)
             return
-        bridge = self._device(node, "cni0")
+        bridge = self.device(node, "cni0")
         self.add(node.name, "node", "cni0", "rx", "bridge-up",
                  f"bridge cni0 passes it up to {node.name}'s IP stack (destination MAC is cni0's own: the "
                  f"gateway {pod.gateway})", mtu=bridge.mtu if bridge else 0, size=self.size)
@@ -272,13 +272,12 @@ class Walk:
             return
         self.add(node.name, "node", "", "", "route", f"{where}: route {entry.text} matched", route=choice)
         self.notes += [n for n in routed.refused_route_notes(node, self.dst_ip) if n not in self.notes]
-        device = self._device(node, entry.dev)
+        device = self.device(node, entry.dev)
         if entry.dev == "cni0":
             self.out_bridge(node, entry)
-        elif device is not None and device.kind == "vxlan":
-            self.out_vxlan(node, device, entry)
-        elif device is not None and device.kind == "tun":
-            self.out_tun(node, device)
+        elif device is not None and device.kind in registry.device_kinds():
+            # a backend's device (flannel.1, flannel0): the backend's module follows the packet through it
+            registry.backend_of_device(device.kind).trace_out(self, node, device, entry)
         elif entry.dev == node.link.dev:
             self.out_underlay(node, entry)
         else:
@@ -288,7 +287,7 @@ class Walk:
         """The address the kernel picks for a node's own packet out of ``dev``: that device's first address."""
         if dev == node.link.dev:
             return node.ip
-        device = self._device(node, dev)
+        device = self.device(node, dev)
         if device is not None and device.addresses:
             return str(ip_interface(device.addresses[0]).ip)
         return node.ip
@@ -296,7 +295,7 @@ class Walk:
     def out_bridge(self, node: NodePlan, entry: RouteEntry) -> None:
         next_hop = entry.via or self.dst_ip
         target = self._pod_with_ip(node, next_hop)
-        bridge = self._device(node, "cni0")
+        bridge = self.device(node, "cni0")
         if target is None:
             self.drop(node.name, "node", f"no pod on {node.name} has {next_hop}: cni0's ARP request gets no answer, "
                       "the packet is dropped")
@@ -309,71 +308,6 @@ class Walk:
                  size=self.size)
         self.deliver(target)
 
-    def out_vxlan(self, node: NodePlan, device: Device, entry: RouteEntry) -> None:
-        gateway = entry.via or self.dst_ip
-        neighbour = next((n for n in node.neighbours if n.ip == gateway and n.dev == device.name), None)
-        if neighbour is None:
-            self.drop(node.name, "node", f"no neighbour entry for {gateway} on {device.name} in the plan: the VXLAN "
-                      "device cannot build the inner Ethernet header")
-            return
-        fdb = next((f for f in node.fdb if f.lladdr == neighbour.lladdr and f.dev == device.name), None)
-        if fdb is None:
-            self.drop(node.name, "node", f"no FDB entry for {neighbour.lladdr} on {device.name} in the plan: "
-                      "the VXLAN device does not know which node to send to")
-            return
-        vni, port = device.option("id"), device.option("dstport")
-        outer = self.size + 50
-        self.add(node.name, "node", device.name, "tx", "encap",
-                 f"vxlan encapsulation: outer {device.option('local') or node.ip} -> {fdb.dst} UDP dport {port} VNI "
-                 f"{vni} (neighbour {gateway} is {neighbour.lladdr}; the FDB sends that MAC to {fdb.dst})",
-                 mtu=device.mtu, size=self.size,
-                 expects=(("neigh", str(neighbour)), ("fdb", str(fdb))))
-        capture = f"udp and dst port {port} and dst host {fdb.dst}"
-        remote = self.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:"
-                               f"{port}, {outer} bytes with the inner packet", outer, capture)
-        if remote is None:
-            return
-        remote_device = self._device(remote, device.name)
-        if remote_device is None or remote_device.kind != "vxlan" or remote_device.option("id") != vni:
-            self.drop(remote.name, "node", f"{remote.name} has no VXLAN device {device.name} with VNI {vni}: the "
-                      "datagram is not decapsulated")
-            return
-        self.add(remote.name, "node", remote_device.name, "rx", "decap",
-                 f"vxlan decapsulation on {remote_device.name} (UDP {port}, VNI {vni}): inner {self.src_ip} -> "
-                 f"{self.dst_ip}", mtu=remote_device.mtu, size=self.size)
-        self.route_in_node(remote, iif=remote_device.name)
-
-    def out_tun(self, node: NodePlan, device: Device) -> None:
-        daemon = node.udp
-        self.add(node.name, "node", device.name, "tx", "tun",
-                 f"enters {device.name} (TUN): flanneld reads the whole IP packet from it", mtu=device.mtu,
-                 size=self.size)
-        if daemon is None:
-            self.drop(node.name, "node", f"no flanneld (udp daemon) in the plan of {node.name}")
-            return
-        address = IPv4Address(self.dst_ip)
-        remote_ip = next((ip for subnet, ip in daemon.table if address in IPv4Network(subnet)), None)
-        if remote_ip is None:
-            self.drop(node.name, "node", f"flanneld in {node.name} has no subnet holding {self.dst_ip} in its table: "
-                      "dropped")
-            return
-        outer = self.size + 28
-        capture = f"udp and dst port {daemon.port} and dst host {remote_ip}"
-        remote = self.underlay(node, remote_ip, f"udp encapsulation by flanneld: UDP {daemon.listen_ip} -> "
-                               f"{remote_ip}:{daemon.port}, the whole IP packet in one datagram ({outer} bytes)",
-                               outer, capture)
-        if remote is None:
-            return
-        remote_device = self._device(remote, device.name)
-        if remote_device is None or remote.udp is None:
-            self.drop(remote.name, "node", f"{remote.name} has no flanneld with {device.name}: the datagram is "
-                      "not decapsulated")
-            return
-        self.add(remote.name, "node", remote_device.name, "rx", "tun-in",
-                 f"flanneld in {remote.name} writes the inner packet {self.src_ip} -> {self.dst_ip} into "
-                 f"{remote_device.name}", mtu=remote_device.mtu, size=self.size)
-        self.route_in_node(remote, iif=remote_device.name)
-
     def out_underlay(self, node: NodePlan, entry: RouteEntry) -> None:
         next_hop = entry.via or self.dst_ip
         pod_network = IPv4Network(self.plan.pod_cidr)
@@ -385,7 +319,7 @@ class Walk:
             masq = ""
         backend_route = entry.kind == "planned" and entry.via and entry.network.prefixlen  # not a default route
         if backend_route and IPv4Address(self.dst_ip) in pod_network:
-            mode = "host-gw" if self.plan.backend == "host-gw" else "direct routing"
+            mode = registry.backend(self.plan.backend).DIRECT_ROUTES
             text = f"{mode}: forwarded to {next_hop} on {node.link.dev}, no encapsulation{masq}"
         else:
             text = f"leaves {node.name} by {node.link.dev} to {next_hop}{masq}"
