@@ -88,11 +88,15 @@ def flap(cluster: Any, results: Any, down_s: float) -> None:
     results.step(f"{placement}: iperf3 TCP {seconds} s, link node-1 down at {FLAP_AT:g} s for {down_s:g} s")
     events = [(FLAP_AT, lambda: cluster.link("node-1", up=False)),
               (FLAP_AT + down_s, lambda: cluster.link("node-1", up=True))]
+    where = _where(server, client)
     try:  # the server sends (-R): the intervals are what arrived, not what the sender's buffer took
         timeline = iperf3_timeline(client, server, seconds=seconds, interval=0.1, events=events, reverse=True)
+    except MeasurementError as exc:  # a transfer that never came back: a measured failure
+        results.step(f"{placement}: iperf3 failed: {exc}")
+        results.add(placement, server.name, client.name, "iperf3-flap", "failed", 1, "count", **where)
+        return
     finally:
         cluster.link("node-1", up=True)
-    where = _where(server, client)
     down_at, up_at = timeline.events
     figures = recovery(timeline.samples, down_at, up_at)
     rows = [("iperf3-flap", "baseline", round(figures["baseline"], 4), "Gbit/s"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def iperf3_timeline(
         runner.start()
         try:
             out, err = client.communicate(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            raise MeasurementError(f"iperf3 {src.name} -> {target}: no result within {seconds + 30} s") from None
         finally:
             done.set()
             runner.join()
@@ -148,6 +151,8 @@ def ping_timeline(
     runner.start()
     try:
         out, _err = proc.communicate(timeout=seconds + 30)
+    except subprocess.TimeoutExpired:
+        raise MeasurementError(f"ping {src.name} -> {address}: no result within {seconds + 30} s") from None
     finally:
         done.set()
         runner.join()
