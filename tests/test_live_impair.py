@@ -62,7 +62,8 @@ def test_a_bandwidth_change_shows_within_a_second(cluster) -> None:  # type: ign
     try:
         timeline = iperf3_timeline(
             client, server, seconds=7, interval=0.25, reverse=True,  # the server sends: node-2's end shapes it
-            events=[(cut, lambda: cluster.link("node-2", bw=20)), (back, lambda: cluster.link("node-2", bw=100))],
+            events=[(cut, lambda: cluster.link("node-2", bw=20, show=False)),
+                    (back, lambda: cluster.link("node-2", bw=100, show=False))],
         )
     finally:
         cluster.link("node-2", bw=None)
@@ -84,8 +85,8 @@ def test_link_down_and_up_are_seen_by_a_running_ping_within_a_second(cluster) ->
     try:
         timeline = ping_timeline(
             node_1, node_2.ip, interval=0.02, seconds=6,
-            events=[(down, lambda: notes.extend(cluster.link("node-2", up=False).notes)),
-                    (up, lambda: cluster.link("node-2", up=True))],
+            events=[(down, lambda: notes.extend(cluster.link("node-2", up=False, show=False).notes)),
+                    (up, lambda: cluster.link("node-2", up=True, show=False))],
         )
     finally:
         cluster.link("node-2", up=True)

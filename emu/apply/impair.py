@@ -100,9 +100,11 @@ class LinkControl:
 
     # ---------------------------------------------------------------------------------------------- changing
 
-    def change(self, target: str, change: Change) -> List[EndReport]:
+    def change(self, target: str, change: Change, show: bool = True) -> List[EndReport]:
         """Apply ``change`` to the ends ``target`` names (``emu.plan.impair.select``), all or none: a request
-        this kernel cannot honour raises ImpairRefused before anything is done. Returns the ends as they are now."""
+        this kernel cannot honour raises ImpairRefused before anything is done. Returns the ends as they are now
+        (read back from the kernel; with ``show`` False, as asked, without reading: for a change timed to the
+        millisecond)."""
         with self._locked():
             named = impair.select(self.ends, target)
             new = {e.name: impair.updated(self.current[e.name], change, e.planned) for e in named}
@@ -124,6 +126,8 @@ class LinkControl:
                 if not self.netem and touched:
                     self._load_drop_rules(sorted(touched))
                 self._save()
+            if not show:
+                return [EndReport(end, self.current[end.name], "", [], [], []) for end in named]
             return [self._report(end) for end in named]
 
     def _apply(self, chosen: Sequence[LinkEnd], new: Dict[str, Impairment], touched: Set[str]) -> None:

@@ -375,12 +375,11 @@ class LiveCluster:
                 for pod in removed:
                     self._stop_pod(pod)
 
-    def link(self, target: str, change: Change) -> List[EndReport]:
+    def link(self, target: str, change: Change, show: bool = True) -> List[EndReport]:
         """Impair (or restore) the underlay link ends ``target`` names, in place (``emu.apply.impair``)."""
-        with self.lock:
-            if not self.running or self.links is None:
-                raise EmuError("the cluster is not running")
-            return self.links.change(target, change) if not change.empty else self.links.show(target)
+        if not self.running or self.links is None:
+            raise EmuError("the cluster is not running")
+        return self.links.change(target, change, show) if not change.empty else self.links.show(target)
 
     def _add_pod(self, pod_plan: PodPlan, env: Dict[str, str]) -> Pod:
         """Build one pod in the running cluster (pause, veth on cni0, containers); undone on failure."""

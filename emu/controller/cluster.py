@@ -267,6 +267,7 @@ class Cluster:
         loss: Any = impair.UNCHANGED,
         up: Optional[bool] = None,
         reset: bool = False,
+        show: bool = True,
     ) -> LinkReport:
         """Impair an underlay link while the cluster runs, in place (no rebuild); the ends as tc/ip show them.
 
@@ -274,17 +275,18 @@ class Cluster:
             the single switch's segment is ``switch``). What an end is given shapes what it sends.
         bw: Mbit/s (HTB); delay, jitter: like "5ms" (netem: refused without it, ImpairRefused); loss: percent
             (netem, else random drop rules); None clears one; up: False pulls the link's cable, True plugs it
-            back; reset: back to the topology's shaping first.
+            back; reset: back to the topology's shaping first; show: False skips reading the ends back from the
+            kernel (for a change timed to the millisecond: the report then says what was asked).
         Raises ImpairError (bad input), ImpairRefused (this kernel cannot), EmuError (not running).
         A node cut off keeps its pods and their Service endpoints: there is no control plane to notice (in
         Kubernetes the node turns NotReady after about 40 s and its pods' endpoints are removed then).
         """
-        return self.change_link(target, impair.change_of(bw, delay, jitter, loss, up, reset))
+        return self.change_link(target, impair.change_of(bw, delay, jitter, loss, up, reset), show)
 
-    def change_link(self, target: str, change: impair.Change) -> LinkReport:
+    def change_link(self, target: str, change: impair.Change, show: bool = True) -> LinkReport:
         """``link`` with the change already parsed (``emu.plan.impair.parse_change`` of the CLI's words); an empty
         change only reports."""
-        reports = self.live.link(target, change)
+        reports = self.live.link(target, change, show)
         return LinkReport(reports, self._cut_off_notes(reports))
 
     def _cut_off_notes(self, reports: Sequence[EndReport]) -> List[str]:
