@@ -1,7 +1,7 @@
 """The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
 
 Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
-other failure. Only ``up``, ``run``, ``trace``, ``check`` and ``clean`` need root; ``validate``, ``plan``,
+other failure. Only ``up``, ``run``, ``trace``, ``check``, ``link`` and ``clean`` need root; ``validate``, ``plan``,
 ``plot`` and ``doctor`` work from files alone.
 """
 
@@ -99,7 +99,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from emu.doctor import doctor
 
-    return doctor()
+    if not args.files:
+        return doctor()
+    return doctor(_plan(args.files, args.backend))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,6 +143,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     from emu.labs import check_command
 
     return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    from emu.linkctl import link_command
+
+    return link_command(args.cluster, args.target, args.change)
+
+
+def _add_machine_parsers(sub) -> None:  # type: ignore[no-untyped-def]
+    """``emu clean`` and ``emu doctor``: the verbs about this machine."""
+    p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("doctor", help="report what this machine has and lacks for emu (no side effects)")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="also explain what this topology needs and where its backend fails (no root needed)")
+    p.add_argument("--backend", choices=tuple(registry.BACKENDS), help="override the topology's flannel backend")
+    p.set_defaults(func=cmd_doctor)
+
+
+def _add_link_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    """``emu link``: the verb that changes a running cluster's links from another shell."""
+    p = sub.add_parser("link", help="impair a running cluster's underlay link in place (root)",
+                       description="Change a link end of a running cluster (from another shell): bw=M (Mbit/s), "
+                       "delay=D, jitter=J (need netem), loss=P%, up, down, reset; KEY=none clears one. No change: "
+                       "show the ends as tc and ip show them.")
+    p.add_argument("--cluster", metavar="NAME", help="the running cluster (default: the only one running)")
+    p.add_argument("target", nargs="?", metavar="NODE-OR-ROUTER[:PEER]",
+                   help="a node, router or segment (all its link ends), or A:B (A's end of its link to B)")
+    p.add_argument("change", nargs="*", metavar="KEY=VALUE", help="bw=M delay=D jitter=J loss=P%% up down reset")
+    p.set_defaults(func=cmd_link)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,12 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
-    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.set_defaults(func=cmd_clean)
+    _add_link_parser(sub)
 
-    p = sub.add_parser("doctor", help="report what this machine has and lacks for emu (no side effects)")
-    p.set_defaults(func=cmd_doctor)
+    _add_machine_parsers(sub)
     return parser
 
 

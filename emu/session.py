@@ -21,6 +21,10 @@ def summary(cluster) -> str:  # type: ignore[no-untyped-def]
     rows = [("NODE", "INTERNAL-IP", "POD-CIDR")]
     rows += [(n.name, n.ip, n.plan.subnet) for n in cluster.nodes]
     lines += _rows(rows) + [""]
+    if cluster.routers:
+        rows = [("ROUTER", "INTERFACES")]
+        rows += [(r.name, ", ".join(f"{p.address} ({p.segment})" for p in r.plan.ports)) for r in cluster.routers]
+        lines += _rows(rows) + [""]
     rows = [("POD", "IP", "NODE", "CONTAINERS")]
     rows += [(p.name, p.ip, p.node, ",".join(p.containers)) for p in cluster.pods]
     lines += _rows(rows)

@@ -15,6 +15,7 @@ import yaml
 from emu import registry
 from emu.spec import cluster as loader
 from emu.spec import reader
+from emu.spec import underlay as routed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "schema" / "cluster.schema.json"
@@ -50,6 +51,9 @@ def test_schema_is_draft_07_json() -> None:
         ("Underlay", loader.UNDERLAY_FIELDS),
         ("Link", reader.LINK_FIELDS),
         ("Node", loader.NODE_FIELDS),
+        ("Segment", routed.SEGMENT_FIELDS),
+        ("Router", routed.ROUTER_FIELDS),
+        ("RouterLink", routed.ROUTER_LINK_FIELDS),
     ],
 )
 def test_schema_has_exactly_the_loaders_fields(definition: str, fields: Set[str]) -> None:
@@ -60,7 +64,7 @@ def test_schema_has_exactly_the_loaders_fields(definition: str, fields: Set[str]
 
 def test_every_field_is_described() -> None:
     definitions = schema()["definitions"]
-    for name in ("Cluster", "Network", "Backend", "Underlay", "Link", "Node"):
+    for name in ("Cluster", "Network", "Backend", "Underlay", "Link", "Node", "Segment", "Router", "RouterLink"):
         for field, spec in definitions[name]["properties"].items():
             if "$ref" in spec and "description" not in spec:
                 spec = definitions[spec["$ref"].rsplit("/", 1)[1]]
@@ -120,6 +124,10 @@ BASE = {"apiVersion": "emu/v1", "kind": "Cluster", "name": "x", "nodes": ["node-
         {"underlay": {"link": {"bw": 0}}},
         {"underlay": {"link": {"delay": "5 ms"}}},
         {"underlay": {"link": {"loss": 150}}},
+        {"underlay": {"segments": [{"name": "rack-a"}]}},
+        {"underlay": {"segments": [{"name": "a", "cidr": "10.1.0.0/24"}], "routers": [{"name": "r", "links": []}]}},
+        {"underlay": {"routers": [{"name": "r", "links": [{"segment": "a"}, {"segment": "b", "mtu": 100}]}]}},
+        {"underlay": {"routers": [{"name": "r", "fragmentationNeeded": "ignore", "links": []}]}},
         {"manifests": "web.yaml"},
     ],
     ids=lambda change: json.dumps(change),

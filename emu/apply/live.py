@@ -4,10 +4,11 @@ This is the apply layer's one entry point. It decides nothing about Kubernetes: 
 ``Plan``, what to change from a ``PlanDiff`` (``emu.plan.changes``), both made by the layers above
 (``emu.controller``). It knows how: processes, namespaces, links, rule documents.
 
-Build order: ownership state first (so ``emu clean`` can always finish the job), Mininet nodes and switch,
-each node's dataplane (a backend's daemons, devices, routes, neighbour and FDB entries, rules), pause processes
-(all at once), veth wiring (one batch per node), containers. Any failure undoes everything built so far and
-raises ``BuildError`` with the failing step. Teardown stops containers, pause processes and daemons, then
+Build order: ownership state first (so ``emu clean`` can always finish the job), Mininet nodes, routers and
+switches (with the link ends written down for ``emu link``), each router's forwarding and routes and each node's
+dataplane (a backend's daemons, devices, routes, neighbour and FDB entries, rules), pause processes (all at once),
+veth wiring (one batch per node), containers. Any failure undoes everything built so far and raises
+``BuildError`` with the failing step. Teardown stops containers, pause processes and daemons, then
 Mininet, and removes the state directory. A watcher thread notices a pause process or a daemon dying and tells
 the controller (``on_pod_died``), which re-plans.
 """
@@ -29,15 +30,18 @@ from emu.apply import pods as pod_ops
 from emu.apply.clean import clean_state, remove_created_dir
 from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
-from emu.apply.handles import Container, Node, Pod, Service
+from emu.apply.handles import Container, Node, Pod, Router, Service
+from emu.apply.impair import EndReport, LinkControl
 from emu.apply.nodes import apply_node, load_ipsets, load_iptables, remove_ipsets
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
+from emu.apply.routers import apply_router, node_underlay
 from emu.apply.spawner import Spawner
 from emu.apply.state import ClusterState
 from emu.errors import EmuError
 from emu.features import Daemon
 from emu.plan.changes import PlanDiff
+from emu.plan.impair import Change
 from emu.plan.model import NodePlan, Plan, PodPlan
 from emu.plan.services import service_env
 
@@ -63,6 +67,8 @@ class LiveCluster:
         self.state = ClusterState.new(plan.cluster, plan.tag)
         self.net: Any = None
         self.nodes: Dict[str, Node] = {}
+        self.routers: Dict[str, Router] = {}
+        self.links: Optional[LinkControl] = None  # the underlay's link ends and their impairments
         self.pods: Dict[str, Pod] = {}
         self.daemons: Dict[str, "subprocess.Popen[str]"] = {}  # "<node>/<daemon name>" -> process
         self._daemon_specs: Dict[str, Daemon] = {}  # the same keys -> what was started
@@ -99,22 +105,30 @@ class LiveCluster:
     def _build(self) -> None:
         plan = self.plan
         self.state.switch = plan.switch
+        if plan.underlay is not None:
+            self.state.links += [f"switch:{segment.switch}" for segment in plan.segments]
         # Mininet will create the nodes' mount point on the machine when it is missing
         if not os.path.isdir(underlay.FLANNEL_RUN_DIR):
             self._created_dirs.append(underlay.FLANNEL_RUN_DIR)
             self.state.links.append(f"dir:{underlay.FLANNEL_RUN_DIR}")
         self.state.save()
-        self.progress(f"nodes: {len(plan.nodes)} Mininet hosts on switch {plan.switch}")
+        if plan.underlay is None:
+            self.progress(f"nodes: {len(plan.nodes)} Mininet hosts on switch {plan.switch}")
+        else:
+            self.progress(f"underlay: {len(plan.segments)} segments (switches), {len(plan.routers)} routers; "
+                          f"nodes: {len(plan.nodes)} Mininet hosts")
         self.net = underlay.build_underlay(plan, str(self.state.directory), self.state.add_process)
         self.net.start()
+        underlay.set_link_mtus(plan, self.net)
         for node_plan in plan.nodes:
             self.nodes[node_plan.name] = Node(self, node_plan, self.net.get(node_plan.name))
+        for router_plan in plan.routers:
+            self.routers[router_plan.name] = Router(router_plan, self.net.get(router_plan.name))
+        self.links = LinkControl.create(self.state.directory, plan, self._namespace_owners())
 
         self.progress(f"flannel {plan.backend}: devices, routes, neighbours, FDB; kube-proxy rules")
-        steps = [
-            partial(apply_node, n, self.nodes[n.name].namespaces, self.state.directory, self._start_daemons)
-            for n in plan.nodes
-        ]
+        steps = [partial(self._program_node, n) for n in plan.nodes]
+        steps += [partial(apply_router, r, self.routers[r.name].namespaces) for r in plan.routers]
         commands.in_parallel(steps)
 
         self.progress(f"pods: {len(plan.pods)} pause processes")
@@ -139,6 +153,22 @@ class LiveCluster:
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
             registry.addon_hook(name, "start")(self, plan)
+
+    def _program_node(self, node_plan: NodePlan) -> None:
+        """A node's dataplane (``emu.apply.nodes``), and on a routed underlay its own routes and the routes its
+        backend tries in vain (``emu.apply.routers``)."""
+        ns = self.nodes[node_plan.name].namespaces
+        apply_node(node_plan, ns, self.state.directory, self._start_daemons)
+        if self.plan.underlay is not None:
+            node_underlay(node_plan, self.plan.backend, ns, self.state.directory)
+
+    def _namespace_owners(self) -> Dict[str, Any]:
+        """``node:<name>`` and ``router:<name>`` -> (pid, start time) of the process holding that namespace."""
+        owners: Dict[str, Any] = {}
+        for kind, handles in (("node", self.nodes), ("router", self.routers)):
+            for name, handle in handles.items():
+                owners[f"{kind}:{name}"] = (handle.pid, commands.process_start_time(handle.pid))
+        return owners
 
     def _start_pauses(self, pod_plans: Sequence[PodPlan]) -> List[Any]:
         """Write every pod's files and start its pause process; a pod's pause starts (on a thread) as soon as
@@ -294,6 +324,13 @@ class LiveCluster:
         except KeyError:
             raise KeyError(f"no node named {name!r} (nodes: {', '.join(self.nodes)})") from None
 
+    def router(self, name: str) -> Router:
+        try:
+            return self.routers[name]
+        except KeyError:
+            known = ", ".join(self.routers) or "none: the underlay is one switch"
+            raise KeyError(f"no router named {name!r} (routers: {known})") from None
+
     def pod(self, name: str) -> Pod:
         pod = self.pods.get(name)
         if pod is None or pod.deleted:
@@ -346,6 +383,7 @@ class LiveCluster:
             try:
                 load_ipsets(old, node.namespaces)
                 load_iptables(old, node.namespaces)
+                self._refresh_links(node.name)
                 remove_ipsets(old, new.ipsets, node.namespaces)
             except Exception as exc:  # keep undoing; say what could not be undone
                 self.problems.append(f"{node.name}: rules not restored after a failed change: {exc}")
@@ -362,9 +400,21 @@ class LiveCluster:
             load_ipsets(node_plan, node.namespaces)
         if node_plan.iptables != node.plan.iptables:
             load_iptables(node_plan, node.namespaces)
+            self._refresh_links(node.name)
         if node_plan.ipsets != node.plan.ipsets:
             remove_ipsets(node_plan, node.plan.ipsets, node.namespaces)
         node.plan = node_plan
+
+    def _refresh_links(self, node: str) -> None:
+        """A full iptables restore may take a link's drop rules with it (``emu.apply.impair``): put them back."""
+        if self.links is not None:
+            self.links.refresh(f"node:{node}")
+
+    def link(self, target: str, change: Change, show: bool = True) -> List[EndReport]:
+        """Impair (or restore) the underlay link ends ``target`` names, in place (``emu.apply.impair``)."""
+        if not self.running or self.links is None:
+            raise EmuError("the cluster is not running")
+        return self.links.change(target, change, show) if not change.empty else self.links.show(target)
 
     def _add_pod(self, pod_plan: PodPlan, env: Dict[str, str]) -> Pod:
         """Build one pod in the running cluster (pause, veth on cni0, containers); undone on failure."""

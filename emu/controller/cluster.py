@@ -19,11 +19,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from emu import registry
-from emu.apply.handles import Node, Pod, Service
+from emu.apply.handles import Node, Pod, Router, Service
+from emu.apply.impair import EndReport
 from emu.apply.live import LiveCluster, Progress
 from emu.apply.processes import sigterm_to_exit
 from emu.controller.placements import Placement, placements
 from emu.errors import EmuError
+from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
@@ -34,6 +36,18 @@ from emu.spec.model import ClusterSpec
 
 if TYPE_CHECKING:
     from emu.spec.yamlsrc import Document
+
+
+class LinkReport(list):  # type: ignore[type-arg]
+    """What ``Cluster.link`` did: the ends (``EndReport``) as the tools show them now, and notes on what Kubernetes
+    would show. ``str()`` gives the text the CLI prints."""
+
+    def __init__(self, ends: Sequence[EndReport], notes: Sequence[str] = ()) -> None:
+        super().__init__(ends)
+        self.notes = list(notes)
+
+    def __str__(self) -> str:
+        return "\n".join([end.text() for end in self] + [f"note: {n}" for n in self.notes])
 
 
 class Cluster:
@@ -140,6 +154,14 @@ class Cluster:
     def node(self, name: str) -> Node:
         return self.live.node(name)
 
+    @property
+    def routers(self) -> List[Router]:
+        """The routers of a routed underlay (none on the single switch)."""
+        return list(self.live.routers.values())
+
+    def router(self, name: str) -> Router:
+        return self.live.router(name)
+
     def pod(self, name: str) -> Pod:
         return self.live.pod(name)
 
@@ -175,6 +197,8 @@ class Cluster:
             return pod.ip
         if name in self.live.nodes:
             return self.live.nodes[name].ip
+        if name in self.live.routers:
+            return self.live.routers[name].ip
         for s in self.plan.services:
             if s.name == name:
                 return s.cluster_ip
@@ -251,6 +275,55 @@ class Cluster:
             spec, line = delete_object(self.spec, resolved, name, namespace)
             self._change(spec)
         return line
+
+    def link(
+        self,
+        target: str,
+        bw: Any = impair.UNCHANGED,
+        delay: Any = impair.UNCHANGED,
+        jitter: Any = impair.UNCHANGED,
+        loss: Any = impair.UNCHANGED,
+        up: Optional[bool] = None,
+        reset: bool = False,
+        show: bool = True,
+    ) -> LinkReport:
+        """Impair an underlay link while the cluster runs, in place (no rebuild); the ends as tc/ip show them.
+
+        target: ``NODE``, ``ROUTER`` or ``SEGMENT`` (all its link ends), or ``A:B`` (A's end of its link to B;
+            the single switch's segment is ``switch``). What an end is given shapes what it sends.
+        bw: Mbit/s (HTB); delay, jitter: like "5ms" (netem: refused without it, ImpairRefused); loss: percent
+            (netem, else random drop rules); None clears one; up: False pulls the link's cable, True plugs it
+            back; reset: back to the topology's shaping first; show: False skips reading the ends back from the
+            kernel (for a change timed to the millisecond: the report then says what was asked).
+        Raises ImpairError (bad input), ImpairRefused (this kernel cannot), EmuError (not running).
+        A node cut off keeps its pods and their Service endpoints: there is no control plane to notice (in
+        Kubernetes the node turns NotReady after about 40 s and its pods' endpoints are removed then).
+        """
+        return self.change_link(target, impair.change_of(bw, delay, jitter, loss, up, reset), show)
+
+    def change_link(self, target: str, change: impair.Change, show: bool = True) -> LinkReport:
+        """``link`` with the change already parsed (``emu.plan.impair.parse_change`` of the CLI's words); an empty
+        change only reports."""
+        reports = self.live.link(target, change, show)
+        return LinkReport(reports, self._cut_off_notes(reports))
+
+    def _cut_off_notes(self, reports: Sequence[EndReport]) -> List[str]:
+        """What Kubernetes would show for every node whose link is down (and what it would not, here)."""
+        notes = []
+        down = sorted({r.end.owner if r.end.kind == "node" else r.end.peer for r in reports if not r.impairment.up}
+                      & set(self.live.nodes))
+        for node in down:
+            pods = [p.name for p in self.pods if p.node == node and not p.plan.host_network]
+            services = sorted({s.name for s in self.plan.services for port in s.ports for e in port.endpoints
+                               if e.node == node})
+            note = f"node {node} is cut off: its pods ({', '.join(pods) or 'none'}) are unreachable from the others"
+            if services:
+                which = f"Service {services[0]} keeps its" if len(services) == 1 else \
+                    f"Services {', '.join(services)} keep their"
+                note += (f"; {which} endpoints on it (no control plane here: in Kubernetes the node would turn "
+                         "NotReady after about 40 s and those endpoints be removed)")
+            notes.append(note)
+        return notes
 
     def _change(self, spec: ClusterSpec) -> None:
         """Re-plan for ``spec`` and have the live cluster apply the difference; ``spec`` is kept once done."""

@@ -16,10 +16,11 @@ from emu import registry
 from emu.backends import BackendContext, Lease, pod_mtu
 from emu.plan import flannel, names
 from emu.plan.ipam import gateway, node_subnets
-from emu.plan.model import Device, Link, NodePlan, Plan, Route
+from emu.plan.model import Device, NodePlan, Plan, Route
 from emu.plan.pods import UNDERLAY_DEV, plan_pods
 from emu.plan.services import node_iptables, plan_services
-from emu.spec.model import Backend, ClusterSpec, Node
+from emu.plan.underlay import node_link, node_network, node_routes, plan_underlay
+from emu.spec.model import Backend, ClusterSpec
 
 BRIDGE = "cni0"
 
@@ -40,6 +41,9 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         Lease(node.name, node.ip, subnet, names.vtep_mac(spec.name, node.name))
         for node, subnet in zip(spec.nodes, subnets)
     )
+    networks = {node.name: node_network(spec, node) for node in spec.nodes}
+    # flannel derives the pod MTU from each node's own underlay device
+    mtu_of = {name: pod_mtu(net.backend.mtu, module.OVERHEAD, node_mtu) for name, (_, node_mtu) in networks.items()}
     ctx = BackendContext(
         options=net.backend.options,
         pod_mtu=mtu,
@@ -48,21 +52,25 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         underlay_dev=UNDERLAY_DEV,
         underlay_mtu=spec.underlay.mtu,
         leases=leases,
+        node_networks=tuple((name, cidr) for name, (cidr, _) in networks.items()) if spec.underlay.routed else (),
     )
     subnet_of: Dict[str, IPv4Network] = {lease.node: lease.subnet for lease in leases}
-    pods = plan_pods(spec, subnet_of, mtu)
+    pods = plan_pods(spec, subnet_of, mtu, mtu_of)
     services = plan_services(spec, pods)
     nodes: List[NodePlan] = []
     for index, (node, lease) in enumerate(zip(spec.nodes, leases)):
-        dataplane = module.plan_node(ctx, lease)
+        node_ctx = ctx
+        if mtu_of[node.name] != mtu:
+            node_ctx = replace(ctx, pod_mtu=mtu_of[node.name], underlay_mtu=networks[node.name][1])
+        dataplane = module.plan_node(node_ctx, lease)
         nodes.append(
             NodePlan(
                 name=node.name,
                 ip=str(node.ip),
-                link=_underlay_link(spec, node, index),
+                link=node_link(spec, node, index),
                 subnet=str(lease.subnet),
-                subnet_env=flannel.subnet_env(net.pod_cidr, lease.subnet, mtu),
-                devices=(_bridge(lease.subnet, mtu),) + dataplane.devices,
+                subnet_env=flannel.subnet_env(net.pod_cidr, lease.subnet, mtu_of[node.name]),
+                devices=(_bridge(lease.subnet, mtu_of[node.name]),) + dataplane.devices,
                 routes=dataplane.routes,
                 neighbours=dataplane.neighbours,
                 fdb=dataplane.fdb,
@@ -70,6 +78,9 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
                 iptables=node_iptables(services, net.pod_cidr, str(node.ip), lease.subnet),
                 udp=dataplane.udp,
                 service_routes=(Route(str(net.service_cidr), UNDERLAY_DEV),),
+                segment=node.segment,
+                underlay_routes=node_routes(spec, node),
+                failed_routes=dataplane.failed_routes,
             )
         )
     plan = Plan(
@@ -83,10 +94,11 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         underlay_cidr=str(spec.underlay.cidr),
         underlay_mtu=spec.underlay.mtu,
         pod_mtu=mtu,
-        switch=names.switch_name(spec.name),
+        switch="" if spec.underlay.routed else names.switch_name(spec.name),
         nodes=tuple(nodes),
         pods=tuple(pods),
         services=tuple(services),
+        underlay=plan_underlay(spec),
         spec=spec,
     )
     return with_addons(plan, spec)
@@ -116,19 +128,4 @@ def _bridge(subnet: IPv4Network, mtu: int) -> Device:
         mtu=mtu,
         mac=names.mac_from_ip(gateway(subnet)),
         addresses=(f"{gateway(subnet)}/{subnet.prefixlen}",),
-    )
-
-
-def _underlay_link(spec: ClusterSpec, node: Node, index: int) -> Link:
-    """The node's link to the underlay switch, with its shaping."""
-    return Link(
-        dev=UNDERLAY_DEV,
-        address=f"{node.ip}/{spec.underlay.cidr.prefixlen}",
-        mac=names.mac_from_ip(node.ip),
-        mtu=spec.underlay.mtu,
-        switch_port=names.switch_port(spec.name, index),
-        bw=node.link.bw,
-        delay=node.link.delay,
-        jitter=node.link.jitter,
-        loss=node.link.loss,
     )

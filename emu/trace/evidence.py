@@ -31,9 +31,9 @@ def runner(cluster: "Cluster", location: str, kind: str) -> Runner:
     if kind == "pod":
         pod = cluster.pod(location)
         return lambda argv: pod.exec(argv, timeout=15)
-    if kind == "node":
-        node = cluster.node(location)
-        return lambda argv: node.exec(argv, timeout=15)
+    if kind in ("node", "router"):
+        host = cluster.node(location) if kind == "node" else cluster.router(location)
+        return lambda argv: host.exec(argv, timeout=15)
     return lambda argv: commands.run(argv, timeout=15)
 
 

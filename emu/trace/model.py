@@ -33,6 +33,7 @@ STEPS = (
     "decap",  # vxlan decapsulation on the other node's flannel.<VNI>
     "tun-in",  # flanneld writes it into the other node's flannel0
     "deliver",  # it enters the destination pod's eth0
+    "router",  # a router of a routed underlay decides where the packet goes (emu.trace.routed)
     "drop",  # the plan says the packet ends here
     "policy",  # a feature's verdict in a node's filter FORWARD (NetworkPolicy: allowed, or dropped here)
 )

@@ -28,6 +28,7 @@ from emu import registry
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, ServicePlan
 from emu.plan.services import kube_services
 from emu.proxy import iptables as kubeproxy
+from emu.trace import routed
 from emu.trace.model import Hop, RouteChoice, ServiceChoice, TraceInputError
 from emu.trace.routing import RouteEntry, lookup, node_table, pod_table
 
@@ -270,6 +271,7 @@ class Walk:
             self.delivered = True
             return
         self.add(node.name, "node", "", "", "route", f"{where}: route {entry.text} matched", route=choice)
+        self.notes += [n for n in routed.refused_route_notes(node, self.dst_ip) if n not in self.notes]
         device = self.device(node, entry.dev)
         if entry.dev == "cni0":
             self.out_bridge(node, entry)
@@ -315,18 +317,25 @@ class Walk:
             self.src_ip = node.ip
         else:
             masq = ""
-        if entry.kind == "planned" and entry.via and IPv4Address(self.dst_ip) in pod_network:
+        backend_route = entry.kind == "planned" and entry.via and entry.network.prefixlen  # not a default route
+        if backend_route and IPv4Address(self.dst_ip) in pod_network:
             mode = registry.backend(self.plan.backend).DIRECT_ROUTES
             text = f"{mode}: forwarded to {next_hop} on {node.link.dev}, no encapsulation{masq}"
         else:
             text = f"leaves {node.name} by {node.link.dev} to {next_hop}{masq}"
-        self.underlay(node, next_hop, text, self.size, f"dst host {self.dst_ip}")
-        remote = self.node_by_ip.get(next_hop)
+        remote = self.underlay(node, next_hop, text, self.size, f"dst host {self.dst_ip}", ip_dst=self.dst_ip)
         if remote is not None:
             self.route_in_node(remote, iif=remote.link.dev)
 
-    def underlay(self, node: NodePlan, next_hop: str, text: str, size: int, capture: str) -> None:
-        """eth0 out of ``node``, the switch, eth0 into the node holding ``next_hop`` (or a drop)."""
+    def underlay(self, node: NodePlan, next_hop: str, text: str, size: int, capture: str,
+                 ip_dst: Optional[str] = None) -> Optional[NodePlan]:
+        """eth0 out of ``node``, the switch, eth0 into the node holding ``next_hop`` (or a drop); on a routed
+        underlay also the routers on the way to ``ip_dst`` (default ``next_hop``: an outer packet's destination),
+        ``emu.trace.routed``. Returns the node that receives it."""
+        if self.plan.underlay is not None:
+            entry = lookup(node_table(node), next_hop) if next_hop != ip_dst else None
+            first = next_hop if entry is None or entry.kind != "planned" else (entry.via or next_hop)
+            return routed.walk(self, node, first, ip_dst or next_hop, text, size, capture)
         remote = self.node_by_ip.get(next_hop)
         if remote is None:
             what = (f"{next_hop} is a Service's ClusterIP: no host holds it" if
@@ -334,7 +343,7 @@ class Walk:
             self.add(node.name, "node", node.link.dev, "", "underlay-out", f"{node.name} asks for {next_hop}'s MAC "
                      f"on {node.link.dev} (ARP)", mtu=node.link.mtu, size=size)
             self.drop(node.name, "node", f"{what}: the ARP request gets no answer, the packet is dropped")
-            return
+            return None
         self.add(node.name, "node", node.link.dev, "tx", "underlay-out", text, mtu=node.link.mtu, size=size,
                  capture=capture)
         self.add(self.plan.switch, "switch", remote.link.switch_port, "tx", "switch",
@@ -342,3 +351,4 @@ class Walk:
                  f"{remote.link.switch_port}", mtu=remote.link.mtu, size=size)
         self.add(remote.name, "node", remote.link.dev, "rx", "underlay-in",
                  f"enters {remote.name} by {remote.link.dev} ({remote.ip})", mtu=remote.link.mtu, size=size)
+        return remote
