@@ -191,7 +191,7 @@ def test_cross_node_exits_0_with_every_row(cross_node: Dict) -> None:
             gbit = values(rows, tool="iperf3-tcp", metric="throughput", **where)
             assert len(gbit) == 1 and 0 < gbit[0] < 1000, (where, gbit)
     # the summary table was printed: one line per placement x backend
-    assert "medians over runs" in result.stdout
+    assert "median [95 % confidence interval] over runs" in result.stdout
     assert sum(1 for line in result.stdout.splitlines() if line.split()[:1] == ["cross-node"]) == 3
 
 
@@ -471,8 +471,8 @@ def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> No
     table = summary_table(read_results(path)).splitlines()
     assert table[1].split() == ["placement", "dst", "size", "connections", "share", "%", "build_seconds", "s", "runs"]
     body = [line.split() for line in table[3:]]
-    assert ["before", "web-0", "2x2", "30.50", "-", "-", "2"] == body[0]  # median of 30 and 31
-    assert ["before", "web-1", "2x2", "70", "70.00", "-", "2"] == body[1]  # counts print as whole numbers
+    assert ["before", "web-0", "2x2", "30.5", "(30.0-31.0)", "-", "-", "2"] == body[0]  # median of 30 and 31
+    assert ["before", "web-1", "2x2", "70", "70", "-", "2"] == body[1]  # whole numbers print as such
     assert body[2][0] == "cluster" and body[2][-2:] == ["1.25", "2"]
 
 
