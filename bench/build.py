@@ -4,9 +4,11 @@ memory, against the raw cost of the same number of namespaces and veth pairs mad
     sudo python bench/build.py [--quick] [--sizes 2x2,10x10,20x25,50x20] [--repeats N] [--out bench/results]
 
 A size NxP is N nodes with P pods each: a generated topology (in a temporary directory) with one Deployment of
-N*P single-container ``sleep infinity`` pods, flannel vxlan. For each size and repeat, emu and the raw method take
-turns, each after the machine has settled (the kernel frees network namespaces in the background: the next run
-waits until the count of live ones, /proc/slabinfo's net_namespace, has stopped falling):
+N*P single-container ``sleep infinity`` pods, flannel vxlan. For each size and repeat (round), emu, the raw method
+and the raw method again (``raw-twin``, the A/A comparison: the machine's own noise floor) take turns, who goes
+first rotating (``emu.schedule.rotation``), each after the machine has settled (the kernel frees network
+namespaces in the background: the next run waits until the count of live ones, /proc/slabinfo's net_namespace,
+has stopped falling):
 
 - emu: ``emu.Cluster(spec).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
   so Python's imports are not counted; peak memory as the largest drop of MemAvailable (/proc/meminfo, sampled
@@ -15,8 +17,12 @@ waits until the count of live ones, /proc/slabinfo's net_namespace, has stopped 
   (a node uplink per node, a pod veth per pod), one per pod inside it (lo up, address, eth0 up, default route);
   down is one ``ip -batch`` of ``netns del``, and "settled" is when the kernel has really removed the uplinks.
 
-Printed: seconds and ms per pod, emu's ratio to raw, memory, and the targets (2x2: up < 1 s, down < 0.5 s;
-1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB). Every figure goes to ``bench/results/build-<UTC>.csv``
+Printed: medians over the rounds with their 95 % intervals (``emu.report.stats``: order statistics; 6 rounds,
+the default, are the fewest that give one), ms per pod, emu's ratio to raw and raw-twin's (A/A) paired by round,
+memory, and the targets (2x2: up < 1 s, down < 0.5 s; 1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB),
+each **met** (the whole interval on the good side), **missed** (the whole interval on the bad side) or
+**unresolved** (the interval straddles the target, or too few rounds). Every figure goes to
+``bench/results/build-<UTC>.csv``
 (bench, size, nodes, pods, impl, repeat, metric, value, unit). Raw names start with ``emubench-b``; they are
 removed on any exit, Ctrl-C included.
 """
@@ -27,7 +33,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,12 +40,14 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from common import exclusive, settle  # bench/common.py (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from emu.schedule import rotation  # noqa: E402
 
 SIZES = ((2, 2), (10, 10), (20, 25), (50, 20))
 RAW = "emubench-b"
@@ -230,7 +237,7 @@ class Bench:
         self.add(size, "emu", repeat, "rss_peak", vm_hwm() / MIB, "MiB")
         self.add(size, "emu", repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
 
-    def raw(self, size: Tuple[int, int], repeat: int) -> None:
+    def raw(self, size: Tuple[int, int], repeat: int, impl: str = "raw") -> None:
         nodes, per_node = size
         settle()
         with MemSampler() as memory:
@@ -239,48 +246,91 @@ class Bench:
             finally:
                 raw_down(nodes, nodes * per_node)
         pods = nodes * per_node
-        self.add(size, "raw", repeat, "up", times["up"], "s")
-        self.add(size, "raw", repeat, "down", times["down"], "s")
-        self.add(size, "raw", repeat, "down_settled", times["settled"], "s")
-        self.add(size, "raw", repeat, "up_per_pod", times["up"] / pods * 1000, "ms")
-        self.add(size, "raw", repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+        self.add(size, impl, repeat, "up", times["up"], "s")
+        self.add(size, impl, repeat, "down", times["down"], "s")
+        self.add(size, impl, repeat, "down_settled", times["settled"], "s")
+        self.add(size, impl, repeat, "up_per_pod", times["up"] / pods * 1000, "ms")
+        self.add(size, impl, repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+
+    def raw_twin(self, size: Tuple[int, int], repeat: int) -> None:
+        self.raw(size, repeat, "raw-twin")
+
+    def values(self, size: str, impl: str, metric: str) -> Dict[int, float]:
+        return {r.repeat: r.value for r in self.rows if (r.size, r.impl, r.metric) == (size, impl, metric)}
+
+    def interval(self, size: str, impl: str, metric: str) -> Any:
+        """The median over the rounds and its 95 % interval."""
+        from emu.report.stats import median_ci
+
+        return median_ci(self.values(size, impl, metric).values())
 
     def median(self, size: str, impl: str, metric: str) -> float:
-        values = [r.value for r in self.rows if (r.size, r.impl, r.metric) == (size, impl, metric)]
-        return statistics.median(values) if values else float("nan")
+        return self.interval(size, impl, metric).estimate
+
+    def ratio(self, size: str, impl: str, base: str, metric: str) -> Any:
+        """impl / base, paired by round."""
+        from emu.report.stats import ratio_ci
+
+        a, b = self.values(size, impl, metric), self.values(size, base, metric)
+        shared = sorted(set(a) & set(b))
+        return ratio_ci([a[r] for r in shared], [b[r] for r in shared], paired=True)
+
+
+def _ci(ci: Any, digits: int = 2) -> str:
+    if not ci.resolved:
+        return f"{ci.estimate:.{digits}f}"
+    return f"{ci.estimate:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
+
+
+def targets(bench: Bench, size: str, pods: int) -> List[str]:
+    """The verdicts of one size: met, missed or unresolved, each with the interval it was judged on."""
+    from emu.report.stats import verdict
+
+    checks = []
+    if size == "2x2":
+        checks.append(("up < 1 s", bench.interval(size, "emu", "up"), 1.0))
+        checks.append(("down < 0.5 s", bench.interval(size, "emu", "down"), 0.5))
+    if pods >= 1000:
+        checks.append(("up < 2x raw", bench.ratio(size, "emu", "raw", "up"), 2.0))
+        checks.append(("down < 5 s", bench.interval(size, "emu", "down"), 5.0))
+        checks.append(("memory < 1 GiB", bench.interval(size, "emu", "mem_available_drop"), 1024.0))
+    out = []
+    for what, ci, target in checks:
+        said = verdict(ci, target, "lower")
+        if not ci.resolved:
+            said += f" ({ci.n} round{'s' if ci.n != 1 else ''}: no interval)"
+        out.append(f"{what}: {said}")
+    return out
 
 
 def table(bench: Bench) -> str:
+    """Two tables: times (medians [95 % interval]) with emu's and the A/A twin's ratios to raw; memory and the
+    verdicts of the targets."""
     sizes: List[str] = []
     for r in bench.rows:
         if r.size not in sizes:
             sizes.append(r.size)
     lines = [
-        f"{'size':6s} {'pods':>5s} | {'emu up s':>8s} {'ms/pod':>7s} | {'raw up s':>8s} {'ms/pod':>7s} | {'up/raw':>6s}"
-        f" | {'emu down s':>10s} {'raw down s':>10s} {'(settled)':>9s} | {'mem MiB':>7s} {'raw MiB':>7s}"
-        f" {'emu RSS':>7s} | targets"
+        f"{'size':6s} {'pods':>5s} | {'emu up s [95 % CI]':>22s} {'ms/pod':>6s} | {'raw up s':>8s} {'ms/pod':>6s} | "
+        f"{'emu / raw [95 % CI]':>20s} | {'A/A twin / raw':>20s} | {'emu down s [95 % CI]':>22s} | "
+        f"{'raw down (settled)':>18s}"
     ]
     for size in sizes:
-        pods = next(r.pods for r in bench.rows if r.size == size)
-        m = {
-            (impl, metric): bench.median(size, impl, metric)
-            for impl in ("emu", "raw")
-            for metric in ("up", "down", "down_settled", "up_per_pod", "mem_available_drop", "rss_peak")
-        }
-        ratio = m["emu", "up"] / m["raw", "up"]
-        notes = []
-        if size == "2x2":
-            notes.append(f"up<1s {'met' if m['emu', 'up'] < 1 else 'MISSED'}")
-            notes.append(f"down<0.5s {'met' if m['emu', 'down'] < 0.5 else 'MISSED'}")
-        if pods >= 1000:
-            notes.append(f"up<2x raw {'met' if ratio < 2 else 'MISSED'}")
-            notes.append(f"down<5s {'met' if m['emu', 'down'] < 5 else 'MISSED'}")
-            notes.append(f"mem<1GiB {'met' if m['emu', 'mem_available_drop'] < 1024 else 'MISSED'}")
+        emu_up = bench.interval(size, "emu", "up")
         lines.append(
-            f"{size:6s} {pods:5d} | {m['emu', 'up']:8.2f} {m['emu', 'up_per_pod']:7.2f} | {m['raw', 'up']:8.2f}"
-            f" {m['raw', 'up_per_pod']:7.2f} | {ratio:6.2f} | {m['emu', 'down']:10.2f} {m['raw', 'down']:10.2f}"
-            f" {m['raw', 'down_settled']:9.2f} | {m['emu', 'mem_available_drop']:7.0f} {m['raw', 'mem_available_drop']:7.0f}"
-            f" {m['emu', 'rss_peak']:7.0f} | {', '.join(notes)}"
+            f"{size:6s} {next(r.pods for r in bench.rows if r.size == size):5d} | {_ci(emu_up):>22s} "
+            f"{bench.median(size, 'emu', 'up_per_pod'):6.2f} | {bench.median(size, 'raw', 'up'):8.2f} "
+            f"{bench.median(size, 'raw', 'up_per_pod'):6.2f} | {_ci(bench.ratio(size, 'emu', 'raw', 'up')):>20s} | "
+            f"{_ci(bench.ratio(size, 'raw-twin', 'raw', 'up')):>20s} | {_ci(bench.interval(size, 'emu', 'down')):>22s} | "
+            f"{bench.median(size, 'raw', 'down'):8.2f} ({bench.median(size, 'raw', 'down_settled'):.2f})"
+        )
+    lines += ["", f"{'size':6s} | {'memory MiB emu':>16s} {'raw':>5s} {'emu RSS':>8s} | targets"]
+    for size in sizes:
+        pods = next(r.pods for r in bench.rows if r.size == size)
+        lines.append(
+            f"{size:6s} | {bench.median(size, 'emu', 'mem_available_drop'):16.0f} "
+            f"{bench.median(size, 'raw', 'mem_available_drop'):5.0f} {bench.median(size, 'emu', 'rss_peak'):8.0f} | "
+            + ("; ".join(targets(bench, size, pods)) or "-")
         )
     return "\n".join(lines)
 
@@ -307,7 +357,9 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repeat per size")
-    parser.add_argument("--repeats", type=int, default=3, help="builds per size and method (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=6, help="rounds per size: 6 or more give 95 %% intervals (default 6)"
+    )
     parser.add_argument("--sizes", default=",".join(f"{n}x{p}" for n, p in SIZES), help="NODESxPODS_PER_NODE,...")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
     args = parser.parse_args()
@@ -328,7 +380,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(
         f"build: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {mem_available() / MIB:.0f} MiB available; "
-        f"{repeats} repeat(s) per size, emu and raw alternating",
+        f"{repeats} round(s) per size, emu, raw and raw-twin taking turns",
         flush=True,
     )
     status = 0
@@ -341,15 +393,16 @@ def main() -> int:
                 steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [
                     ("emu", bench.emu),
                     ("raw", bench.raw),
+                    ("raw-twin", bench.raw_twin),
                 ]
-                for impl, step in steps if repeat % 2 == 0 else steps[::-1]:
+                for impl, step in rotation(steps, repeat):
                     step(size, repeat)
                     label = f"{size[0]}x{size[1]}"
                     last = {
                         r.metric: r.value for r in bench.rows if (r.size, r.impl, r.repeat) == (label, impl, repeat)
                     }
                     print(
-                        f"  {label:6s} {impl:4s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
+                        f"  {label:6s} {impl:8s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
                         f"memory {last['mem_available_drop']:5.0f} MiB",
                         flush=True,
                     )
