@@ -10,7 +10,7 @@ first rotating (``emu.schedule.rotation``), each after the machine has settled (
 namespaces in the background: the next run waits until the count of live ones, /proc/slabinfo's net_namespace,
 has stopped falling):
 
-- emu: ``emu.Cluster(spec).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
+- emu: ``emu.Cluster(build_plan(spec)).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
   so Python's imports are not counted; peak memory as the largest drop of MemAvailable (/proc/meminfo, sampled
   every 20 ms) and the peak RSS of this process (VmHWM, reset before each build).
 - raw, as LIMITS.md measures it: one ``ip -batch`` for all namespaces (nodes and pods), one for all veth pairs
@@ -208,7 +208,8 @@ class Bench:
         self.rows.append(Row(f"{nodes}x{per_node}", nodes, nodes * per_node, impl, repeat, metric, value, unit))
 
     def emu(self, size: Tuple[int, int], repeat: int) -> None:
-        from emu.apply.cluster import Cluster
+        from emu.controller import Cluster
+        from emu.plan.build import build_plan
         from emu.spec.load import load
 
         nodes, per_node = size
@@ -219,7 +220,7 @@ class Bench:
         settle()
         reset_hwm()
         rss_before = vm_hwm()
-        cluster = Cluster(spec)
+        cluster = Cluster(build_plan(spec))
         with MemSampler() as memory:
             started = time.monotonic()
             try:

@@ -23,6 +23,7 @@ impatient second Ctrl-C leaves nothing behind.
 experiment can share a machine (each cluster's root-namespace objects carry a tag derived from its name).
 """
 
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
@@ -37,10 +38,21 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import emu
+from emu import registry
+from emu.controller import Cluster
 from emu.errors import EmuError, InputError
+from emu.measure import machine
+from emu.plan.build import build_plan
+from emu.plan.model import Plan
+from emu.report.plots import plot_results
+from emu.report.results import Results, ResultWriter, read_results
+from emu.report.summary import summary_table, unconverged
+from emu.schedule import rotation, stopping_for
+from emu.spec.load import load
+from emu.spec.model import ClusterSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = ("backend",)
@@ -84,7 +96,7 @@ def load_experiment(path: str) -> ModuleType:
         problems.append("it has no TOPOLOGY (the path of a topology file)")
     vary = getattr(module, "VARY", {})
     if not isinstance(vary, dict) or not all(isinstance(v, (list, tuple)) and v for v in vary.values()):
-        problems.append('VARY must map names to non-empty lists, e.g. {"backend": ["vxlan", "udp"]}')
+        problems.append(f"VARY must map names to non-empty lists, e.g. {{'backend': {list(registry.BACKENDS)[:2]}}}")
     repeat = getattr(module, "REPEAT", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         problems.append("REPEAT must be a positive integer")
@@ -194,10 +206,8 @@ def _where(exc: BaseException, experiment_file: Path, shown: Optional[str] = Non
     return f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
 
 
-def _prepared(prepare: Any, spec: Any, variant: Dict[str, Any], path: str) -> Any:
+def _prepared(prepare: Any, spec: ClusterSpec, variant: Dict[str, Any], path: str) -> ClusterSpec:
     """``prepare(spec, variant)``, checked: an error in it, or something else than a spec back, is bad input."""
-    from emu.spec.model import ClusterSpec
-
     if prepare is None:
         return spec
     try:
@@ -221,17 +231,7 @@ def run_experiment(
     precision: Optional[float] = None,
     budget: Optional[float] = None,
 ) -> int:
-    from dataclasses import replace
-
-    from emu.measure import machine
-    from emu.plan.build import build_plan
-    from emu.report.results import Results, ResultWriter, read_results, summary_table
-    from emu.report.summary import unconverged
-    from emu.schedule import rotation, stopping_for
-    from emu.spec.load import load
-
     module = load_experiment(path)
-    from emu.apply.cluster import Cluster  # after the experiment: a bad file is reported without the apply layer
     experiment_file = Path(path).resolve()
     topo = topology_path(module, path)
     spec, warnings = load([str(topo)])
@@ -239,7 +239,7 @@ def run_experiment(
         print(warning, file=sys.stderr)
     suffix = os.environ.get("EMU_CLUSTER_SUFFIX", "")
     if suffix:
-        spec = replace(spec, name=spec.name + suffix)
+        spec = dataclasses.replace(spec, name=spec.name + suffix)
     prepare = getattr(module, "prepare", None)
     runs = variants(module, backend)
     stopping = stopping_for(
@@ -253,12 +253,12 @@ def run_experiment(
     )
     if timeout is not None and timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
-    # Every variant's plan is computed before anything runs: a bad variant is bad input, found at once.
-    plans, specs = {}, {}
+    # Every variant's plan is made once, before anything runs: a bad variant is bad input, found at once; the
+    # same Plan is recorded in metadata.json and built, freshly for each of the variant's turns.
+    plans: Dict[str, Plan] = {}
     for variant in runs:
         vspec = _prepared(prepare, spec, variant, path)
-        specs[_label(variant)] = vspec
-        plans[_label(variant)] = build_plan(vspec, variant.get("backend")).to_dict()
+        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"))
 
     name = Path(path).stem
     variant_keys = list(runs[0].keys())
@@ -300,7 +300,7 @@ def run_experiment(
         "tools": _tool_versions(),
         "start": datetime.now(timezone.utc).isoformat(),
         "status": "running",
-        "plans": plans,
+        "plans": {label: plan.to_dict() for label, plan in plans.items()},
     }
     meta_path = directory / "metadata.json"
 
@@ -310,27 +310,13 @@ def run_experiment(
         os.replace(tmp, meta_path)
 
     status, error = "complete", None
-    turns: List[Dict[str, Any]] = []
-    metadata["turns"] = turns
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
     previous_alarm = signal.signal(signal.SIGALRM, _raise_timeout) if timeout else None
     try:
         write_metadata()
         print(f"emu run {name}: {len(runs)} variant(s), {_how_many(stopping)} -> {directory}", file=sys.stderr)
-        stopping.start()
-        done = 0
-        while stopping.another(done, lambda: not unconverged(results.rows, stopping.precision)):
-            began = time.monotonic()
-            for position, variant in enumerate(rotation(runs, done), 1):
-                progress.begin(done, position, variant)
-                turn = Turn(specs[_label(variant)], variant, done)
-                turns.append(turn.record)
-                turn.run(Cluster, module, results, progress, timeout, metadata)
-            stopping.finished_round(time.monotonic() - began)
-            done += 1
-            metadata["repeat"] = done
-            write_metadata()
-        metadata["stopped"] = stopping.reason
+        _run_rounds(stopping, [(v, plans[_label(v)]) for v in runs], module, results, progress, timeout, metadata,
+                    write_metadata)
     except KeyboardInterrupt:
         status, error = "partial", "interrupted"
     except (SystemExit, Terminated) as exc:  # SIGTERM (a live cluster turns it into SystemExit(143))
@@ -357,12 +343,7 @@ def run_experiment(
         if error:
             metadata["error"] = error
         metadata["rows"] = writer.rows_written
-        usages = [t.get("cpu") for t in turns]
-        metadata["cpu_usage"] = machine.summarize([machine.Usage(**u) for u in usages if u])
-        metadata["loadavg_end"] = machine.describe().get("loadavg")
-        busy = machine.busy_warning([machine.Usage(**u) for u in usages if u])
-        if busy:
-            metadata["busy_warning"] = busy
+        busy = _record_machine(metadata)
         write_metadata()
 
     rows = read_results(csv_path)
@@ -370,8 +351,6 @@ def run_experiment(
         notes = [f"stopped: {stopping.reason}"] if stopping.reason else []
         print(summary_table(rows, stopping.precision, notes + ([busy] if busy else [])))
         try:
-            from emu.report.plots import plot_results
-
             plot_results(csv_path, directory, experiment=module)
         except Exception as exc:  # plots are a convenience: the CSV is the result
             where = _where(exc, experiment_file, path)
@@ -381,6 +360,47 @@ def run_experiment(
         print(f"emu run: PARTIAL run: {error}; the rows measured so far are in {csv_path}", file=sys.stderr)
         return {"interrupted": 130, "terminated": 143}.get(error or "", 1)
     return 0
+
+
+def _run_rounds(
+    stopping: Any,
+    runs: List[Tuple[Dict[str, Any], Plan]],
+    module: ModuleType,
+    results: Results,
+    progress: Progress,
+    timeout: Optional[float],
+    metadata: Dict[str, Any],
+    write_metadata: Callable[[], None],
+) -> None:
+    """Rounds of turns, the variants rotated each round, until ``stopping`` says enough (converged, the rounds
+    asked for, or the budget); metadata.json's ``turns``, ``repeat`` and ``stopped`` say what ran."""
+    turns: List[Dict[str, Any]] = metadata.setdefault("turns", [])
+    stopping.start()
+    done = 0
+    while stopping.another(done, lambda: not unconverged(results.rows, stopping.precision)):
+        began = time.monotonic()
+        for position, (variant, plan) in enumerate(rotation(runs, done), 1):
+            progress.begin(done, position, variant)
+            turn = Turn(plan, variant, done)
+            turns.append(turn.record)
+            turn.run(Cluster, module, results, progress, timeout, metadata)
+        stopping.finished_round(time.monotonic() - began)
+        done += 1
+        metadata["repeat"] = done
+        write_metadata()
+    metadata["stopped"] = stopping.reason
+
+
+def _record_machine(metadata: Dict[str, Any]) -> Optional[str]:
+    """The machine's use over the run into metadata (``cpu_usage``, ``loadavg_end``, ``busy_warning``); returns
+    the busy warning, if any."""
+    usages = [machine.Usage(**t["cpu"]) for t in metadata.get("turns", []) if t.get("cpu")]
+    metadata["cpu_usage"] = machine.summarize(usages)
+    metadata["loadavg_end"] = machine.describe().get("loadavg")
+    busy = machine.busy_warning(usages)
+    if busy:
+        metadata["busy_warning"] = busy
+    return busy
 
 
 def _how_many(stopping: Any) -> str:
@@ -399,8 +419,8 @@ class Turn:
     machine's CPUs were used meanwhile (``emu.measure.machine``: ours, other processes', stolen).
     """
 
-    def __init__(self, spec: Any, variant: Dict[str, Any], round_index: int) -> None:
-        self.spec = spec
+    def __init__(self, plan: Plan, variant: Dict[str, Any], round_index: int) -> None:
+        self.plan = plan
         self.variant = variant
         self.round_index = round_index
         self.record: Dict[str, Any] = {"round": round_index, "variant": _label(variant)}
@@ -416,14 +436,12 @@ class Turn:
     ) -> None:
         """The ``--timeout`` alarm covers the build and the run, never the teardown (which the cluster itself
         shields from Ctrl-C and SIGTERM: they are acted on once it is done)."""
-        from emu.measure import machine
-
         before, started = machine.snapshot(), time.monotonic()
         progress("building the cluster")
         try:
             if timeout:
                 signal.setitimer(signal.ITIMER_REAL, timeout)
-            with cluster_class(self.spec, backend=self.variant.get("backend")) as cluster:
+            with cluster_class(self.plan) as cluster:
                 try:
                     cluster.variant = dict(self.variant)
                     results.set_context({k: str(v) for k, v in self.variant.items()}, self.round_index)
@@ -452,10 +470,3 @@ def _raise_terminated(signum, frame) -> None:  # type: ignore[no-untyped-def]
 
 def _raise_timeout(signum, frame) -> None:  # type: ignore[no-untyped-def]
     raise VariantTimeout()
-
-
-def main(experiment_file: str, argv: Optional[Sequence[str]] = None) -> int:
-    """``sudo python experiments/x.py [--backend B] [--repeat N] [--quick]``: the same as ``emu run``."""
-    from emu.cli import main as cli_main
-
-    return cli_main(["run", experiment_file] + list(argv if argv is not None else sys.argv[1:]))

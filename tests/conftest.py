@@ -101,18 +101,27 @@ test_cluster_name.__test__ = False  # type: ignore[attr-defined]  # not a test, 
 
 def load_spec(topology: str, backend: str, name: Optional[str] = None):  # type: ignore[no-untyped-def]
     """The topology's spec on ``backend``, renamed to a name of this test run's own."""
+    from emu.plan.build import with_backend
     from emu.spec.load import load
 
     spec, _warnings = load([str(TOPOLOGIES / topology)])
-    spec = spec.with_backend(backend)
+    if backend != spec.network.backend.type:
+        spec = with_backend(spec, backend)
     return dataclasses.replace(spec, name=name or test_cluster_name(spec.name, backend))
+
+
+def load_plan(topology: str, backend: str, name: Optional[str] = None):  # type: ignore[no-untyped-def]
+    """The plan of ``topology`` on ``backend`` under a name of this test run's own (see load_spec)."""
+    from emu.plan.build import build_plan
+
+    return build_plan(load_spec(topology, backend, name))
 
 
 def make_cluster(topology: str, backend: str):  # type: ignore[no-untyped-def]
     """An unstarted emu.Cluster of ``topology`` on ``backend`` under a unique name."""
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
-    return Cluster(load_spec(topology, backend), backend=backend)
+    return Cluster(load_plan(topology, backend))
 
 
 def cluster_fixture(topologies: Union[str, Sequence[str]], backends: Iterable = tuple(BACKENDS)) -> Callable:

@@ -458,7 +458,8 @@ def test_scale_quick(tmp_path: Path) -> None:
 
 
 def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> None:
-    from emu.report.results import Results, read_results, summary_table
+    from emu.report.results import Results, read_results
+    from emu.report.summary import summary_table
 
     path = tmp_path / "results.csv"
     with Results.open(path, "service_lb", ["size"]) as results:

@@ -25,8 +25,8 @@ from emu.report.results import (
     ResultWriter,
     columns,
     read_results,
-    summary_table,
 )
+from emu.report.summary import summary_table
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

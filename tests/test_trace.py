@@ -135,7 +135,7 @@ def test_pod_to_service_follows_each_endpoint(backend: str) -> None:
 
 
 def _kube(plan):  # type: ignore[no-untyped-def]
-    from emu.plan.build import kube_services
+    from emu.plan.services import kube_services
 
     return kube_services(plan.services)[0]
 

@@ -5,20 +5,21 @@ This package owns *what a measurement endpoint is* and how a measurement fails:
 - ``Endpoint``: the duck type every measurement takes as source and destination (a pod, a container, a node,
   a Service, or a hand-made network namespace in a test). It has ``name``, ``ip``, ``node``, ``exec()`` and
   ``popen()``; nothing else is assumed.
-- ``ExecResult``: what ``Endpoint.exec`` returns (stdout, stderr, exit status). The apply layer uses it too.
+- ``ExecResult`` (from ``emu.types``, shared with the apply layer): what ``Endpoint.exec`` returns.
 - ``MeasurementError``: a measurement could not be made (tool missing, peer unreachable, iperf3 error, timeout).
   It carries the tool's own message.
 
 The tools live in their own modules, each with a pure parser tested on real captured output:
 ``emu.measure.ping`` (``ping()``, ``parse_ping()``) and ``emu.measure.iperf`` (``iperf3()``,
-``parse_iperf3_json()``). This layer imports nothing from the rest of emu: only the standard library.
+``parse_iperf3_json()``). This layer imports nothing from the rest of emu but the shared ``emu.types``.
 """
 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 from typing import List, Optional
+
+from emu.types import ExecResult
 
 try:  # Python 3.8 has typing.Protocol; runtime_checkable lets isinstance() check the shape.
     from typing import Protocol, runtime_checkable
@@ -37,20 +38,6 @@ TIMEOUT_STATUS = 124
 
 class MeasurementError(RuntimeError):
     """A measurement could not be made; the message names the endpoints and quotes the tool's own error."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """The outcome of a command run to completion inside an endpoint's network namespace."""
-
-    stdout: str
-    stderr: str
-    returncode: int
-
-    @property
-    def ok(self) -> bool:
-        """True when the command exited 0."""
-        return self.returncode == 0
 
 
 @runtime_checkable

@@ -38,14 +38,14 @@ kube-proxy passes to iptables-restore, so a plan can be compared line for line w
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from emu.features import KernelNeed, Tool
 from emu.plan.iptables import Chain, Table, save_quote
+from emu.proxy.services import Endpoint, Service, ServicePort, hash16, service_port_name
 
 __all__ = [
     "Endpoint",
@@ -62,6 +62,10 @@ __all__ = [
     "MASQUERADE_BIT",
     "LARGE_CLUSTER_ENDPOINTS",
 ]
+
+NAME = "iptables"
+KERNEL_NEEDS: Tuple[KernelNeed, ...] = ()
+TOOLS = (Tool("iptables-restore", "iptables"), Tool("iptables-save", "iptables"))
 
 #: kube-proxy's default --masquerade-bit: the SNAT mark is 1 << 14 = 0x4000.
 MASQUERADE_BIT = 14
@@ -85,95 +89,20 @@ AFFINITIES = ("None", "ClientIP")
 _RECENT_TAIL = "--mask 255.255.255.255 --rsource"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One ready endpoint of a service port.
-
-    pod: the pod's name (informational).
-    ip: the pod's IPv4 address.
-    port: the resolved target port on the pod.
-    node: the node the pod runs on (informational; Cluster traffic policy ignores it).
-    """
-
-    pod: str
-    ip: str
-    port: int
-    node: str
-
-    @property
-    def address(self) -> str:
-        """``ip:port``, kube-proxy's endpoint string (the DNAT target)."""
-        return f"{self.ip}:{self.port}"
-
-
-@dataclass(frozen=True)
-class ServicePort:
-    """One port of a Service, with its endpoints.
-
-    name: the port's name ("" for a single unnamed port, as Kubernetes allows).
-    protocol: "TCP" or "UDP".
-    port: the Service port on the clusterIP.
-    target: the targetPort as written (a number as a string, or a named port); informational, endpoints
-        carry the resolved port.
-    node_port: the allocated nodePort (NodePort services only).
-    endpoints: the ready endpoints, in any order (kube-proxy sorts them by ``ip:port`` string).
-    """
-
-    name: str
-    protocol: str
-    port: int
-    target: str
-    node_port: Optional[int] = None
-    endpoints: Tuple[Endpoint, ...] = ()
-
-
-@dataclass(frozen=True)
-class Service:
-    """A Service as kube-proxy sees it.
-
-    namespace, name: the Service's namespace and name.
-    type: "ClusterIP" or "NodePort".
-    cluster_ip: the virtual IP; "None" or "" (headless) makes kube-proxy ignore the Service.
-    ports: the Service's ports.
-    session_affinity: "None" or "ClientIP".
-    affinity_timeout: sessionAffinityConfig.clientIP.timeoutSeconds (ClientIP only).
-    """
-
-    namespace: str
-    name: str
-    type: str
-    cluster_ip: str
-    ports: Tuple[ServicePort, ...]
-    session_affinity: str = "None"
-    affinity_timeout: int = 10800
-
-
-# ---------------------------------------------------------------------------------------------- names
-
-
-def service_port_name(namespace: str, name: str, port_name: str) -> str:
-    """kube-proxy's ServicePortName string: ``ns/name:port``, or ``ns/name`` for an unnamed port."""
-    return f"{namespace}/{name}" + (f":{port_name}" if port_name else "")
-
-
-def _hash16(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
-
-
 def service_port_chain(namespace: str, name: str, port_name: str, protocol: str) -> str:
     """The ``KUBE-SVC-<hash>`` chain of a service port (proxier.go ``servicePortPolicyClusterChain``)."""
-    return "KUBE-SVC-" + _hash16(service_port_name(namespace, name, port_name) + protocol.lower())
+    return "KUBE-SVC-" + hash16(service_port_name(namespace, name, port_name) + protocol.lower())
 
 
 def external_chain(namespace: str, name: str, port_name: str, protocol: str) -> str:
     """The ``KUBE-EXT-<hash>`` chain of a service port (same hash as its KUBE-SVC chain)."""
-    return "KUBE-EXT-" + _hash16(service_port_name(namespace, name, port_name) + protocol.lower())
+    return "KUBE-EXT-" + hash16(service_port_name(namespace, name, port_name) + protocol.lower())
 
 
 def endpoint_chain(namespace: str, name: str, port_name: str, protocol: str, endpoint_ip_port: str) -> str:
     """The ``KUBE-SEP-<hash>`` chain of one endpoint (``ip:port``) of a service port."""
     text = service_port_name(namespace, name, port_name) + protocol.lower() + endpoint_ip_port
-    return "KUBE-SEP-" + _hash16(text)
+    return "KUBE-SEP-" + hash16(text)
 
 
 # --------------------------------------------------------------------------------------- probabilities
@@ -199,6 +128,11 @@ def probabilities(n: int) -> List[Optional[str]]:
     if n < 0:
         raise ValueError(f"number of endpoints must be >= 0, not {n}")
     return [_probability(n - i) for i in range(n - 1)] + ([None] if n else [])
+
+
+def node_tables(services: Sequence[Service], cluster_cidr: str, node_ip: str) -> Dict[str, Table]:
+    """The proxy mode's rules in a node (the contract of ``emu.features``): kube-proxy's defaults."""
+    return kube_proxy_tables(services, cluster_cidr, node_ip)
 
 
 def required_sysctls(localhost_nodeports: bool = True) -> Dict[str, str]:

@@ -200,6 +200,47 @@ def _subtitle(spec: FigureSpec, runs: int, fewest: int) -> str:
             f"or the range where fewer than {MIN_VALUES} runs")
 
 
+def _bar(
+    ax: Any,
+    spec: FigureSpec,
+    x: float,
+    width: float,
+    raw: Sequence[float],
+    single: Tuple[float, float],
+    look: Tuple[str, str],
+    rotate: bool,
+) -> float:
+    """One variant's bar at one placement: the median of its runs, a whisker over the 95 % interval (the runs'
+    range with fewer than MIN_VALUES, ``single`` (min, p99) of one latency run), a dot per run, the median
+    written above. Returns the highest point drawn."""
+    finite = [v for v in raw if not math.isnan(v)]
+    if not finite:
+        ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.2")
+        return 0.0
+    interval = median_ci(finite)
+    centre = interval.estimate
+    if len(finite) >= MIN_VALUES:
+        lo, hi = interval.low, interval.high
+    elif len(finite) > 1:
+        lo, hi = min(finite), max(finite)
+    else:
+        lo, hi = single if spec.kind == "latency" else (math.nan, math.nan)
+    ax.bar(x, centre, width * 0.9, color=look[0], hatch=look[1], edgecolor="black", linewidth=0.8, zorder=2)
+    label_y = centre
+    if not (math.isnan(lo) or math.isnan(hi)):
+        ax.errorbar(x, centre, yerr=[[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]], fmt="none", ecolor="black",
+                    elinewidth=0.9, capsize=2.5, zorder=3)
+        label_y = max(centre, hi)
+    if len(finite) > 1:
+        offsets = [((k % 5) - 2) * width * 0.08 for k in range(len(finite))]
+        ax.plot([x + o for o in offsets], finite, linestyle="none", marker="o", markersize=2.4,
+                markerfacecolor="white", markeredgecolor="0.25", markeredgewidth=0.6, zorder=4)
+        label_y = max(label_y, max(finite))
+    ax.annotate(_value_text(centre), (x, label_y), xytext=(0, 3), textcoords="offset points", ha="center",
+                va="bottom", fontsize=6.5, rotation=90 if rotate else 0)
+    return label_y
+
+
 def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -> Any:
     """Draw one figure and return it (a matplotlib Figure on an Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -223,63 +264,9 @@ def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -
         for i, placement in enumerate(data.placements):
             x = i + (j - (n_vars - 1) / 2.0) * width
             raw = data.values.get((placement, variant))
-            if raw is None:
-                continue
-            finite = [v for v in raw if not math.isnan(v)]
-            if not finite:
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.2")
-                continue
-            interval = median_ci(finite)
-            centre = interval.estimate
-            if len(finite) >= MIN_VALUES:
-                lo, hi = interval.low, interval.high
-            elif len(finite) > 1:
-                lo, hi = min(finite), max(finite)
-            elif spec.kind == "latency":
-                lo = data.low.get((placement, variant), math.nan)
-                hi = data.high.get((placement, variant), math.nan)
-            else:
-                lo = hi = math.nan
-            ax.bar(x, centre, width * 0.9, color=fill, hatch=hatch, edgecolor="black", linewidth=0.8, zorder=2)
-            label_y = centre
-            if not (math.isnan(lo) or math.isnan(hi)):
-                ax.errorbar(
-                    x,
-                    centre,
-                    yerr=[[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]],
-                    fmt="none",
-                    ecolor="black",
-                    elinewidth=0.9,
-                    capsize=2.5,
-                    zorder=3,
-                )
-                label_y = max(centre, hi)
-                top = max(top, hi)
-            if len(finite) > 1:
-                offsets = [((k % 5) - 2) * width * 0.08 for k in range(len(finite))]
-                ax.plot(
-                    [x + o for o in offsets],
-                    finite,
-                    linestyle="none",
-                    marker="o",
-                    markersize=2.4,
-                    markerfacecolor="white",
-                    markeredgecolor="0.25",
-                    markeredgewidth=0.6,
-                    zorder=4,
-                )
-                label_y = max(label_y, max(finite))
-            top = max(top, max(finite), centre)
-            ax.annotate(
-                _value_text(centre),
-                (x, label_y),
-                xytext=(0, 3),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=6.5,
-                rotation=90 if n_vars > 2 else 0,
-            )
+            if raw is not None:
+                whiskers = (data.low.get((placement, variant), math.nan), data.high.get((placement, variant), math.nan))
+                top = max(top, _bar(ax, spec, x, width, raw, whiskers, (fill, hatch), rotate=n_vars > 2))
     ax.set_xticks(list(range(n_places)))
     ax.set_xticklabels(data.placements)
     ax.set_xlim(-0.6, n_places - 0.4)

@@ -12,8 +12,8 @@ any variant dimensions, writes the same kind of file and one plotting code reads
   that is interrupted (Ctrl-C, an exception, a timeout) keeps every row measured before.
 - ``Results`` is what an experiment's ``run(cluster, results)`` receives: the runner sets the current variant
   and repeat with ``set_context``; the experiment calls ``add``, ``add_ping``, ``add_iperf3`` or ``add_rr``.
-- ``read_results`` reads a CSV back as dicts of strings; ``summary_table`` (``emu.report.summary``) prints the
-  medians per placement and variant with their 95 % confidence intervals at the end of a run.
+- ``read_results`` reads a CSV back as dicts of strings; ``emu.report.summary.summary_table`` prints the medians
+  per placement and variant with their 95 % confidence intervals at the end of a run.
 
 Units: latencies in ms, throughput in Gbit/s (10^9 bit/s), loss and CPU in %, counts as ``count``. A value
 that could not be measured (all pings lost) is written as ``nan``. Only the standard library is used here.
@@ -37,7 +37,6 @@ __all__ = [
     "columns",
     "order_placements",
     "read_results",
-    "summary_table",
     "variant_keys_of",
 ]
 
@@ -199,7 +198,7 @@ class Results:
 
     The runner creates it around a ResultWriter and calls ``set_context(variant, repeat)`` before each run;
     the experiment calls ``add`` for a single figure, or ``add_ping`` / ``add_iperf3`` / ``add_rr`` for a
-    whole measurement. ``rows`` keeps every row written, as strings, for ``summary_table``.
+    whole measurement. ``rows`` keeps every row written, as strings, for the summary and the convergence check.
     """
 
     def __init__(self, writer: ResultWriter) -> None:
@@ -378,10 +377,3 @@ def finite_median(values: Iterable[float]) -> float:
     """The median of the values that are not NaN; NaN when there are none."""
     kept = [v for v in values if not math.isnan(v)]
     return statistics.median(kept) if kept else math.nan
-
-
-def summary_table(rows: Sequence[Mapping[str, str]], precision: Any = None, notes: Sequence[str] = ()) -> str:
-    """The end-of-run summary (medians with 95 % intervals, rankings): see ``emu.report.summary``."""
-    from emu.report.summary import summary_table as table
-
-    return table(rows, precision, notes)

@@ -44,9 +44,8 @@ def run_trace(
     spec, warnings = load([file])
     for warning in warnings:
         print(str(warning), file=sys.stderr)
-    if backend is not None:
-        spec = spec.with_backend(backend)
-    prediction = predict(build_plan(spec), src, dst, port, proto, size=size)  # bad questions fail before a build
+    plan = build_plan(spec, backend=backend)  # the run's one plan: predicted from, built, verified against
+    prediction = predict(plan, src, dst, port, proto, size=size)  # bad questions fail before a build
     if predict_only:
         text = json.dumps(prediction.to_dict(), indent=2, sort_keys=True) + "\n"
         sys.stdout.write(text if output_format == "json" else to_text(prediction))
@@ -54,10 +53,10 @@ def run_trace(
             print(f"diagram: {draw(prediction, diagram)}", file=sys.stderr)
         return 0 if prediction.delivered else 1
 
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
     from emu.trace.verify import trace
 
-    with Cluster(spec) as cluster:
+    with Cluster(plan) as cluster:
         result = trace(cluster, src, dst, port=port, proto=proto, count=count, size=size)
     sys.stdout.write(result.to_json() if output_format == "json" else to_text(result))
     if diagram:

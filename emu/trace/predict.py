@@ -30,8 +30,8 @@ from ipaddress import IPv4Address, IPv4Network, ip_interface, ip_network
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from emu.errors import InputError
-from emu.plan.build import kube_services
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, Route, ServicePlan
+from emu.plan.services import kube_services
 from emu.proxy import iptables as kubeproxy
 
 __all__ = ["TraceInputError", "Place", "RouteChoice", "ServiceChoice", "Hop", "Prediction", "predict", "resolve",

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from emu.apply import commands
 from emu.errors import EmuError
-from emu.measure import ExecResult
 from emu.trace.predict import FORMAT, Hop, Place, Prediction, TraceInputError, predict
+from emu.types import ExecResult
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
 __all__ = ["HopResult", "TraceResult", "trace", "DEFAULT_COUNT"]
 
