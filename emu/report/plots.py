@@ -3,8 +3,8 @@
 This module owns turning rows of the tidy schema (``emu.report.results``) into figures:
 
 - ``latency``: ping's RTT p50 per placement, one bar per variant at the median over the runs, a whisker over
-  its 95 % confidence interval (``emu.report.stats.median_ci``: bootstrap over the runs, the same interval the
-  summary prints; with fewer than 6 runs there is no such interval and the whisker spans the runs' range), a
+  its 95 % confidence interval (``emu.report.stats.median_ci``: order statistics of the runs, the interval
+  the summary prints; with fewer than 6 runs there is no such interval and the whisker spans the runs' range), a
   dot per run, the median written above; with a single run per group, a bar at the p50 with a whisker from
   that run's min to its p99.
 - ``latency_tcp_rr``: the same for the TCP request/response round trip (the only latency a Service has).
@@ -193,10 +193,10 @@ def _subtitle(spec: FigureSpec, runs: int, fewest: int) -> str:
             if spec.kind == "latency" else "bar: one run (no interval from one run)"
     runs_text = f"{runs} runs" if fewest == runs else f"{fewest} to {runs} runs"
     if fewest >= MIN_VALUES:
-        return f"bar: median of {runs_text} (dots); whisker: 95 % confidence interval of the median (bootstrap)"
+        return f"bar: median of {runs_text} (dots); whisker: 95 % confidence interval of the median over the runs"
     if runs < MIN_VALUES:
         return f"bar: median of {runs_text} (dots); whisker: min to max (too few runs for a 95 % interval)"
-    return (f"bar: median of {runs_text} (dots); whisker: 95 % confidence interval (bootstrap), "
+    return (f"bar: median of {runs_text} (dots); whisker: 95 % confidence interval over the runs, "
             f"or the range where fewer than {MIN_VALUES} runs")
 
 
