@@ -5,8 +5,9 @@ This module owns reading a run's rows as *cells* and saying how sure each one is
 - A **cell** is one figure (tool and metric, e.g. ``tcp_rr``/``rtt_p50``) of one placement (and destination,
   when a placement has several) and one variant (e.g. ``backend=vxlan``). Its values are one per repeat (a
   repeat with several rows of that figure counts as their median); its interval is ``emu.report.stats``'
-  order-statistic 95 % interval of the median over those repeats (6 at least). Repeats are the unit because they are independent
-  (each is a fresh cluster measured at another time), while the samples inside one repeat are not.
+  order-statistic 95 % interval of the median over those repeats (6 at least). Repeats are the unit because
+  they are independent (each is a fresh cluster measured at another time), while the samples inside one
+  repeat are not.
 - ``summary_table(rows, precision)`` prints one line per placement x variant with ``median [low, high]`` of
   the standard figures (ping's and the TCP round trip's p50 in microseconds, iperf3 throughput in Gbit/s) and
   of an experiment's own figures, then the ranking of the variants per placement, then (given a precision)
