@@ -11,7 +11,7 @@ An experiment is a Python file with
 The variants take turns (``emu.schedule``): round r builds each variant's cluster in turn, A B C, then B C A, ...,
 calls ``run`` once on it and tears it down, so every repeat is a fresh cluster and the machine's drift hits
 every variant alike. The runner writes ``results/<experiment>/<UTC timestamp>/``: ``results.csv`` (one row per
-measurement, flushed as it goes), ``metadata.json`` (with the machine's CPUs, governor and load, and who else
+measurement, flushed as it goes), ``summary.txt`` (the summary it prints), ``metadata.json (with the machine's CPUs, governor and load, and who else
 used the CPUs during each turn: ``emu.measure.machine``) and the plots, shows progress, and prints the summary
 (``emu.report.summary``: medians with 95 % intervals, rankings, what did not converge, a warning when the
 machine was busy). Ctrl-C, SIGTERM, an error or a timeout (``--timeout``: per turn, build and run) tear the
@@ -349,7 +349,9 @@ def run_experiment(
     rows = read_results(csv_path)
     if rows:
         notes = [f"stopped: {stopping.reason}"] if stopping.reason else []
-        print(summary_table(rows, stopping.precision, notes + ([busy] if busy else [])))
+        summary = summary_table(rows, stopping.precision, notes + ([busy] if busy else []))
+        print(summary)
+        (directory / "summary.txt").write_text(summary + "\n")
         try:
             plot_results(csv_path, directory, experiment=module)
         except Exception as exc:  # plots are a convenience: the CSV is the result

@@ -140,3 +140,23 @@ def test_nan_cells_are_shown_and_not_ranked(tmp_path: Path) -> None:
     rows = read_results(path)
     assert rankings(rows) == []
     assert "nan" in summary_table(rows)
+
+
+def test_compare_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from emu.report.compare import main
+
+    make_rows(tmp_path, repeats=6, seed=8, name="a.csv")
+    make_rows(tmp_path, repeats=6, seed=9, name="b.csv")
+    assert main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 0
+    assert "12 cells in both runs; 0 with intervals apart; 0 rankings differ" in capsys.readouterr().out
+    lines = (tmp_path / "b.csv").read_text().splitlines()
+    shifted = [lines[0]] + [
+        line.replace(line.split(",")[10], str(float(line.split(",")[10]) * 3))
+        if ",udp," in line and ",cross-node," in line and ",throughput," in line else line
+        for line in lines[1:]
+    ]
+    (tmp_path / "c.csv").write_text("\n".join(shifted) + "\n")
+    assert main([str(tmp_path / "a.csv"), str(tmp_path / "c.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "1 with intervals apart" in out and "cross-node, backend=udp, TCP Gbit/s" in out
+    assert main([str(tmp_path / "a.csv")]) == 2

@@ -21,7 +21,7 @@ This module owns reading a run's rows as *cells* and saying how sure each one is
   listed in the experiment's order, so two runs that resolve the same differences print the same ranking.
 - ``unconverged(rows, precision)``: the cells that did not reach the precision.
 - ``compare(rows_a, rows_b)``: the cells whose intervals do not overlap and the rankings that differ between
-  two runs (the acceptance check of docs/measuring.md).
+  two runs; ``python -m emu.report.compare A/results.csv B/results.csv`` prints them.
 
 Counts (``unit`` count) and shares (%) are shown but neither ranked nor required to converge: a count of
 connections to an endpoint or a loss of 0 % has no meaningful relative precision. A figure whose interval is
@@ -432,3 +432,4 @@ def compare(rows_a: Sequence[Mapping[str, str]], rows_b: Sequence[Mapping[str, s
         if (r.placement, r.figure) in ranks_b and ranks_b[(r.placement, r.figure)] != r.text
     ]
     return Comparison(shared, tuple(apart), tuple(differ))
+
