@@ -11,13 +11,13 @@ An experiment is a Python file with
 The variants take turns (``emu.schedule``): round r builds each variant's cluster in turn, A B C, then B C A, ...,
 calls ``run`` once on it and tears it down, so every repeat is a fresh cluster and the machine's drift hits
 every variant alike. The runner writes ``results/<experiment>/<UTC timestamp>/``: ``results.csv`` (one row per
-measurement, flushed as it goes), ``summary.txt`` (the summary it prints), ``metadata.json (with the machine's CPUs, governor and load, and who else
+measurement, flushed as it goes), ``metadata.json`` (with the machine's CPUs, governor and load, and who else
 used the CPUs during each turn: ``emu.measure.machine``) and the plots, shows progress, and prints the summary
 (``emu.report.summary``: medians with 95 % intervals, rankings, what did not converge, a warning when the
-machine was busy). Ctrl-C, SIGTERM, an error or a timeout (``--timeout``: per turn, build and run) tear the
-cluster down, keep every row measured so far, and mark the run partial (exit 130 for Ctrl-C, 143 for SIGTERM,
-1 otherwise). A signal that arrives while a cluster is being torn down waits until the teardown is over, so an
-impatient second Ctrl-C leaves nothing behind.
+machine was busy), also saved as ``summary.txt``. Ctrl-C, SIGTERM, an error or a timeout (``--timeout``: per
+turn, build and run) tear the cluster down, keep every row measured so far, and mark the run partial (exit 130
+for Ctrl-C, 143 for SIGTERM, 1 otherwise). A signal that arrives while a cluster is being torn down waits until
+the teardown is over, so an impatient second Ctrl-C leaves nothing behind.
 
 ``EMU_CLUSTER_SUFFIX`` (environment) is appended to the cluster name of every variant, so two runs of one
 experiment can share a machine (each cluster's root-namespace objects carry a tag derived from its name).
