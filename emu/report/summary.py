@@ -12,7 +12,8 @@ This module owns reading a run's rows as *cells* and saying how sure each one is
   the standard figures (ping's and the TCP round trip's p50 in microseconds, iperf3 throughput in Gbit/s) and
   of an experiment's own figures, then the ranking of the variants per placement, then (given a precision)
   the cells whose interval is still wider than that share of its median.
-- ``rankings(rows)``: per placement and ranked figure, the variants from best to worst. Neighbours are
+- ``rankings(rows)``: per placement and ranked figure (the TCP round trip's p50, iperf3 throughput; ping's
+  microsecond steps are too coarse to rank on), the variants from best to worst. Neighbours are
   compared by the ratio of their medians with its 95 % interval (paired by repeat: the runner interleaves the
   variants, so repeat r of each variant was measured in the same round); ``<`` / ``>`` when the whole interval
   lies beyond ``MARGIN`` (5 %) of 1, ``~`` otherwise: the two cannot be told apart, or differ by less than
@@ -80,7 +81,9 @@ class Figure:
 
 #: The standard columns, in this order, when the rows have them.
 STANDARD: Tuple[Figure, ...] = (
-    Figure("ping p50", ("ping",), "rtt_p50", 1000.0, "us", "lower", resolution=0.001),
+    # ping is shown but does not rank: its whole microseconds are too coarse for paths of 7 to 40 us, and the
+    # TCP round trip (nanoseconds, every placement, the Service too) ranks the same latency
+    Figure("ping p50", ("ping",), "rtt_p50", 1000.0, "us", resolution=0.001),
     Figure("ping loss", ("ping",), "loss", 1.0, "%", converges=False),
     Figure("tcp_rr p50", ("tcp_rr",), "rtt_p50", 1000.0, "us", "lower", resolution=1e-6),
     Figure("TCP", ("iperf3-tcp", "iperf3"), "throughput", 1.0, "Gbit/s", "higher"),
