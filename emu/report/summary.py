@@ -324,7 +324,7 @@ def _describe(cell: Cell, table: _Table) -> str:
         return f"{what}: {ci.n} run(s), fewer than {MIN_VALUES}"
     if not ci.resolved or math.isnan(ci.relative_width):
         return f"{what}: no interval"
-    return f"{what}: +-{ci.relative_width * 50:.1f} % (interval {ci.relative_width * 100:.1f} % of the median)"
+    return f"{what}: interval {ci.relative_width * 100:.0f} % of the median"
 
 
 def _unconverged(table: _Table, precision: float) -> List[str]:
@@ -394,7 +394,8 @@ def summary_table(
     if precision is not None:
         missing = _unconverged(table, precision)
         if missing:
-            out += ["", f"NOT CONVERGED to {precision * 100:g} % ({len(missing)} of the cells):"]
+            shown = sum(1 for g in table.groups for f in table.figures if f.converges and (g, f) in table.cells)
+            out += ["", f"NOT CONVERGED to {precision * 100:g} % ({len(missing)} of {shown} cells):"]
             out += [f"  {m}" for m in missing]
         else:
             out += ["", f"every interval is within {precision * 100:g} % of its median"]
