@@ -25,7 +25,7 @@ vxlan; ...), each turn on a freshly built cluster, and the rounds go on until ev
 narrower than PRECISION (10 %) of it, or the BUDGET (10 minutes) would run out: at least 6 rounds (the
 fewest with a 95 % interval). 10 % is enough for the ranking: the smallest difference it has to resolve,
 host-gw against vxlan on the overlay paths, is 25 to 40 %. Each turn is short (1 s of iperf3 after 1 s left
-out, 200 pings after 10 dropped, 1000 TCP round trips after 5 dropped): more short independent repeats give a
+out, 100 pings after 10 dropped, 1000 TCP round trips after 5 dropped): more short independent repeats give a
 narrower interval than a few long ones on a machine whose load changes from minute to minute. Both ends of the
 TCP round trip run on one CPU (RR_CPU), which halved its intervals here (docs/measuring.md).
 
@@ -59,7 +59,7 @@ RR_CPU = 1 if (os.cpu_count() or 1) > 1 else None
 def run(cluster, results):
     quick = results.quick
     seconds = 1
-    pings = 20 if quick else 200
+    pings = 20 if quick else 100
     exchanges = 100 if quick else 1000
     for placement in cluster.placements():
         step = results.step
