@@ -290,9 +290,11 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="no omitted second, 50 pings, 200 round trips")
     parser.add_argument(
-        "--repeats", type=int, default=6, help="rounds per path: 6 or more give 95 %% intervals (default 6)"
+        "--quick", action="store_true", help="3 rounds (no intervals: a smoke test), no omitted second, 50 pings"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="rounds per path: 6 or more give 95 %% intervals (default 6; --quick: 3)"
     )
     parser.add_argument(
         "--backends",
@@ -318,11 +320,11 @@ def main() -> int:
 
     backends = [b for b in args.backends.split(",") if b]
     wanted = [p for p in args.paths.split(",") if p]
-    bench = Bench(args.quick, args.repeats)
+    bench = Bench(args.quick, args.repeats or (3 if args.quick else 6))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(
         f"dataplane: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; emu vs bench/baseline.sh, "
-        f"{args.repeats} rounds, iperf3 1 s, {bench.exchanges} TCP round trips, {bench.pings} pings at 5 ms",
+        f"{bench.repeats} rounds, iperf3 1 s, {bench.exchanges} TCP round trips, {bench.pings} pings at 5 ms",
         flush=True,
     )
     status = 0

@@ -127,7 +127,18 @@ def test_compare_finds_cells_apart_and_rankings_that_differ(tmp_path: Path) -> N
     other = compare(a, shifted)
     assert len(other.apart) == 1 and other.apart[0].startswith("cross-node, backend=host-gw, tcp_rr p50 us")
     assert other.rankings == ("cross-node, tcp_rr p50 us: host-gw < vxlan < udp vs vxlan < host-gw < udp",)
+    assert other.contradictions == other.rankings  # host-gw ahead of vxlan in one, behind it in the other
     assert not other.agree
+
+
+def test_a_difference_only_one_run_resolves_is_no_contradiction() -> None:
+    from emu.report.summary import _contradicts
+
+    assert not _contradicts("host-gw < vxlan < udp", "host-gw < vxlan ~ udp")
+    assert not _contradicts("vxlan ~ host-gw > udp", "vxlan ~ host-gw ~ udp")
+    assert _contradicts("host-gw < vxlan ~ udp", "vxlan < host-gw ~ udp")
+    assert _contradicts("a > b", "b > a")
+    assert not _contradicts("a ~ b", "b ~ a")
 
 
 def test_nan_cells_are_shown_and_not_ranked(tmp_path: Path) -> None:

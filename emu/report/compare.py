@@ -1,7 +1,8 @@
 """Do two runs of one experiment agree? ``python -m emu.report.compare A/results.csv B/results.csv``.
 
-Prints how many cells the two runs share, the cells whose 95 % intervals do not overlap and the rankings that
-differ (``emu.report.summary.compare``); exit status 0 when they agree, 1 when they do not, 2 on bad usage.
+Prints how many cells the two runs share, the cells whose 95 % intervals do not overlap, the rankings that
+differ, and which of those contradict (one run puts a variant ahead of another, the other behind it), from
+``emu.report.summary.compare``; exit status 0 when they agree, 1 when they do not, 2 on bad usage.
 docs/measuring.md uses it for two consecutive runs of experiments/cross_node.py.
 """
 
@@ -19,10 +20,10 @@ def main(argv: Sequence[str]) -> int:
     result = compare(read_results(argv[0]), read_results(argv[1]))
     print(
         f"{result.cells} cells in both runs; {len(result.apart)} with intervals apart; "
-        f"{len(result.rankings)} rankings differ"
+        f"{len(result.rankings)} rankings differ, {len(result.contradictions)} of them contradict"
     )
     for line in result.apart + result.rankings:
-        print(f"  {line}")
+        print(f"  {line}" + ("   <- contradiction" if line in result.contradictions else ""))
     return 0 if result.agree else 1
 
 

@@ -406,15 +406,38 @@ def summary_table(
 
 @dataclass(frozen=True)
 class Comparison:
-    """What two runs of one experiment disagree on."""
+    """What two runs of one experiment disagree on.
+
+    rankings: every ranking whose text differs; contradictions: those where one run puts a variant ahead of
+    another and the other run puts it behind (a difference only one run resolved, ``<`` against ``~``, is a
+    ranking that differs but no contradiction).
+    """
 
     cells: int  # cells present in both
     apart: Tuple[str, ...]  # cells whose intervals do not overlap (or that lack an interval)
     rankings: Tuple[str, ...]  # rankings that differ
+    contradictions: Tuple[str, ...] = ()
 
     @property
     def agree(self) -> bool:
         return not self.apart and not self.rankings
+
+
+def _places(text: str) -> Dict[str, int]:
+    """Variant -> its tie group's position in a ranking's text (0 best)."""
+    out: Dict[str, int] = {}
+    for position, group in enumerate(text.replace(" > ", " < ").split(" < ")):
+        for name in group.split(" ~ "):
+            out[name.strip()] = position
+    return out
+
+
+def _contradicts(text_a: str, text_b: str) -> bool:
+    a, b = _places(text_a), _places(text_b)
+    names = sorted(set(a) & set(b))
+    return any(
+        (a[x] - a[y]) * (b[x] - b[y]) < 0 for i, x in enumerate(names) for y in names[i + 1 :]
+    )
 
 
 def compare(rows_a: Sequence[Mapping[str, str]], rows_b: Sequence[Mapping[str, str]]) -> Comparison:
@@ -430,10 +453,8 @@ def compare(rows_a: Sequence[Mapping[str, str]], rows_b: Sequence[Mapping[str, s
         if not cell.interval.overlaps(other.interval):
             apart.append(f"{_describe(cell, a).split(':')[0]}: {cell.interval} vs {other.interval}")
     ranks_b = {(r.placement, r.figure): r.text for r in _rankings(b)}
-    differ = [
-        f"{r.placement}, {r.figure}: {r.text} vs {ranks_b[(r.placement, r.figure)]}"
-        for r in _rankings(a)
-        if (r.placement, r.figure) in ranks_b and ranks_b[(r.placement, r.figure)] != r.text
-    ]
-    return Comparison(shared, tuple(apart), tuple(differ))
+    pairs = [(r, ranks_b[(r.placement, r.figure)]) for r in _rankings(a) if (r.placement, r.figure) in ranks_b]
+    differ = [f"{r.placement}, {r.figure}: {r.text} vs {other}" for r, other in pairs if other != r.text]
+    contrary = [f"{r.placement}, {r.figure}: {r.text} vs {other}" for r, other in pairs if _contradicts(r.text, other)]
+    return Comparison(shared, tuple(apart), tuple(differ), tuple(contrary))
 
