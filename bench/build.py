@@ -4,11 +4,13 @@ memory, against the raw cost of the same number of namespaces and veth pairs mad
     sudo python bench/build.py [--quick] [--sizes 2x2,10x10,20x25,50x20] [--repeats N] [--out bench/results]
 
 A size NxP is N nodes with P pods each: a generated topology (in a temporary directory) with one Deployment of
-N*P single-container ``sleep infinity`` pods, flannel vxlan. For each size and repeat (round), emu, the raw method
-and the raw method again (``raw-twin``, the A/A comparison: the machine's own noise floor) take turns, who goes
-first rotating (``emu.schedule.rotation``), each after the machine has settled (the kernel frees network
-namespaces in the background: the next run waits until the count of live ones, /proc/slabinfo's net_namespace,
-has stopped falling):
+N*P single-container pods, flannel vxlan. Two workloads (``--workloads``): ``idle`` pods run ``sleep infinity``
+(impl ``emu``); ``standin`` pods have no command and declare ports 80/TCP and 81/UDP, so emu's stand-in server
+answers on both in every pod (impl ``emu-standin``: what 1,000 answering pods add, in time and memory). For each
+size and repeat (round), emu, the raw method and the raw method again (``raw-twin``, the A/A comparison: the
+machine's own noise floor) take turns, who goes first rotating (``emu.schedule.rotation``), each after the
+machine has settled (the kernel frees network namespaces in the background: the next run waits until the count
+of live ones, /proc/slabinfo's net_namespace, has stopped falling):
 
 - emu: ``emu.Cluster(build_plan(spec)).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
   so Python's imports are not counted; peak memory as the largest drop of MemAvailable (/proc/meminfo, sampled
@@ -19,10 +21,10 @@ has stopped falling):
 
 Printed: medians over the rounds with their 95 % intervals (``emu.report.stats``: order statistics; 6 rounds,
 the default, are the fewest that give one), ms per pod, emu's ratio to raw and raw-twin's (A/A) paired by round,
-memory, and the targets (2x2: up < 1 s, down < 0.5 s; 1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB),
-each **met** (the whole interval on the good side), **missed** (the whole interval on the bad side) or
-**unresolved** (the interval straddles the target, or too few rounds). Every figure goes to
-``bench/results/build-<UTC>.csv``
+memory, and the targets (2x2: up < 1 s, down < 0.5 s; 1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB;
+stand-in pods: under 100 MiB more than idle ones), each **met** (the whole interval on the good side),
+**missed** (the whole interval on the bad side) or **unresolved** (the interval straddles the target, or too
+few rounds). Every figure goes to ``bench/results/build-<UTC>.csv``
 (bench, size, nodes, pods, impl, repeat, metric, value, unit). Raw names start with ``emubench-b``; they are
 removed on any exit, Ctrl-C included.
 """
@@ -54,7 +56,12 @@ RAW = "emubench-b"
 MIB = 1024 * 1024
 
 
-def topology(nodes: int, pods_per_node: int, name: str) -> str:
+IDLE_CONTAINER = '{name: main, image: busybox, command: ["sleep", "infinity"]}'
+STANDIN_CONTAINER = "{name: main, image: agnhost, ports: [{containerPort: 80}, {containerPort: 81, protocol: UDP}]}"
+WORKLOADS = {"idle": ("emu", IDLE_CONTAINER), "standin": ("emu-standin", STANDIN_CONTAINER)}
+
+
+def topology(nodes: int, pods_per_node: int, name: str, container: str = IDLE_CONTAINER) -> str:
     node_list = "\n".join(f"  - name: node-{i + 1}" for i in range(nodes))
     return f"""apiVersion: emu/v1
 kind: Cluster
@@ -74,7 +81,7 @@ spec:
     metadata: {{labels: {{app: idle}}}}
     spec:
       containers:
-        - {{name: main, image: busybox, command: ["sleep", "infinity"]}}
+        - {container}
 """
 
 
@@ -207,15 +214,16 @@ class Bench:
         nodes, per_node = size
         self.rows.append(Row(f"{nodes}x{per_node}", nodes, nodes * per_node, impl, repeat, metric, value, unit))
 
-    def emu(self, size: Tuple[int, int], repeat: int) -> None:
+    def emu(self, size: Tuple[int, int], repeat: int, workload: str = "idle") -> None:
         from emu.controller import Cluster
         from emu.plan.build import build_plan
         from emu.spec.load import load
 
         nodes, per_node = size
+        impl, container = WORKLOADS[workload]
         name = f"emubench-b{os.getpid() % 100000}-{nodes}x{per_node}"
-        path = self.workdir / f"{nodes}x{per_node}.yaml"
-        path.write_text(topology(nodes, per_node, name))
+        path = self.workdir / f"{nodes}x{per_node}-{workload}.yaml"
+        path.write_text(topology(nodes, per_node, name, container))
         spec, _warnings = load([str(path)])
         settle()
         reset_hwm()
@@ -231,12 +239,12 @@ class Bench:
                 cluster.stop()
                 down = time.monotonic() - stopping
         pods = nodes * per_node
-        self.add(size, "emu", repeat, "up", up, "s")
-        self.add(size, "emu", repeat, "down", down, "s")
-        self.add(size, "emu", repeat, "up_per_pod", up / pods * 1000, "ms")
-        self.add(size, "emu", repeat, "mem_available_drop", memory.drop / MIB, "MiB")
-        self.add(size, "emu", repeat, "rss_peak", vm_hwm() / MIB, "MiB")
-        self.add(size, "emu", repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
+        self.add(size, impl, repeat, "up", up, "s")
+        self.add(size, impl, repeat, "down", down, "s")
+        self.add(size, impl, repeat, "up_per_pod", up / pods * 1000, "ms")
+        self.add(size, impl, repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+        self.add(size, impl, repeat, "rss_peak", vm_hwm() / MIB, "MiB")
+        self.add(size, impl, repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
 
     def raw(self, size: Tuple[int, int], repeat: int, impl: str = "raw") -> None:
         nodes, per_node = size
@@ -283,56 +291,74 @@ def _ci(ci: Any, digits: int = 2) -> str:
     return f"{ci.estimate:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
 
 
-def targets(bench: Bench, size: str, pods: int) -> List[str]:
-    """The verdicts of one size: met, missed or unresolved, each with the interval it was judged on."""
-    from emu.report.stats import verdict
+def targets(bench: Bench, size: str, pods: int, impl: str) -> List[str]:
+    """The verdicts of one size and implementation: met, missed or unresolved, each judged on an interval."""
+    from emu.report.stats import Interval, verdict
 
-    checks = []
-    if size == "2x2":
-        checks.append(("up < 1 s", bench.interval(size, "emu", "up"), 1.0))
-        checks.append(("down < 0.5 s", bench.interval(size, "emu", "down"), 0.5))
+    checks: List[Tuple[str, Interval, float]] = []
+    if size == "2x2" and impl == "emu":
+        checks.append(("up < 1 s", bench.interval(size, impl, "up"), 1.0))
+        checks.append(("down < 0.5 s", bench.interval(size, impl, "down"), 0.5))
     if pods >= 1000:
-        checks.append(("up < 2x raw", bench.ratio(size, "emu", "raw", "up"), 2.0))
-        checks.append(("down < 5 s", bench.interval(size, "emu", "down"), 5.0))
-        checks.append(("memory < 1 GiB", bench.interval(size, "emu", "mem_available_drop"), 1024.0))
+        checks.append(("up < 2x raw", bench.ratio(size, impl, "raw", "up"), 2.0))
+        checks.append(("down < 5 s", bench.interval(size, impl, "down"), 5.0))
+        checks.append(("memory < 1 GiB", bench.interval(size, impl, "mem_available_drop"), 1024.0))
     out = []
     for what, ci, target in checks:
         said = verdict(ci, target, "lower")
         if not ci.resolved:
             said += f" ({ci.n} round{'s' if ci.n != 1 else ''}: no interval)"
         out.append(f"{what}: {said}")
+    if impl == "emu-standin":  # what answering pods add to idle ones, in memory (paired by round)
+        emu, standin = bench.values(size, "emu", "mem_available_drop"), bench.values(size, impl, "mem_available_drop")
+        extra = [standin[r] - emu[r] for r in sorted(set(emu) & set(standin))]
+        if extra:
+            from emu.report.stats import median_ci
+
+            ci = median_ci(extra)
+            said = f" {verdict(ci, 100.0, 'lower')}" if pods >= 1000 else ""
+            out.append(f"{_ci(ci, 0)} MiB more than idle{' (< 100)' if pods >= 1000 else ''}{said}")
     return out
 
 
 def table(bench: Bench) -> str:
-    """Two tables: times (medians [95 % interval]) with emu's and the A/A twin's ratios to raw; memory and the
-    verdicts of the targets."""
+    """Two tables: times (medians [95 % interval]) with the ratio to raw and raw-twin's A/A ratio, paired by
+    round; memory and the verdicts of the targets."""
     sizes: List[str] = []
     for r in bench.rows:
         if r.size not in sizes:
             sizes.append(r.size)
+    impls = [impl for impl, _c in WORKLOADS.values() if any(r.impl == impl for r in bench.rows)]
     lines = [
-        f"{'size':6s} {'pods':>5s} | {'emu up s [95 % CI]':>22s} {'ms/pod':>6s} | {'raw up s':>8s} {'ms/pod':>6s} | "
-        f"{'emu / raw [95 % CI]':>20s} | {'A/A twin / raw':>20s} | {'emu down s [95 % CI]':>22s} | "
+        f"{'size':6s} {'pods':>5s} {'impl':11s} | {'up s [95 % CI]':>22s} {'ms/pod':>6s} | {'raw up s':>8s} "
+        f"{'ms/pod':>6s} | {'up / raw [95 % CI]':>20s} | {'A/A twin / raw':>20s} | {'down s [95 % CI]':>22s} | "
         f"{'raw down (settled)':>18s}"
     ]
     for size in sizes:
-        emu_up = bench.interval(size, "emu", "up")
-        lines.append(
-            f"{size:6s} {next(r.pods for r in bench.rows if r.size == size):5d} | {_ci(emu_up):>22s} "
-            f"{bench.median(size, 'emu', 'up_per_pod'):6.2f} | {bench.median(size, 'raw', 'up'):8.2f} "
-            f"{bench.median(size, 'raw', 'up_per_pod'):6.2f} | {_ci(bench.ratio(size, 'emu', 'raw', 'up')):>20s} | "
-            f"{_ci(bench.ratio(size, 'raw-twin', 'raw', 'up')):>20s} | {_ci(bench.interval(size, 'emu', 'down')):>22s} | "
-            f"{bench.median(size, 'raw', 'down'):8.2f} ({bench.median(size, 'raw', 'down_settled'):.2f})"
-        )
-    lines += ["", f"{'size':6s} | {'memory MiB emu':>16s} {'raw':>5s} {'emu RSS':>8s} | targets"]
+        pods = next(r.pods for r in bench.rows if r.size == size)
+        twin = _ci(bench.ratio(size, "raw-twin", "raw", "up"))
+        for impl in impls:
+            up = bench.interval(size, impl, "up")
+            if up.n == 0:  # not measured at this size
+                continue
+            lines.append(
+                f"{size:6s} {pods:5d} {impl:11s} | {_ci(up):>22s} {bench.median(size, impl, 'up_per_pod'):6.2f} | "
+                f"{bench.median(size, 'raw', 'up'):8.2f} {bench.median(size, 'raw', 'up_per_pod'):6.2f} | "
+                f"{_ci(bench.ratio(size, impl, 'raw', 'up')):>20s} | {twin:>20s} | "
+                f"{_ci(bench.interval(size, impl, 'down')):>22s} | {bench.median(size, 'raw', 'down'):8.2f} "
+                f"({bench.median(size, 'raw', 'down_settled'):.2f})"
+            )
+    lines += ["", f"{'size':6s} {'impl':11s} | {'memory MiB':>10s} {'raw':>5s} {'RSS':>5s} | targets"]
     for size in sizes:
         pods = next(r.pods for r in bench.rows if r.size == size)
-        lines.append(
-            f"{size:6s} | {bench.median(size, 'emu', 'mem_available_drop'):16.0f} "
-            f"{bench.median(size, 'raw', 'mem_available_drop'):5.0f} {bench.median(size, 'emu', 'rss_peak'):8.0f} | "
-            + ("; ".join(targets(bench, size, pods)) or "-")
-        )
+        for impl in impls:
+            if bench.interval(size, impl, "up").n == 0:
+                continue
+            lines.append(
+                f"{size:6s} {impl:11s} | {bench.median(size, impl, 'mem_available_drop'):10.0f} "
+                f"{bench.median(size, 'raw', 'mem_available_drop'):5.0f} {bench.median(size, impl, 'rss_peak'):5.0f} | "
+                + ("; ".join(targets(bench, size, pods, impl)) or "-")
+            )
     return "\n".join(lines)
 
 
@@ -363,6 +389,8 @@ def main() -> int:
     )
     parser.add_argument("--sizes", default=",".join(f"{n}x{p}" for n, p in SIZES), help="NODESxPODS_PER_NODE,...")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
+    parser.add_argument("--workloads", default="idle,standin",
+                        help="idle (sleep infinity pods), standin (pods answered by the stand-in server), or both")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/build.py needs root: sudo python bench/build.py", file=sys.stderr)
@@ -375,6 +403,11 @@ def main() -> int:
         )
         return 1
     repeats = 1 if args.quick else args.repeats
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown or not workloads:
+        print(f"--workloads: one or more of {', '.join(WORKLOADS)}, not {args.workloads!r}", file=sys.stderr)
+        return 2
     sizes = parse_sizes(args.sizes)
     workdir = Path(tempfile.mkdtemp(prefix="emubench-build-"))
     bench = Bench(workdir)
@@ -392,10 +425,8 @@ def main() -> int:
         for size in sizes:
             for repeat in range(repeats):
                 steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [
-                    ("emu", bench.emu),
-                    ("raw", bench.raw),
-                    ("raw-twin", bench.raw_twin),
-                ]
+                    (WORKLOADS[w][0], lambda size, repeat, w=w: bench.emu(size, repeat, w)) for w in workloads
+                ] + [("raw", bench.raw), ("raw-twin", bench.raw_twin)]
                 for impl, step in rotation(steps, repeat):
                     step(size, repeat)
                     label = f"{size[0]}x{size[1]}"
@@ -403,7 +434,7 @@ def main() -> int:
                         r.metric: r.value for r in bench.rows if (r.size, r.impl, r.repeat) == (label, impl, repeat)
                     }
                     print(
-                        f"  {label:6s} {impl:8s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
+                        f"  {label:6s} {impl:11s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
                         f"memory {last['mem_available_drop']:5.0f} MiB",
                         flush=True,
                     )

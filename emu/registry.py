@@ -9,6 +9,7 @@ feature is writing its module (the contract is in ``emu.features``) and naming i
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
+from emu.addons import standin
 from emu.backends import host_gw, udp, vxlan
 from emu.features import KernelNeed, Tool
 from emu.proxy import iptables as proxy_iptables
@@ -23,7 +24,7 @@ DEFAULT_PROXY_MODE = next(iter(PROXY_MODES))
 
 
 #: add-on name (a key under the cluster's ``addons``) -> its module, in the order their plan fragments are made.
-ADDONS: Dict[str, ModuleType] = {}
+ADDONS: Dict[str, ModuleType] = {m.NAME: m for m in (standin,)}
 
 
 class UnknownFeature(KeyError):
@@ -90,6 +91,16 @@ def backend_of_device(kind: str) -> ModuleType:
         if kind in module.DEVICE_KINDS:
             return module
     raise UnknownFeature(f"no backend makes {kind!r} devices")
+
+
+def device_kinds() -> Tuple[str, ...]:
+    """The kinds of device the backends make (``emu trace`` hands a packet routed into one to its backend)."""
+    return tuple(kind for module in BACKENDS.values() for kind in module.DEVICE_KINDS)
+
+
+def trace_labels() -> Dict[str, str]:
+    """Short labels of the trace hops the backends add (step -> label), for ``emu trace --diagram``."""
+    return {step: label for module in BACKENDS.values() for step, label in module.TRACE_LABELS.items()}
 
 
 def backend_options_fields() -> Dict[str, Tuple[str, List[str]]]:
