@@ -21,7 +21,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu import registry
 from emu.apply import commands, underlay
@@ -30,7 +30,7 @@ from emu.apply.clean import clean_state, remove_created_dir
 from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
 from emu.apply.handles import Container, Node, Pod, Service
-from emu.apply.nodes import apply_node, load_iptables
+from emu.apply.nodes import apply_node, flush_conntrack, update_rules
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
 from emu.apply.spawner import Spawner
@@ -67,6 +67,10 @@ class LiveCluster:
         self.daemons: Dict[str, "subprocess.Popen[str]"] = {}  # "<node>/<daemon name>" -> process
         self.problems: List[str] = []  # things that went wrong while running (a daemon died, a pod died)
         self.build_seconds = 0.0
+        #: Seconds each node's rules (iptables and nftables) took to load when the cluster was built.
+        self.rule_load_seconds: Dict[str, float] = {}
+        #: The last change's rule loading: node -> (monotonic start, monotonic end), in the order loaded.
+        self.last_rule_update: Dict[str, Tuple[float, float]] = {}
         self.lock = threading.RLock()
         self._created_dirs: List[str] = []
         self._spawner = Spawner(self._recorder("spawner", "pods"), self.state.directory / "spawner.log")
@@ -114,7 +118,8 @@ class LiveCluster:
             partial(apply_node, n, self.nodes[n.name].namespaces, self.state.directory, self._start_daemons)
             for n in plan.nodes
         ]
-        commands.in_parallel(steps)
+        seconds = commands.in_parallel(steps)
+        self.rule_load_seconds = {n.name: t for n, t in zip(plan.nodes, seconds)}
 
         self.progress(f"pods: {len(plan.pods)} pause processes")
         pending = self._start_pauses(plan.pods)
@@ -307,7 +312,8 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), load the changed nodes' rules, then stop the removed pods. ``plan`` is published only
+        their ports listen), change the changed nodes' rules (``emu.apply.nodes.update_rules``), delete the
+        conntrack entries kube-proxy would in every node, then stop the removed pods. ``plan`` is published only
         once every node's rules agree with it."""
         with self.lock:
             if not self.running:
@@ -320,11 +326,16 @@ class LiveCluster:
             for pod in removed:
                 pod.deleted = True
             try:
+                self.last_rule_update = {}
                 for node_plan in diff.changed_nodes:
                     node = self.nodes[node_plan.name]
-                    if node_plan.iptables != node.plan.iptables:
-                        load_iptables(node_plan, node.namespaces)
+                    started = time.monotonic()
+                    update_rules(node.plan, node_plan, node.namespaces)
+                    self.last_rule_update[node.name] = (started, time.monotonic())
                     node.plan = node_plan
+                if diff.stale_flows:
+                    for node in self.nodes.values():
+                        flush_conntrack(node.name, diff.stale_flows, node.namespaces)
                 old, self.plan = self.plan, plan
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, old, plan)

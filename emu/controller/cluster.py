@@ -49,12 +49,13 @@ class Cluster:
         path: Union[str, "os.PathLike[str]", Sequence[str]],
         backend: Optional[str] = None,
         progress: Optional[Progress] = None,
+        proxy_mode: Optional[str] = None,
     ) -> "Cluster":
-        """Load and validate a topology (plus manifests) and plan it, on ``backend`` when given; nothing is built
-        yet. Raises SpecError for a bad topology."""
+        """Load and validate a topology (plus manifests) and plan it, on ``backend`` and with kube-proxy in
+        ``proxy_mode`` when given; nothing is built yet. Raises SpecError for a bad topology."""
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         spec, _warnings = load([str(p) for p in paths])
-        return cls(build_plan(spec, backend=backend), progress=progress)
+        return cls(build_plan(spec, backend=backend, proxy_mode=proxy_mode), progress=progress)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -102,6 +103,11 @@ class Cluster:
     @property
     def backend(self) -> str:
         return self.plan.backend
+
+    @property
+    def proxy_mode(self) -> str:
+        """kube-proxy's mode in this cluster (``iptables``, ``nftables``)."""
+        return self.plan.proxy_mode
 
     @property
     def net(self) -> Any:

@@ -4,8 +4,14 @@ Nothing here computes anything; ``emu.plan.build`` fills these records and ``emu
 ``to_dict`` gives the stable JSON form that ``emu plan --format json`` prints (documented in docs/plan-json.md).
 """
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, Optional, Tuple
+
+from emu.plan.nftables import NftTable
+
+#: Field metadata of a field left out of the plan's JSON while it has its default value (a field added after
+#: plans were first written: plans that do not use it read as before).
+OMIT_DEFAULT = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,8 @@ class NodePlan:
     # a packet to a Service with no endpoints (not DNATed) is dropped by routing before the REJECT rule in
     # FORWARD, and a node's own connection to a cluster IP fails before nat OUTPUT can DNAT it.
     service_routes: Tuple[Route, ...] = ()
+    #: The node's nftables tables (kube-proxy's nftables mode: ``table ip kube-proxy``), loaded with ``nft -f``.
+    nftables: Tuple[NftTable, ...] = field(default=(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,9 @@ class Plan:
     nodes: Tuple[NodePlan, ...]
     pods: Tuple[PodPlan, ...]
     services: Tuple[ServicePlan, ...] = field(default=())
+    #: kube-proxy's mode (``network.kubeProxy.mode``, or the override of ``build_plan``): a key of
+    #: ``emu.registry.PROXY_MODES``. Left out of the JSON in the default mode.
+    proxy_mode: str = field(default="iptables", metadata=OMIT_DEFAULT)
     #: Every enabled add-on's plan fragment, in registry order: (name, its fragment or None). In the JSON as an
     #: object ``{name: fragment}``, left out when no add-on is enabled.
     addons: Tuple[Tuple[str, Any], ...] = field(default=())
@@ -218,19 +229,31 @@ class Plan:
         return dict(self.addons).get(name)
 
     def to_dict(self) -> Dict[str, Any]:
-        data = {f.name: _as_data(getattr(self, f.name)) for f in fields(self) if f.name != "spec"}
+        data = _record(self, skip=("spec",))
         if not self.addons:
             del data["addons"]
         data["format"] = "emu-plan/v1"
         return _lists(data)
 
 
+def _record(value: Any, skip: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A record's fields as a dict, but those in ``skip`` and those marked ``OMIT_DEFAULT`` at their default."""
+    return {
+        f.name: _as_data(getattr(value, f.name))
+        for f in fields(value)
+        if f.name not in skip and not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+    }
+
+
 def _as_data(value: Any) -> Any:
-    """``dataclasses.asdict`` for one field's value (records and tuples of records)."""
-    if is_dataclass(value):
-        return asdict(value)
+    """``dataclasses.asdict`` for one field's value (records and tuples of records), leaving out the fields
+    marked ``OMIT_DEFAULT`` that have their default value."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _record(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_as_data(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_data(v) for k, v in value.items()}
     return value
 
 

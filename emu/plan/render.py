@@ -1,14 +1,15 @@
 """Printing a Plan for people (``emu plan --format text``) and programs (``--format json``).
 
 The text form is grouped by node and written like the output of the tools a student will use on the live
-cluster (``ip -br addr``, ``ip route``, ``ip neigh``, ``bridge fdb``, ``iptables-save``), so the plan can be
-predicted, then checked line by line.
+cluster (``ip -br addr``, ``ip route``, ``ip neigh``, ``bridge fdb``, ``iptables-save``, ``nft list table``), so
+the plan can be predicted, then checked line by line.
 """
 
 import json
 from typing import List, Optional
 
 from emu.plan.model import NodePlan, Plan, PodPlan
+from emu.plan.nftables import render
 
 
 def to_json(plan: Plan, node: Optional[str] = None) -> str:
@@ -19,10 +20,13 @@ def to_json(plan: Plan, node: Optional[str] = None) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> str:
+def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True, nftables: bool = True) -> str:
     out: List[str] = []
     options = " ".join(f"{k}={v}" for k, v in plan.backend_options)
-    out.append(f"cluster {plan.cluster}: backend {plan.backend}{(' (' + options + ')') if options else ''}")
+    out.append(
+        f"cluster {plan.cluster}: backend {plan.backend}{(' (' + options + ')') if options else ''}, "
+        f"kube-proxy {plan.proxy_mode} mode"
+    )
     out.append(
         f"  pod network {plan.pod_cidr} (/{plan.subnet_len} per node, pod MTU {plan.pod_mtu}), "
         f"services {plan.service_cidr}, underlay {plan.underlay_cidr} (MTU {plan.underlay_mtu}) "
@@ -31,7 +35,7 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> st
     for n in plan.nodes:
         if node is None or n.name == node:
             out.append("")
-            out.extend(_node_text(plan, n, iptables))
+            out.extend(_node_text(plan, n, iptables, nftables))
     if plan.services and node is None:
         out.append("")
         out.append("services")
@@ -46,7 +50,7 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> st
     return "\n".join(out) + "\n"
 
 
-def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
+def _node_text(plan: Plan, n: NodePlan, iptables: bool, nftables: bool) -> List[str]:
     out = [f"node {n.name}  {n.ip}  subnet {n.subnet}"]
     out.append(
         f"  underlay: {n.link.dev} {n.link.address} {n.link.mac} mtu {n.link.mtu} <-> {n.link.switch_port}"
@@ -91,6 +95,10 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
     if iptables:
         out.append("  iptables-save:")
         out.extend(f"    {line}" for line in n.iptables.splitlines())
+    if nftables:
+        for table in n.nftables:
+            out.append(f"  nft list table {table.prefix}:")
+            out.extend(f"    {line}".replace("\t", "    ") for line in render(table).splitlines())
     return out
 
 
