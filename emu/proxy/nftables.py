@@ -213,7 +213,8 @@ def _port_rules(checked: CheckedPort, cidr: str) -> _PortRules:
 # -------------------------------------------------------------------------------------------------- table
 
 
-def _static_chains(mark: str, service_cidr: str) -> List[NftChain]:
+@lru_cache(maxsize=8)
+def _static_chains(mark: str, service_cidr: str) -> Tuple[NftChain, ...]:
     """The base chains and kube-proxy's fixed chains (``setupNFTables``), in creation order."""
     jumps: Dict[str, List[str]] = {}
     targets: List[str] = []
@@ -241,7 +242,7 @@ def _static_chains(mark: str, service_cidr: str) -> List[NftChain]:
     chains += [NftChain(name, rules[name]) for name in targets + [MARK_MASQ]]
     helper = "helper for @no-endpoint-services / @no-endpoint-nodeports"
     chains.append(NftChain(REJECT_CHAIN, ("reject",), comment=helper))
-    return chains
+    return tuple(chains)
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ def _cluster_part(ports: Sequence[CheckedPort], cidr: str, service_cidr: str) ->
                elements=tuple(r.node_port for r in rules if r.node_port)),
     )
     mark = "0x%08x" % (1 << MASQUERADE_BIT)
-    chains = _static_chains(mark, service_cidr)
+    chains = list(_static_chains(mark, service_cidr))
     for r in rules:
         chains.extend(r.chains)
     return _ClusterPart(
