@@ -431,3 +431,13 @@ def test_a_replan_recomputes_only_the_rules_that_changed() -> None:
     assert changed and all("/churn/" in name for name in changed)
     assert {n.name for n in diff(plan, after).changed_nodes} == {n.name for n in plan.nodes}
 
+
+
+def test_doctor_says_ipvs_is_not_built_and_what_the_kernel_lacks_for_it() -> None:
+    from emu.doctor import IPVS_NEEDS, _verdicts
+
+    assert [n.name for n in IPVS_NEEDS] == ["ip_vs", "dummy"]
+    lacking = _verdicts({"root": True, "ip_vs": False, "dummy": False})
+    assert "  kube-proxy ipvs      not built by emu (this kernel lacks ip_vs and dummy)" in lacking
+    having = _verdicts({"root": True, "ip_vs": True, "dummy": True})
+    assert "  kube-proxy ipvs      not built by emu" in having

@@ -18,7 +18,7 @@ from emu.plan.model import Route
 
 pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
-cluster = cluster_fixture(["two_nodes.yaml", "three_nodes_vxlan.yaml"])
+cluster = cluster_fixture(["two_nodes.yaml", "three_nodes_vxlan.yaml", "kube_proxy_nftables.yaml"])
 
 
 def _json(target, argv: List[str]) -> Any:  # type: ignore[no-untyped-def]

@@ -98,7 +98,7 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool, nftables: bool) -> List[
     if nftables:
         for table in n.nftables:
             out.append(f"  nft list table {table.prefix}:")
-            out.extend(f"    {line}".replace("\t", "    ") for line in render(table).splitlines())
+            out.extend(f"    {line}" for line in render(table).splitlines())  # nft's own tabs
     return out
 
 
