@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from emu.apply.handles import Node, Pod, Service
 from emu.apply.live import LiveCluster, Progress
@@ -123,6 +123,16 @@ class Cluster:
     @property
     def build_seconds(self) -> float:
         return self.live.build_seconds
+
+    @property
+    def rule_load_seconds(self) -> Dict[str, float]:
+        """Seconds each node's rules (iptables-restore, nft -f) took to load when the cluster was built."""
+        return dict(self.live.rule_load_seconds)
+
+    @property
+    def last_rule_update(self) -> Dict[str, Tuple[float, float]]:
+        """The last change's rule loading: node -> (time.monotonic() at its start, at its end)."""
+        return dict(self.live.last_rule_update)
 
     @property
     def problems(self) -> List[str]:
