@@ -161,11 +161,17 @@ class _PortRules:
 
     chains: Tuple[NftChain, ...]
     affinity_sets: Tuple[NftSet, ...]
-    cluster_ip: str
+    cluster_ip: NftElement
     service_ip: Optional[NftElement]
     node_port: Optional[NftElement]
     no_endpoint: Optional[NftElement]
     no_endpoint_node_port: Optional[NftElement]
+
+
+@lru_cache(maxsize=1 << 17)
+def _element(key: str) -> NftElement:
+    """One element object per key (plans that share them compare by identity, quickly)."""
+    return NftElement(key)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -178,7 +184,8 @@ def _port_rules(checked: CheckedPort, cidr: str) -> _PortRules:
         node_port = None
         if checked.node_port is not None:
             node_port = NftElement(f"{proto} . {checked.node_port}", f"goto {REJECT_CHAIN}", spn)
-        return _PortRules((), (), svc.cluster_ip, None, None, NftElement(key, f"goto {REJECT_CHAIN}", spn), node_port)
+        return _PortRules((), (), _element(svc.cluster_ip), None, None, NftElement(key, f"goto {REJECT_CHAIN}", spn),
+                          node_port)
     affinity = svc.session_affinity == "ClientIP"
     service_chain, external_chain = f"service-{base}", f"external-{base}"
     bases = [endpoint_base(svc.namespace, svc.name, sp.name, sp.protocol, e.ip, e.port) for e in checked.endpoints]
@@ -206,8 +213,8 @@ def _port_rules(checked: CheckedPort, cidr: str) -> _PortRules:
             NftSet(f"affinity-{b}", "ipv4_addr", ("dynamic", "timeout"), svc.affinity_timeout, size=65535)
             for b in bases
         )
-    return _PortRules(tuple(chains), sets, svc.cluster_ip, NftElement(key, f"goto {service_chain}"), node_port,
-                      None, None)
+    return _PortRules(tuple(chains), sets, _element(svc.cluster_ip), NftElement(key, f"goto {service_chain}"),
+                      node_port, None, None)
 
 
 # -------------------------------------------------------------------------------------------------- table
@@ -256,7 +263,7 @@ class _ClusterPart:
 
 def _cluster_part(ports: Sequence[CheckedPort], cidr: str, service_cidr: str) -> _ClusterPart:
     rules = [_port_rules(p, cidr) for p in ports]
-    cluster_ips = {r.cluster_ip: NftElement(r.cluster_ip) for r in rules}
+    cluster_ips = {r.cluster_ip.key: r.cluster_ip for r in rules}
     maps = (
         NftSet(NO_ENDPOINT_SERVICES, _SERVICE_KEY,
                comment="vmap to drop or reject packets to services with no endpoints",
