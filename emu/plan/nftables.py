@@ -90,6 +90,9 @@ class NftSet:
     comment: str = ""
     elements: Tuple[NftElement, ...] = ()
 
+    def __post_init__(self) -> None:
+        _check_name(self.name, "set")
+
     @property
     def kind(self) -> str:
         return "map" if " : " in self.type else "set"
@@ -112,6 +115,14 @@ class NftChain:
     priority: int = 0
     policy: str = "accept"
     comment: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "chain")
+        if self.hook and (self.hook not in HOOKS or self.type not in ("filter", "nat", "route")):
+            raise ValueError(f"chain {self.name}: bad base chain type {self.type!r} / hook {self.hook!r}")
+        for rule in self.rules:
+            if "\n" in rule or not rule.strip():
+                raise ValueError(f"chain {self.name}: a rule must be one non-empty line: {rule!r}")
 
     @property
     def base(self) -> bool:
@@ -141,18 +152,10 @@ class NftTable:
         if self.family not in FAMILIES:
             raise ValueError(f"nftables family must be one of {FAMILIES}, not {self.family!r}")
         _check_name(self.name, "table")
-        seen = set()
-        for item in self.sets + self.chains:  # type: ignore[operator]
-            _check_name(item.name, "set" if isinstance(item, NftSet) else "chain")
-            if item.name in seen:
-                raise ValueError(f"table {self.name}: {item.name} is declared twice")
-            seen.add(item.name)
-        for chain in self.chains:
-            if chain.base and (chain.hook not in HOOKS or chain.type not in ("filter", "nat", "route")):
-                raise ValueError(f"chain {chain.name}: bad base chain type {chain.type!r} / hook {chain.hook!r}")
-            for rule in chain.rules:
-                if "\n" in rule or not rule.strip():
-                    raise ValueError(f"chain {chain.name}: a rule must be one non-empty line: {rule!r}")
+        names = [item.name for item in self.sets] + [item.name for item in self.chains]
+        if len(set(names)) != len(names):  # sets and chains check their own names when they are made
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ValueError(f"table {self.name}: {', '.join(twice)} declared twice")
 
     @property
     def prefix(self) -> str:

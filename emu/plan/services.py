@@ -8,6 +8,7 @@ on an EndpointSlice change.
 """
 
 from dataclasses import replace
+from functools import lru_cache
 from ipaddress import IPv4Network
 from types import ModuleType
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -144,25 +145,29 @@ def _resolve_target(target: str, protocol: str, pod: Pod) -> Optional[int]:
 
 def kube_services(services: Sequence[ServicePlan]) -> Tuple[kubeproxy.Service, ...]:
     """The planned Services in kube-proxy's input form (what its rules are computed from)."""
-    return tuple(
-        kubeproxy.Service(
-            namespace=s.namespace,
-            name=s.name,
-            type=s.type,
-            cluster_ip=s.cluster_ip,
-            ports=tuple(
-                kubeproxy.ServicePort(
-                    name=p.name,
-                    protocol=p.protocol,
-                    port=p.port,
-                    target=p.target_port,
-                    node_port=p.node_port,
-                    endpoints=tuple(kubeproxy.Endpoint(e.pod, e.ip, e.port, e.node) for e in p.endpoints),
-                )
-                for p in s.ports
-            ),
-            session_affinity=s.session_affinity,
-            affinity_timeout=s.affinity_timeout,
-        )
-        for s in services
+    return tuple(_kube_service(s) for s in services)
+
+
+@lru_cache(maxsize=1 << 16)
+def _kube_service(s: ServicePlan) -> kubeproxy.Service:
+    """One planned Service in kube-proxy's form (cached: a re-plan converts only the Services that changed, and
+    the same records come back, so kube-proxy's per-Service rules are found in their caches)."""
+    return kubeproxy.Service(
+        namespace=s.namespace,
+        name=s.name,
+        type=s.type,
+        cluster_ip=s.cluster_ip,
+        ports=tuple(
+            kubeproxy.ServicePort(
+                name=p.name,
+                protocol=p.protocol,
+                port=p.port,
+                target=p.target_port,
+                node_port=p.node_port,
+                endpoints=tuple(kubeproxy.Endpoint(e.pod, e.ip, e.port, e.node) for e in p.endpoints),
+            )
+            for p in s.ports
+        ),
+        session_affinity=s.session_affinity,
+        affinity_timeout=s.affinity_timeout,
     )

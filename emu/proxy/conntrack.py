@@ -49,9 +49,9 @@ class Flows:
 
 
 def _udp_ports(services: Sequence[Service]) -> Dict[Tuple[str, str, str], CheckedPort]:
+    udp = [s for s in services if any(p.protocol == "UDP" for p in s.ports)]
     return {
-        (p.service.namespace, p.service.name, p.port.name): p for p in checked_ports(services)
-        if p.port.protocol == "UDP"
+        (p.service.namespace, p.service.name, p.port.name): p for p in checked_ports(udp) if p.port.protocol == "UDP"
     }
 
 
