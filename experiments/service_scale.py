@@ -35,8 +35,10 @@ story: Linux names the anonymous set of every ``numgen ... vmap {}`` by scanning
 cold nftables load grows quadratically (kubernetes issues 139328 and 139513 report the same).
 
 Rows: placement "cluster" (tool "emu": services, load_seconds, plan_seconds, build_seconds, program_seconds),
-"pod-to-service" (tool "tcp-connect": connect_p50_ms, connect_p99_ms, connections, failed, to dst aaa-first and
-zzz-last; tool "iperf3-tcp": throughput), "endpoint-change" (tool "emu": visible_ms, rules_ms, add_pod_seconds).
+"pod-to-service" (tool "tcp-connect": connect_p50_ms, connect_p99_ms, connections, failed, to dst aaa-first,
+zzz-last and loopback, and connect_p50_over_loopback: a Service's p50 over the loopback's, measured in the same
+turns, the figure that compares across sizes on a shared machine; tool "iperf3-tcp": throughput),
+"endpoint-change" (tool "emu": visible_ms, rules_ms, add_pod_seconds).
 VARY is proxy_mode x services; under --quick sizes above QUICK_MAX_SERVICES are skipped (said so, no rows).
 
 Run it:   sudo python -m emu run experiments/service_scale.py [--quick] [--proxy-mode nftables]
@@ -68,6 +70,8 @@ CONNECTS, QUICK_CONNECTS = 2000, 300
 #: Pods behind the filler Services: shards 0-3 have two pods, 4-7 one (so a Service has 1 or 2 endpoints).
 SHARDS = 8
 SPECIAL = ("aaa-first", "zzz-last", "mmm-probe", "iperf")
+#: The client pod's own listener, the baseline of the connect() latency.
+LOOPBACK_PORT = 7777
 
 #: Every server pod: accept, say who answers, close (a client that hung up first is no error).
 SERVER = (
@@ -174,23 +178,34 @@ def percentile(values: List[float], q: float) -> float:
 
 
 def connect_latency(results: Any, client: Any, services: List[Any], count: int, record: bool = True) -> None:
-    """connect() p50/p99 from ``client`` to each of ``services`` (taking turns); rows unless ``record`` is off."""
-    targets = [f"{s.cluster_ip}:{s.port}" for s in services]
-    out = client.exec(["python3", "-c", CONNECT, str(count)] + targets, timeout=count * len(targets) * 2 + 60)
+    """connect() p50/p99 from ``client`` to each of ``services`` and to a listener on the client pod's own
+    loopback (the baseline: the same connect() with no kube-proxy rule on its way, measured in the same turns,
+    so that a shared machine's changing speed cancels out of the ratios); rows unless ``record`` is off."""
+    listener = client.popen(["python3", "-c", SERVER.replace("8080", str(LOOPBACK_PORT))])
+    try:
+        time.sleep(0.3)
+        targets = [f"{s.cluster_ip}:{s.port}" for s in services] + [f"127.0.0.1:{LOOPBACK_PORT}"]
+        out = client.exec(["python3", "-c", CONNECT, str(count)] + targets, timeout=count * len(targets) * 2 + 60)
+    finally:
+        listener.kill()
+        listener.wait()
     if out.returncode != 0 or not out.stdout.strip():
         raise MeasurementError(f"connect client in {client.name} failed: {out.stderr.strip()[-300:]}")
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    for service, target in zip(services, targets):
+    baseline = percentile(data["times"][targets[-1]], 0.5) * 1000.0 if data["times"][targets[-1]] else 0.0
+    for name, target in zip([s.name for s in services] + ["loopback"], targets):
         if not record:
             continue
         times = [t * 1000.0 for t in data["times"][target]]
-        add = functools.partial(results.add, "pod-to-service", client.name, service.name, "tcp-connect",
-                                src_node=client.node, dst_node="node-1")
+        add = functools.partial(results.add, "pod-to-service", client.name, name, "tcp-connect",
+                                src_node=client.node, dst_node=client.node)
         add("connections", len(times), "count")
         add("failed", data["failed"][target], "count")
         if times:
             add("connect_p50_ms", percentile(times, 0.5), "ms")
             add("connect_p99_ms", percentile(times, 0.99), "ms")
+            if baseline and name != "loopback":
+                add("connect_p50_over_loopback", percentile(times, 0.5) / baseline, "ratio")
 
 
 def endpoint_change(results: Any, cluster: Any, client: Any, deadline: float) -> None:
@@ -256,7 +271,8 @@ def run(cluster, results):  # type: ignore[no-untyped-def]
 
 def plot(results_csv, out_dir):  # type: ignore[no-untyped-def]
     """Four panels against the number of Services (log scale), one line per mode: connect() p50 to the first and
-    the last Service of the rule order, its p99, the full programming time, the endpoint change's delay."""
+    the last Service of the rule order, the same over the loopback's p50 (measured in the same turns: what
+    compares across sizes on a shared machine), the full programming time, the endpoint change's delay."""
     from emu.report.plots import LINE_GREYS, LINES, MARKERS, figure, finish_axes, save, style
     from emu.report.results import read_results, to_float
 
@@ -272,7 +288,8 @@ def plot(results_csv, out_dir):  # type: ignore[no-untyped-def]
 
     panels = [
         ("connect() p50 (ms)", [("connect_p50_ms", "zzz-last", "last"), ("connect_p50_ms", "aaa-first", "first")]),
-        ("connect() p99 (ms)", [("connect_p99_ms", "zzz-last", "last"), ("connect_p99_ms", "aaa-first", "first")]),
+        ("connect() p50 / loopback p50", [("connect_p50_over_loopback", "zzz-last", "last"),
+                                          ("connect_p50_over_loopback", "aaa-first", "first")]),
         ("full programming (s)", [("program_seconds", "", "")]),
         ("one endpoint change visible (ms)", [("visible_ms", "", "")]),
     ]
