@@ -254,7 +254,7 @@ class ClusterCLI(CLI):
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""
         node = line.strip() or None
-        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None))
+        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None, nftables=node is not None))
 
     def do_trace(self, line: str) -> None:
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:

@@ -473,6 +473,31 @@ def test_scale_quick(tmp_path: Path) -> None:
     assert our_states() == []
 
 
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_service_scale_quick_nftables(tmp_path: Path) -> None:
+    """The Service-scale experiment in one mode (--proxy-mode overrides its VARY), up to 1,000 Services: every
+    measurement of every size is there, and the sizes above --quick's limit are skipped, said so."""
+    result = emu_run(["experiments/service_scale.py", "--quick", "--proxy-mode", "nftables", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5000 Services: skipped under --quick" in result.stderr
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    assert {(r["proxy_mode"], r["services"]) for r in rows} == {("nftables", n) for n in ("10", "100", "1000")}
+    for n in ("10", "100", "1000"):
+        assert values(rows, services=n, metric="services") == [float(n)]
+        assert values(rows, services=n, metric="program_seconds")[0] > 0
+        for dst in ("aaa-first", "zzz-last", "loopback"):
+            assert values(rows, services=n, dst=dst, metric="failed") == [0.0]
+            assert values(rows, services=n, dst=dst, metric="connections") == [300.0]
+            assert values(rows, services=n, dst=dst, metric="connect_p50_ms")[0] > 0
+        assert 0 < values(rows, services=n, metric="visible_ms")[0] < 30000
+        assert values(rows, services=n, metric="throughput")[0] > 0
+    assert_figures(directory, ["service_scale"])
+    assert our_states() == []
+
+
 # ------------------------------------------------------------------- summary and plots of any experiment (no root)
 
 
@@ -495,7 +520,7 @@ def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> No
     assert body[2][0] == "cluster" and body[2][-2:] == ["1.25", "2"]
 
 
-@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale"])
+@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale", "service_scale"])
 def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: str) -> None:
     """``emu plot`` of a run's CSV finds the experiment (metadata.json, else experiments/<name>.py) and draws
     its figures; checked here on rows shaped like each experiment's own, without root."""
@@ -503,8 +528,9 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
     from emu.report.results import Results
 
     path = tmp_path / "run" / "results.csv"
-    keys = {"mtu": ["case", "backend"], "service_lb": [], "bandwidth": ["bw", "backend"], "scale": ["size"]}
-    with Results.open(path, experiment, keys[experiment]) as results:
+    keys = {"mtu": ["case", "backend"], "service_lb": [], "bandwidth": ["bw", "backend"], "scale": ["size"],
+            "service_scale": ["proxy_mode", "services"]}[experiment]
+    with Results.open(path, experiment, keys) as results:
         if experiment == "mtu":
             for case in ("flannel-mtu", "core-1400-no-icmp"):
                 for backend in ("vxlan", "udp"):
@@ -531,6 +557,16 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
                         results.set_context({"bw": str(bw), "backend": backend}, repeat)
                         gbit = bw * share / 1000.0
                         results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", gbit, "Gbit/s")
+        elif experiment == "service_scale":
+            for mode, slope in (("iptables", 0.00002), ("nftables", 0.0)):
+                for n in (10, 1000):
+                    results.set_context({"proxy_mode": mode, "services": str(n)}, 0)
+                    for dst, ms in (("aaa-first", 0.04), ("zzz-last", 0.04 + slope * n)):
+                        results.add("pod-to-service", "client-0", dst, "tcp-connect", "connect_p50_ms", ms, "ms")
+                        results.add("pod-to-service", "client-0", dst, "tcp-connect", "connect_p50_over_loopback",
+                                    ms / 0.02, "ratio")
+                    results.add("cluster", "c", "", "emu", "program_seconds", n / 1000.0, "s")
+                    results.add("endpoint-change", "client-0", "mmm-probe", "emu", "visible_ms", n / 10.0, "ms")
         else:
             for size, pods in (("2x2", 4), ("4x10", 40)):
                 results.set_context({"size": size}, 0)

@@ -22,7 +22,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu import registry
 from emu.apply import commands, underlay
@@ -32,7 +32,7 @@ from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
 from emu.apply.handles import Container, Node, Pod, Router, Service
 from emu.apply.impair import EndReport, LinkControl
-from emu.apply.nodes import apply_node, load_iptables
+from emu.apply.nodes import apply_node, flush_conntrack, update_rules
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
 from emu.apply.routers import apply_router, node_underlay
@@ -74,6 +74,10 @@ class LiveCluster:
         self._daemon_specs: Dict[str, Daemon] = {}  # the same keys -> what was started
         self.problems: List[str] = []  # things that went wrong while running (a daemon died, a pod died)
         self.build_seconds = 0.0
+        #: Seconds each node's rules (iptables and nftables) took to load when the cluster was built.
+        self.rule_load_seconds: Dict[str, float] = {}
+        #: The last change's rule loading: node -> (monotonic start, monotonic end), in the order loaded.
+        self.last_rule_update: Dict[str, Tuple[float, float]] = {}
         self.lock = threading.RLock()
         self._created_dirs: List[str] = []
         self._spawner = Spawner(self._recorder("spawner", "pods"), self.state.directory / "spawner.log")
@@ -127,9 +131,10 @@ class LiveCluster:
         self.links = LinkControl.create(self.state.directory, plan, self._namespace_owners())
 
         self.progress(f"flannel {plan.backend}: devices, routes, neighbours, FDB; kube-proxy rules")
-        steps = [partial(self._program_node, n) for n in plan.nodes]
-        steps += [partial(apply_router, r, self.routers[r.name].namespaces) for r in plan.routers]
-        commands.in_parallel(steps)
+        node_steps = [partial(self._program_node, n) for n in plan.nodes]
+        router_steps = [partial(apply_router, r, self.routers[r.name].namespaces) for r in plan.routers]
+        seconds = commands.in_parallel(node_steps + router_steps)
+        self.rule_load_seconds = {n.name: t for n, t in zip(plan.nodes, seconds)}
 
         self.progress(f"pods: {len(plan.pods)} pause processes")
         pending = self._start_pauses(plan.pods)
@@ -154,13 +159,14 @@ class LiveCluster:
             self.progress(f"add-on {name}")
             registry.addon_hook(name, "start")(self, plan)
 
-    def _program_node(self, node_plan: NodePlan) -> None:
+    def _program_node(self, node_plan: NodePlan) -> float:
         """A node's dataplane (``emu.apply.nodes``), and on a routed underlay its own routes and the routes its
-        backend tries in vain (``emu.apply.routers``)."""
+        backend tries in vain (``emu.apply.routers``); the seconds its rules took to load."""
         ns = self.nodes[node_plan.name].namespaces
-        apply_node(node_plan, ns, self.state.directory, self._start_daemons)
+        seconds = apply_node(node_plan, ns, self.state.directory, self._start_daemons)
         if self.plan.underlay is not None:
             node_underlay(node_plan, self.plan.backend, ns, self.state.directory)
+        return seconds
 
     def _namespace_owners(self) -> Dict[str, Any]:
         """``node:<name>`` and ``router:<name>`` -> (pid, start time) of the process holding that namespace."""
@@ -346,8 +352,9 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), tell the add-ons (``update``), load the changed nodes' rules, then stop the removed
-        pods. ``plan`` is published only once every node's rules agree with it."""
+        their ports listen), tell the add-ons (``update``), change the changed nodes' rules
+        (``emu.apply.nodes.update_rules``), delete the conntrack entries kube-proxy would in every node, then stop
+        the removed pods. ``plan`` is published only once every node's rules agree with it."""
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
@@ -363,13 +370,19 @@ class LiveCluster:
                 # nodes' rules send it traffic
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, self.plan, plan)
+                self.last_rule_update = {}
                 for node_plan in diff.changed_nodes:
                     node = self.nodes[node_plan.name]
-                    if node_plan.iptables != node.plan.iptables:
-                        load_iptables(node_plan, node.namespaces)
-                        if self.links is not None:  # a full restore may take a link's drop rules with it
-                            self.links.refresh(f"node:{node_plan.name}")
+                    started = time.monotonic()
+                    restored = node_plan.iptables != node.plan.iptables
+                    update_rules(node.plan, node_plan, node.namespaces)
+                    self.last_rule_update[node.name] = (started, time.monotonic())
+                    if restored and self.links is not None:  # a full restore may take a link's drop rules with it
+                        self.links.refresh(f"node:{node_plan.name}")
                     node.plan = node_plan
+                if diff.stale_flows:
+                    for node in self.nodes.values():
+                        flush_conntrack(node.name, diff.stale_flows, node.namespaces)
                 self.plan = plan
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:

@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from emu.apply.handles import Node, Pod, Router, Service
 from emu.apply.impair import EndReport
@@ -64,12 +64,13 @@ class Cluster:
         path: Union[str, "os.PathLike[str]", Sequence[str]],
         backend: Optional[str] = None,
         progress: Optional[Progress] = None,
+        proxy_mode: Optional[str] = None,
     ) -> "Cluster":
-        """Load and validate a topology (plus manifests) and plan it, on ``backend`` when given; nothing is built
-        yet. Raises SpecError for a bad topology."""
+        """Load and validate a topology (plus manifests) and plan it, on ``backend`` and with kube-proxy in
+        ``proxy_mode`` when given; nothing is built yet. Raises SpecError for a bad topology."""
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         spec, _warnings = load([str(p) for p in paths])
-        return cls(build_plan(spec, backend=backend), progress=progress)
+        return cls(build_plan(spec, backend=backend, proxy_mode=proxy_mode), progress=progress)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -119,6 +120,11 @@ class Cluster:
         return self.plan.backend
 
     @property
+    def proxy_mode(self) -> str:
+        """kube-proxy's mode in this cluster (``iptables``, ``nftables``)."""
+        return self.plan.proxy_mode
+
+    @property
     def net(self) -> Any:
         """The Mininet network underneath (its hosts are the nodes), for Mininet-style use and its CLI."""
         return self.live.net
@@ -131,6 +137,16 @@ class Cluster:
     @property
     def build_seconds(self) -> float:
         return self.live.build_seconds
+
+    @property
+    def rule_load_seconds(self) -> Dict[str, float]:
+        """Seconds each node's rules (iptables-restore, nft -f) took to load when the cluster was built."""
+        return dict(self.live.rule_load_seconds)
+
+    @property
+    def last_rule_update(self) -> Dict[str, Tuple[float, float]]:
+        """The last change's rule loading: node -> (time.monotonic() at its start, at its end)."""
+        return dict(self.live.last_rule_update)
 
     @property
     def problems(self) -> List[str]:

@@ -1,14 +1,15 @@
 """Printing a Plan for people (``emu plan --format text``) and programs (``--format json``).
 
 The text form is grouped by node and written like the output of the tools a student will use on the live
-cluster (``ip -br addr``, ``ip route``, ``ip neigh``, ``bridge fdb``, ``iptables-save``), so the plan can be
-predicted, then checked line by line.
+cluster (``ip -br addr``, ``ip route``, ``ip neigh``, ``bridge fdb``, ``iptables-save``, ``nft list table``), so
+the plan can be predicted, then checked line by line.
 """
 
 import json
 from typing import Any, List, Optional
 
 from emu.plan.model import NodePlan, Plan, PodPlan, RouterPlan
+from emu.plan.nftables import render
 
 
 def to_json(plan: Plan, node: Optional[str] = None) -> str:
@@ -19,10 +20,13 @@ def to_json(plan: Plan, node: Optional[str] = None) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> str:
+def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True, nftables: bool = True) -> str:
     out: List[str] = []
     options = " ".join(f"{k}={v}" for k, v in plan.backend_options)
-    out.append(f"cluster {plan.cluster}: backend {plan.backend}{(' (' + options + ')') if options else ''}")
+    out.append(
+        f"cluster {plan.cluster}: backend {plan.backend}{(' (' + options + ')') if options else ''}, "
+        f"kube-proxy {plan.proxy_mode} mode"
+    )
     if plan.underlay is None:
         out.append(
             f"  pod network {plan.pod_cidr} (/{plan.subnet_len} per node, pod MTU {plan.pod_mtu}), "
@@ -45,7 +49,7 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> st
     for n in plan.nodes:
         if node is None or n.name == node:
             out.append("")
-            out.extend(_node_text(plan, n, iptables))
+            out.extend(_node_text(plan, n, iptables, nftables))
     for router in plan.routers:
         if node is None:
             out.append("")
@@ -82,7 +86,7 @@ def router_text(router: RouterPlan) -> List[str]:
     return out
 
 
-def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
+def _node_text(plan: Plan, n: NodePlan, iptables: bool, nftables: bool) -> List[str]:
     segment = f"  segment {n.segment}" if n.segment else ""
     out = [f"node {n.name}  {n.ip}  subnet {n.subnet}{segment}"]
     out.append(
@@ -134,6 +138,10 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
     if iptables:
         out.append("  iptables-save:")
         out.extend(f"    {line}" for line in n.iptables.splitlines())
+    if nftables:
+        for table in n.nftables:
+            out.append(f"  nft list table {table.prefix}:")
+            out.extend(f"    {line}" for line in render(table).splitlines())  # nft's own tabs
     return out
 
 

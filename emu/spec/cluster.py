@@ -23,7 +23,13 @@ DEFAULT_SUBNET_LEN = 24
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_UNDERLAY = "192.168.56.0/24"
 CLUSTER_FIELDS = {"apiVersion", "kind", "name", "network", "underlay", "nodes", "manifests", "addons"}
-NETWORK_FIELDS = {"podCIDR", "subnetLen", "serviceCIDR", "backend"}
+NETWORK_FIELDS = {"podCIDR", "subnetLen", "serviceCIDR", "backend", "kubeProxy"}
+KUBE_PROXY_FIELDS = {"mode"}
+#: kube-proxy modes emu does not build, and why (the hint of their error).
+UNBUILT_PROXY_MODES = {
+    "ipvs": "kube-proxy's ipvs mode needs the kernel's ip_vs and dummy modules (see emu doctor); emu does not build it",
+    "kernelspace": "kube-proxy's kernelspace mode is Windows only",
+}
 UNDERLAY_FIELDS = {"cidr", "mtu", "link", "segments", "routers"}
 NODE_FIELDS = {"name", "ip", "link", "segment"}
 
@@ -88,6 +94,7 @@ def read_cluster(r: Reader) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
             subnet_len or DEFAULT_SUBNET_LEN,
             service_cidr or ip_network(DEFAULT_SERVICE_CIDR),
             backend,
+            network["proxy_mode"],
         ),
         "underlay": Underlay(
             segments[0].cidr if segments else underlay_cidr or ip_network(DEFAULT_UNDERLAY),
@@ -124,7 +131,25 @@ def _read_network(r: Reader, value: Any) -> Dict[str, Any]:
         "backend": backend,
         "mtu_path": mtu_path,
         "backend_path": ("network", "backend"),
+        "proxy_mode": _read_kube_proxy(r, net.get("kubeProxy")),
     }
+
+
+def _read_kube_proxy(r: Reader, value: Any) -> str:
+    """``network.kubeProxy``: kube-proxy's configuration; its ``mode`` (the registry's default when absent)."""
+    path: FieldPath = ("network", "kubeProxy")
+    config = r.mapping(value, path, KUBE_PROXY_FIELDS)
+    mode = r.string(config.get("mode"), path + ("mode",), registry.DEFAULT_PROXY_MODE)
+    if mode in registry.PROXY_MODES:
+        return str(mode)
+    modes = ", ".join(registry.PROXY_MODES)
+    if mode in UNBUILT_PROXY_MODES:
+        r.error(path + ("mode",), UNBUILT_PROXY_MODES[str(mode)], f"one of {modes}")
+    else:
+        close = closest(str(mode), registry.PROXY_MODES)
+        r.error(path + ("mode",), f"unknown kube-proxy mode {short(mode)}",
+                f"did you mean '{close}'?" if close else f"one of {modes}")
+    return registry.DEFAULT_PROXY_MODE
 
 
 def _read_underlay(r: Reader, value: Any) -> Dict[str, Any]:

@@ -50,10 +50,14 @@ class Backend:
 
 @dataclass(frozen=True)
 class Network:
+    """The cluster network: the pod range and its node subnets, the Service range, flannel's backend, and the
+    mode kube-proxy runs in (a key of ``emu.registry.PROXY_MODES``)."""
+
     pod_cidr: IPv4Network
     subnet_len: int
     service_cidr: IPv4Network
     backend: Backend
+    proxy_mode: str = "iptables"
 
 
 @dataclass(frozen=True)
