@@ -62,6 +62,7 @@ _ADDON_DEFAULTS: Dict[str, Callable[..., Any]] = {
     "manifests": lambda settings, cluster: [],
     "check_spec": lambda spec, settings, reader: None,
     "plan": lambda spec, plan, settings: plan,
+    "plan_text": lambda fragment: [],
     "start": lambda live, plan: None,
     "update": lambda live, old, new: None,
     "stop": lambda live: None,
@@ -69,7 +70,7 @@ _ADDON_DEFAULTS: Dict[str, Callable[..., Any]] = {
 
 
 def addon_hook(name: str, hook: str) -> Callable[..., Any]:
-    """Add-on ``name``'s ``hook`` (manifests, check_spec, plan, start, update, stop); a no-op when the add-on
+    """Add-on ``name``'s ``hook`` (manifests, check_spec, plan, plan_text, start, update, stop); a no-op when the add-on
     does not define it (see docs/architecture.md for what each is given and returns)."""
     return getattr(addon(name), hook, None) or _ADDON_DEFAULTS[hook]
 

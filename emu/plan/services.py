@@ -22,10 +22,12 @@ from emu.spec.model import ClusterSpec, Pod, Service
 
 def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePlan]:
     """Every Service of ``spec`` with its address, node ports and the endpoints among ``pods``."""
-    ips = cluster_ips(spec.network.service_cidr, [s.cluster_ip for s in spec.services])
+    virtual = [s for s in spec.services if not s.headless and s.type != "ExternalName"]
+    ip_of = dict(zip((id(s) for s in virtual), cluster_ips(spec.network.service_cidr, [s.cluster_ip for s in virtual])))
     pod_spec = {p.name: p for p in spec.pods}
     out: List[ServicePlan] = []
-    for service, ip in zip(spec.services, ips):
+    for service in spec.services:
+        ip = ip_of.get(id(service), "None" if service.headless else "")
         selected = [p for p in pods if p.namespace == service.namespace and _selects(service, pod_spec[p.name])]
         ports = []
         for port in service.ports:
@@ -46,6 +48,7 @@ def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePla
                 session_affinity=service.session_affinity,
                 affinity_timeout=service.affinity_timeout,
                 ports=tuple(ports),
+                external_name=service.external_name,
             )
         )
     _allocate_node_ports(out)
@@ -82,7 +85,7 @@ def service_env(services: Sequence[ServicePlan]) -> Dict[str, str]:
     """The Docker-link style variables the kubelet gives every container for every Service."""
     env: Dict[str, str] = {}
     for s in services:
-        if not s.ports:
+        if not s.ports or s.cluster_ip in ("None", ""):  # headless and ExternalName Services get none
             continue
         prefix = s.name.upper().replace("-", "_")
         env[f"{prefix}_SERVICE_HOST"] = s.cluster_ip
@@ -149,4 +152,5 @@ def kube_services(services: Sequence[ServicePlan]) -> Tuple[kubeproxy.Service, .
             affinity_timeout=s.affinity_timeout,
         )
         for s in services
+        if s.type != "ExternalName"  # kube-proxy skips them (ShouldSkipService)
     )
