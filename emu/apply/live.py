@@ -154,7 +154,9 @@ class LiveCluster:
                 try:
                     record = self._recorder("pause", pod_plan.name)
                     node_pid = self.nodes[pod_plan.node].pid
-                    proc = pod_ops.start_pause(pod_plan, self.plan.cluster, node_pid, record, self._spawner)
+                    proc = pod_ops.start_pause(
+                        pod_plan, self.plan.cluster, node_pid, record, self._spawner, self.pod_directory(pod_plan.name)
+                    )
                 except BaseException as exc:  # raised in the building thread below
                     failed.append(exc)
                     return
@@ -340,7 +342,9 @@ class LiveCluster:
             shutil.rmtree(self.state.directory / "pods" / pod_plan.name, ignore_errors=True)
         self._write_pod_files(pod_plan)
         record = self._recorder("pause", pod_plan.name)
-        pause = pod_ops.start_pause(pod_plan, self.plan.cluster, node.pid, record, self._spawner)
+        pause = pod_ops.start_pause(
+            pod_plan, self.plan.cluster, node.pid, record, self._spawner, self.pod_directory(pod_plan.name)
+        )
         pod = Pod(self, pod_plan, pause)
         try:
             pod_ops.wait_pause(pod_plan, pause)
