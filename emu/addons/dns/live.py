@@ -75,7 +75,8 @@ def start(live: Any, plan: Any) -> None:
     fragment = plan.addon("dns")
     late = publish(live, fragment)
     if late:
-        raise BuildError(f"cluster DNS: {', '.join(late)} did not serve the records within {TIMEOUT:g} s (see emu logs)")
+        pods = ", ".join(late)
+        raise BuildError(f"cluster DNS: {pods} did not serve the records within {TIMEOUT:g} s (see emu logs)")
 
 
 def update(live: Any, old: Any, new: Any) -> None:
