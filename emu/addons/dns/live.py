@@ -76,7 +76,9 @@ def start(live: Any, plan: Any) -> None:
     late = publish(live, fragment)
     if late:
         pods = ", ".join(late)
-        raise BuildError(f"cluster DNS: {pods} did not serve the records within {TIMEOUT:g} s (see emu logs)")
+        log = Path(live.pod_directory(late[0])) / "dnsmasq.log"
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+        raise BuildError(f"cluster DNS: {pods} did not serve the records within {TIMEOUT:g} s", [], tail)
 
 
 def update(live: Any, old: Any, new: Any) -> None:
