@@ -261,3 +261,20 @@ def test_plan_text_shows_the_records_each_dns_pod_serves(dns_plan) -> None:  # t
     assert "cluster DNS: zone cluster.local, Service kube-system/kube-dns 10.96.0.10:53 (UDP, TCP)" in text
     assert "    _postgres._tcp.db.default.svc.cluster.local. 5 IN SRV 0 100 5432 db-0.db.default.svc.cluster.local." in text
     assert str(Record("a.b", "A", "1.2.3.4")) == "a.b. 5 IN A 1.2.3.4"
+
+
+def test_trace_to_a_service_name_predicts_the_dns_exchange_first(dns_plan) -> None:  # type: ignore[no-untyped-def]
+    from emu.trace.dns import exchange, search_order
+
+    found = exchange(dns_plan, "client-node-1", "web")
+    assert found is not None
+    assert (found.queries, found.answer) == (("web.default.svc.cluster.local",), "10.96.0.11")
+    assert found.query.proto == "udp" and found.query.port == 53 and found.query.dst.name == "kube-dns"
+    assert found.query.delivered and found.query.target.name in ("kube-dns-0", "kube-dns-1")
+    other = exchange(dns_plan, "client-node-1", "api.other")
+    assert other is not None and other.queries == ("api.other.default.svc.cluster.local", "api.other.svc.cluster.local")
+    assert exchange(dns_plan, "client-node-1", "web-0") is None  # a pod name: no lookup
+    assert exchange(dns_plan, "agent", "web") is None  # hostNetwork: the node's resolver
+    assert search_order("example.com", ["a.b", "b"], 5) == ["example.com.a.b", "example.com.b", "example.com"]
+    assert search_order("a.b.c.d.e.f", ["x"], 5) == ["a.b.c.d.e.f", "a.b.c.d.e.f.x"]
+    assert search_order("web.default.svc.cluster.local.", ["x"], 5) == ["web.default.svc.cluster.local"]

@@ -154,6 +154,16 @@ def test_dns_pods_run_dnsmasq_and_log_the_queries_they_answer(cluster: Any) -> N
     assert sum(grown.values()) == 20 and all(n > 0 for n in grown.values()), grown  # kube-proxy spreads them
 
 
+def test_trace_shows_the_dns_exchange_the_pod_really_made(cluster: Any) -> None:
+    from emu.trace.dns import exchange, observe
+
+    found = observe(cluster, exchange(cluster.plan, "client-node-2", "api.other"))
+    assert found.ok and found.answer == "10.96.0.12", found.observed
+    assert found.queries == ("api.other.default.svc.cluster.local", "api.other.svc.cluster.local")
+    assert found.query.target.name in found.observed  # the hops follow the DNS pod that answered
+    assert found.query.delivered and any(h.service is not None for h in found.query.hops)
+
+
 LOOKUPS = r"""
 import json, socket, sys, time
 name, count, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])

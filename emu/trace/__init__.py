@@ -6,6 +6,8 @@
   kernel evidence (device counters, tcpdump, iptables counters, live routes), and says why the first hop not
   seen was not reached.
 - ``emu.trace.render``: the numbered text list and the matplotlib diagram.
+- ``emu.trace.dns``: the DNS exchange shown first when the destination is a Service *name* and the source pod
+  resolves through cluster DNS (the query to kube-dns, the DNS pod, the answer).
 This module holds ``run_trace``, the ``emu trace`` verb's work.
 """
 
@@ -38,6 +40,7 @@ def run_trace(
 
     from emu.plan.build import build_plan
     from emu.spec.load import load
+    from emu.trace import dns
     from emu.trace.predict import predict
     from emu.trace.render import draw, to_text
 
@@ -46,9 +49,15 @@ def run_trace(
         print(str(warning), file=sys.stderr)
     plan = build_plan(spec, backend=backend)  # the run's one plan: predicted from, built, verified against
     prediction = predict(plan, src, dst, port, proto, size=size)  # bad questions fail before a build
+    lookup = dns.exchange(plan, src, dst)
     if predict_only:
-        text = json.dumps(prediction.to_dict(), indent=2, sort_keys=True) + "\n"
-        sys.stdout.write(text if output_format == "json" else to_text(prediction))
+        data = prediction.to_dict()
+        before = ""
+        if lookup is not None:
+            data["dns"] = lookup.to_dict()
+            before = dns.to_text(lookup, to_text(lookup.query))
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        sys.stdout.write(text if output_format == "json" else before + to_text(prediction))
         if diagram:
             print(f"diagram: {draw(prediction, diagram)}", file=sys.stderr)
         return 0 if prediction.delivered else 1
@@ -57,11 +66,30 @@ def run_trace(
     from emu.trace.verify import trace
 
     with Cluster(plan) as cluster:
+        if lookup is not None:
+            lookup = dns.observe(cluster, lookup)
         result = trace(cluster, src, dst, port=port, proto=proto, count=count, size=size)
-    sys.stdout.write(result.to_json() if output_format == "json" else to_text(result))
+    _write(result, lookup, output_format)
     if diagram:
         print(f"diagram: {draw(result, diagram)}", file=sys.stderr)
-    return 0 if result.ok else 1
+    return 0 if result.ok and (lookup is None or lookup.ok) else 1
+
+
+def _write(result, lookup, output_format: str) -> None:  # type: ignore[no-untyped-def]
+    """A live trace's result, with its DNS exchange first when there is one."""
+    import json
+
+    from emu.trace import dns
+    from emu.trace.render import to_text
+
+    if output_format == "json":
+        data = result.to_dict()
+        if lookup is not None:
+            data["dns"] = lookup.to_dict()
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        before = dns.to_text(lookup, to_text(lookup.query)) if lookup is not None else ""
+        sys.stdout.write(before + to_text(result))
 
 
 def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
@@ -69,8 +97,9 @@ def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
     import argparse
     import shlex
 
+    from emu.trace import dns
     from emu.trace.predict import TraceInputError
-    from emu.trace.render import draw, to_text
+    from emu.trace.render import draw
     from emu.trace.verify import DEFAULT_COUNT, trace
 
     class Parser(argparse.ArgumentParser):
@@ -94,12 +123,15 @@ def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
               "[--format text|json] [--diagram FILE]", file=sys.stderr)
         return 2
     try:
+        lookup = dns.exchange(cluster.plan, args.src, args.dst)
+        if lookup is not None:
+            lookup = dns.observe(cluster, lookup)
         result = trace(cluster, args.src, args.dst, port=args.port, proto=args.proto, count=args.count,
                        size=args.size)
     except TraceInputError as exc:
         print(f"*** {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(result.to_json() if args.format == "json" else to_text(result))
+    _write(result, lookup, args.format)
     if args.diagram:
         print(f"diagram: {draw(result, args.diagram)}")
-    return 0 if result.ok else 1
+    return 0 if result.ok and (lookup is None or lookup.ok) else 1
