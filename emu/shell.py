@@ -124,15 +124,17 @@ class ClusterCLI(CLI):
         if not args:
             print(f"*** Please enter a command for pod {first}: {first} CMD ARGS", file=sys.stderr)
             return None
-        self._run_in_pod(first, None, self._words(args))
+        self._run_in_pod(first, None, self._words(args, first))
         return None
 
-    def _words(self, text: str) -> List[str]:
+    def _words(self, text: str, pod: str) -> List[str]:
+        """The command's words, pod and node names replaced by their addresses (Service names too, unless the
+        pod resolves them through cluster DNS)."""
         try:
             words = shlex.split(text)
         except ValueError as exc:
             raise EmuError(f"cannot parse the command: {exc}") from None
-        return [self.cluster.resolve(w) for w in words]
+        return [self.cluster.resolve(w, in_pod=pod) for w in words]
 
     def _run_in_pod(self, pod_name: str, container: Optional[str], argv: List[str]) -> None:
         pod = self.cluster.pod(pod_name)
@@ -196,7 +198,7 @@ class ClusterCLI(CLI):
         pod = self.cluster.pod(head[0])
         if container is None:
             container = next(iter(pod.containers), None)
-        self._run_in_pod(head[0], container, [self.cluster.resolve(w) for w in argv])
+        self._run_in_pod(head[0], container, [self.cluster.resolve(w, in_pod=head[0]) for w in argv])
 
     def do_logs(self, line: str) -> None:
         """logs POD [-c CONTAINER]: print a container's output."""

@@ -208,6 +208,21 @@ def missing_mount_points(pod: PodPlan) -> List[str]:
     return out
 
 
+def mount_point_dirs(pod: PodPlan) -> List[str]:
+    """Every directory level of the pod's mount points (outermost first), as missing_mount_points would list them
+    when none existed."""
+    out: List[str] = []
+    for container in pod.containers:
+        for mount in container.mounts:
+            levels: List[str] = []
+            path = os.path.normpath(mount.path)
+            while path not in ("/", ""):
+                levels.insert(0, path)
+                path = os.path.dirname(path)
+            out += [p for p in levels if p not in out]
+    return out
+
+
 def helper_env(container: ContainerPlan) -> Dict[str, str]:
     """``PYTHONPATH`` for emu's own helper programs (``python3 -m emu.<module>``), nothing for other commands."""
     argv = container.argv

@@ -150,17 +150,30 @@ class Cluster:
                 return Service(s)
         raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
 
-    def resolve(self, name: str) -> str:
-        """The address behind a pod, node or Service name (names are left as they are otherwise)."""
+    def resolve(self, name: str, in_pod: Optional[str] = None) -> str:
+        """The address behind a pod, node or Service name (names are left as they are otherwise).
+
+        in_pod: the pod the name is used in; when it resolves names through cluster DNS, Service names are left
+        for its resolver (as in a real pod), and only pod and node names (which DNS does not know) are replaced.
+        """
         pod = self.live.pods.get(name)
         if pod is not None and not pod.deleted:
             return pod.ip
         if name in self.live.nodes:
             return self.live.nodes[name].ip
+        if in_pod is not None and self._uses_cluster_dns(in_pod):
+            return name
         for s in self.plan.services:
-            if s.name == name:
+            if s.name == name and s.cluster_ip not in ("None", ""):  # headless, ExternalName: DNS names only
                 return s.cluster_ip
         return name
+
+    def _uses_cluster_dns(self, pod_name: str) -> bool:
+        fragment = self.plan.addon("dns")
+        pod = self.live.pods.get(pod_name)
+        if fragment is None or pod is None:
+            return False
+        return f"nameserver {fragment.service_ip}\n" in pod.plan.resolv_conf
 
     def placements(self) -> List[Placement]:
         """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this

@@ -77,7 +77,7 @@ def start(live: Any, plan: Any) -> None:
     if late:
         pods = ", ".join(late)
         log = Path(live.pod_directory(late[0])) / "dnsmasq.log"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
         raise BuildError(f"cluster DNS: {pods} did not serve the records within {TIMEOUT:g} s", [], tail)
 
 

@@ -115,6 +115,7 @@ class Back:
             "--no-resolv",
             "--no-hosts",
             "--user=root",
+            "--pid-file=",  # no pid file (the machine's /run/dnsmasq is not emu's)
             f"--hostsdir={self.hosts_dir}",
             "--log-facility=-",
         ]
@@ -160,8 +161,11 @@ class Nanny:
     def _wait_answer(self, port: int, generation: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not probe(port, self.marker(generation)):
+            back = self.back
+            if back is not None and back.port == port and back.process is not None and back.process.poll() is not None:
+                raise RuntimeError(f"the records dnsmasq on port {port} exited with status {back.process.returncode}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"dnsmasq on port {port} does not answer for generation {generation}")
+                raise RuntimeError(f"dnsmasq on port {port} does not answer for generation {generation or '-'}")
             time.sleep(0.005)
 
     def _set_servers(self, ports: Sequence[int]) -> None:
@@ -186,7 +190,8 @@ class Nanny:
         self.back.start()
         self._wait_answer(self.back.port, generation)
         self._set_servers([self.back.port])
-        argv = ["dnsmasq", "--keep-in-foreground", f"--servers-file={self.servers}", *self.front_options]
+        argv = ["dnsmasq", "--keep-in-foreground", "--pid-file=", f"--servers-file={self.servers}"]
+        argv += self.front_options
         self.front = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self._served(generation)
 
