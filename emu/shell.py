@@ -210,14 +210,16 @@ class ClusterCLI(CLI):
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete pod NAME: delete a pod; kube-proxy drops it from every Service's endpoints."""
+        """delete pod|svc NAME: delete a pod (kube-proxy drops it from every Service's endpoints, cluster DNS
+        from its records) or a Service (its rules and records go)."""
         words = line.split()
-        if len(words) != 2 or words[0] not in ("pod", "pods", "po"):
-            print("*** usage: delete pod NAME", file=sys.stderr)
+        kinds = ("pod", "pods", "po", "service", "services", "svc")
+        if len(words) != 2 or words[0] not in kinds:
+            print("*** usage: delete pod|svc NAME", file=sys.stderr)
             self.last_status = 2
             return
-        self.cluster.delete_pod(words[1])
-        print(f'pod "{words[1]}" deleted')
+        self.cluster.delete(words[0], words[1])
+        print(f'{"pod" if words[0].startswith("po") else "service"} "{words[1]}" deleted')
 
     def do_apply(self, line: str) -> None:
         """apply -f FILE: create the Pods of a YAML file; every Service that selects one gets it as an endpoint."""

@@ -143,8 +143,9 @@ def test_host_network_pods_keep_the_nodes_resolver_and_the_machine_is_untouched(
 
 def test_dns_pods_run_dnsmasq_and_log_the_queries_they_answer(cluster: Any) -> None:
     pod = cluster.pod("kube-dns-1")
-    processes = pod.exec(["ps", "-eo", "args"]).stdout  # the pod's mount namespace shares the node's /proc
-    assert "dnsmasq --keep-in-foreground --servers-file=" in processes
+    argvs = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in _dnsmasq_pids(pod)]
+    assert any(b"--port=53" in a and any(w.startswith(b"--servers-file=") for w in a) for a in argvs), argvs
+    assert any(b"--port=10053" in a or b"--port=10054" in a for a in argvs), argvs  # the records dnsmasq
     before = {name: cluster.pod(name).logs("dnsmasq").count("query[") for name in ("kube-dns-0", "kube-dns-1")}
     client = cluster.pod("client-node-2")
     for _ in range(20):
@@ -162,6 +163,31 @@ def test_trace_shows_the_dns_exchange_the_pod_really_made(cluster: Any) -> None:
     assert found.queries == ("api.other.default.svc.cluster.local", "api.other.svc.cluster.local")
     assert found.query.target.name in found.observed  # the hops follow the DNS pod that answered
     assert found.query.delivered and any(h.service is not None for h in found.query.hops)
+
+
+def test_services_applied_and_deleted_at_run_time_come_and_go_in_dns(cluster: Any) -> None:
+    client = cluster.pod("client-node-3")
+    before = {s.name: s.cluster_ip for s in cluster.plan.services}
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "late", "namespace": "other"},
+        "spec": {"selector": {"app": "api"}, "ports": [{"name": "http", "port": 8000, "targetPort": 8080}]},
+    }
+    service = cluster.add_service(manifest)
+    assert service.cluster_ip == "10.96.0.13" and service.endpoints == ["10.244.1.5:8080"]
+    assert dig(client, "late.other.svc.cluster.local", "A") == ("NOERROR", ["10.96.0.13"])
+    assert dig(client, "_http._tcp.late.other.svc.cluster.local", "SRV")[1] == [
+        "0 100 8000 late.other.svc.cluster.local."
+    ]
+    reply = client.exec(["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://late.other:8000/"])
+    assert reply.stdout == "200", reply  # DNS, then kube-proxy's new rules, then the pod
+    cluster.delete_service("web")
+    assert dig(client, "web.default.svc.cluster.local", "A") == ("NXDOMAIN", [])
+    after = {s.name: s.cluster_ip for s in cluster.plan.services}
+    assert all(after[name] == ip for name, ip in before.items() if name != "web")  # no other address moved
+    cluster.delete_service("late", namespace="other")
+    assert dig(client, "late.other.svc.cluster.local", "A") == ("NXDOMAIN", [])
 
 
 LOOKUPS = r"""

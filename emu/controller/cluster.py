@@ -25,6 +25,7 @@ from emu.errors import EmuError
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
+from emu.spec.added import load_added_service, pinned
 from emu.spec.errors import Problem, SpecError
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
@@ -207,17 +208,42 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
+    def add_service(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Service:
+        """Create a Service in the running cluster, as ``kubectl apply`` of a Service object would: validated with
+        the loader's rules, given the next free cluster IP (or its own), kube-proxy's rules loaded in every node,
+        its records in cluster DNS. No other Service's address moves. Raises SpecError for an invalid one."""
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running: cannot add a Service")
+            spec = pinned(self.spec, self.plan.services)
+            service = load_added_service(manifest, spec, document)
+            self._change(replace(spec, services=spec.services + (service,)))
+            return self.service(service.name)
+
+    def delete_service(self, name: str, namespace: str = "default") -> None:
+        """Delete a Service: its rules go from every node, its records from cluster DNS; the others keep theirs."""
+        with self.live.lock:
+            spec = pinned(self.spec, self.plan.services)
+            kept = tuple(s for s in spec.services if (s.namespace, s.name) != (namespace, name))
+            if len(kept) == len(spec.services):
+                raise KeyError(f"no Service named {name!r} in namespace {namespace!r}")
+            self._change(replace(spec, services=kept))
+
     def apply(self, documents: Sequence["Document"]) -> List[str]:
-        """``kubectl apply -f``: create the objects of ``documents`` (Pods), one change each; returns a line per
-        object created. Raises SpecError for an invalid one (those before it are created)."""
+        """``kubectl apply -f``: create the objects of ``documents`` (Pods, Services), one change each; returns a
+        line per object created. Raises SpecError for an invalid one (those before it are created)."""
         created: List[str] = []
         for document in documents:
             kind = document.data.get("kind") if isinstance(document.data, dict) else None
+            if kind == "Service":
+                service = self.add_service(document.data, document)
+                created.append(f'service "{service.name}" created ({service.cluster_ip})')
+                continue
             if kind != "Pod":
                 what = f"kind {kind!r}" if kind else "an object without a kind"
                 problem = Problem(
                     document.file, document.line(("kind",)), "kind", f"{what} cannot be applied to a running cluster",
-                    "kind: Pod (Deployments and Services are read when the cluster is built)",
+                    "kind: Pod or Service (Deployments are read when the cluster is built)",
                 )
                 raise SpecError([problem])
             pod = self.add_pod(document.data, document)
@@ -225,11 +251,14 @@ class Cluster:
         return created
 
     def delete(self, kind: str, name: str) -> None:
-        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods)."""
+        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods, Services)."""
         if kind.lower() in ("pod", "pods", "po"):
             self.delete_pod(name)
             return
-        raise EmuError(f"cannot delete a {kind} from a running cluster (pods can be deleted)")
+        if kind.lower() in ("service", "services", "svc"):
+            self.delete_service(name)
+            return
+        raise EmuError(f"cannot delete a {kind} from a running cluster (pods and Services can be deleted)")
 
     def _change(self, spec: ClusterSpec) -> None:
         """Re-plan for ``spec`` and have the live cluster apply the difference; ``spec`` is kept once done."""
