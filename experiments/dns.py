@@ -35,9 +35,10 @@ What to expect: lookups of a fraction of a millisecond to about a millisecond fo
 other namespace about twice that, the outside name about four times (and 8 queries); cross-node a little slower
 than same-node, more so with vxlan than host-gw.
 
-Rows: placement = the lookup kind (fqdn, short-name, other-namespace, outside-name) with tool ``getaddrinfo``
-(rtt_p50, rtt_p99, rtt_mean in ms, answered and failed counts, queries_per_lookup), or the server placement
-with tool ``dns-udp`` (rtt_p50, rtt_p99, rtt_mean, failed).
+Rows (tool ``dns``): placement = the lookup kind (fqdn, short-name, other-namespace, outside-name; dst the name,
+made with getaddrinfo) with rtt_p50, rtt_p99, rtt_mean in ms, answered and failed counts and queries_per_lookup;
+or the server placement (same-node-dns-pod, cross-node-dns-pod; dst the DNS pod, one raw UDP query each time)
+with the same latencies and counts.
 
 Run it:   sudo python -m emu run experiments/dns.py [--quick] [--backend host-gw]
      or:  sudo python experiments/dns.py --quick
@@ -66,6 +67,7 @@ LOOKUPS = {
     "outside-name": "example.com",
 }
 SERVER_NAME = "web.default.svc.cluster.local"
+TOOL = "dns"
 LABELS = {
     "fqdn": "FQDN.\n(absolute)",
     "short-name": "short name\n(search path)",
@@ -137,14 +139,14 @@ def queries_seen(cluster: Any, client_ip: str) -> int:
     return sum(cluster.pod(name).logs("dnsmasq").count(needle) for name in DNS_PODS)
 
 
-def latency_rows(results: Any, placement: str, tool: str, client: Any, dst: str, dst_node: str, data: Dict) -> None:
+def latency_rows(results: Any, placement: str, client: Any, dst: str, dst_node: str, data: Dict) -> None:
     ms = data["ms"]
     where = dict(src_node=client.node, dst_node=dst_node)
     for metric, value in (("rtt_p50", percentile(ms, 50)), ("rtt_p99", percentile(ms, 99)),
                           ("rtt_mean", sum(ms) / len(ms) if ms else float("nan"))):
-        results.add(placement, client.name, dst, tool, metric, value, "ms", **where)
-    results.add(placement, client.name, dst, tool, "answered", data["answered"], "count", **where)
-    results.add(placement, client.name, dst, tool, "failed", sum(data["failed"].values()), "count", **where)
+        results.add(placement, client.name, dst, TOOL, metric, value, "ms", **where)
+    results.add(placement, client.name, dst, TOOL, "answered", data["answered"], "count", **where)
+    results.add(placement, client.name, dst, TOOL, "failed", sum(data["failed"].values()), "count", **where)
 
 
 def run(cluster, results):
@@ -156,15 +158,15 @@ def run(cluster, results):
         data = probe(client, ["resolve", name, str(count)], count)
         time.sleep(0.2)  # the DNS pods' last log lines
         per_lookup = (queries_seen(cluster, client.ip) - before) / (count + 3)
-        latency_rows(results, placement, "getaddrinfo", client, name, "", data)
-        results.add(placement, client.name, name, "getaddrinfo", "queries_per_lookup", per_lookup, "count",
+        latency_rows(results, placement, client, name, "", data)
+        results.add(placement, client.name, name, TOOL, "queries_per_lookup", per_lookup, "count",
                     src_node=client.node)
     for server in DNS_PODS:
         pod = cluster.pod(server)
         placement = "same-node-dns-pod" if pod.node == client.node else "cross-node-dns-pod"
         results.step(f"{placement}: {count} queries straight to {server} ({pod.ip} on {pod.node})")
         data = probe(client, ["server", SERVER_NAME, str(count), pod.ip], count)
-        latency_rows(results, placement, "dns-udp", client, server, pod.node, data)
+        latency_rows(results, placement, client, server, pod.node, data)
 
 
 def plot(results_csv, out_dir):

@@ -538,11 +538,11 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
                 results.set_context({"backend": backend}, 0)
                 for kind, queries in (("fqdn", 2), ("short-name", 2), ("other-namespace", 4), ("outside-name", 8)):
                     for metric, value in (("rtt_p50", 0.2 * queries), ("rtt_p99", 0.5 * queries)):
-                        results.add(kind, "client", kind, "getaddrinfo", metric, value, "ms")
-                    results.add(kind, "client", kind, "getaddrinfo", "queries_per_lookup", queries, "count")
+                        results.add(kind, "client", kind, "dns", metric, value, "ms")
+                    results.add(kind, "client", kind, "dns", "queries_per_lookup", queries, "count")
                 for server, rtt in (("same-node-dns-pod", 0.2), ("cross-node-dns-pod", 0.3)):
-                    results.add(server, "client", "kube-dns-0", "dns-udp", "rtt_p50", rtt, "ms")
-                    results.add(server, "client", "kube-dns-0", "dns-udp", "rtt_p99", rtt * 3, "ms")
+                    results.add(server, "client", "kube-dns-0", "dns", "rtt_p50", rtt, "ms")
+                    results.add(server, "client", "kube-dns-0", "dns", "rtt_p99", rtt * 3, "ms")
         else:
             for size, pods in (("2x2", 4), ("4x10", 40)):
                 results.set_context({"size": size}, 0)
