@@ -72,8 +72,11 @@ class Daemon:
     The program must create the file named by ``--ready-file`` once it is ready to work (the apply layer waits
     for it, and adds the option itself), and write its log to stdout/stderr.
     name: a short name, for the state file, the log file and messages (``flannel-udp``).
+    consequence: what stops working when it dies, for the warning emu prints then (``{node}`` is replaced by
+        the node's name).
     """
 
     name: str
     module: str
     args: Tuple[str, ...]
+    consequence: str = "cross-node traffic from {node} is dropped"

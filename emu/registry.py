@@ -9,7 +9,7 @@ feature is writing its module (the contract is in ``emu.features``) and naming i
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-from emu.addons import dns
+from emu.addons import dns, standin
 from emu.backends import host_gw, udp, vxlan
 from emu.features import KernelNeed, Tool
 from emu.proxy import iptables as proxy_iptables
@@ -24,7 +24,7 @@ DEFAULT_PROXY_MODE = next(iter(PROXY_MODES))
 
 
 #: add-on name (a key under the cluster's ``addons``) -> its module, in the order their plan fragments are made.
-ADDONS: Dict[str, ModuleType] = {m.NAME: m for m in (dns,)}
+ADDONS: Dict[str, ModuleType] = {m.NAME: m for m in (standin, dns)}
 
 
 class UnknownFeature(KeyError):

@@ -126,14 +126,14 @@ def topology(tmp_path: Path, addons: str, name: str = "addon") -> Path:
 
 def test_an_addon_that_is_not_enabled_adds_nothing(tmp_path: Path) -> None:
     spec, _ = load([str(topology(tmp_path, ""))])
-    assert spec.addons == () and [p.name for p in spec.pods] == ["app"]
+    assert "probe" not in dict(spec.addons) and [p.name for p in spec.pods] == ["app"]
     assert spec.objects == (("ProbeNote", "remember me"),)  # its kind is still read (and validated)
-    assert "addons" not in build_plan(spec).to_dict()
+    assert "probe" not in build_plan(spec).to_dict().get("addons", {})
 
 
 def test_settings_manifests_objects_and_fragment_reach_the_plan(tmp_path: Path) -> None:
     spec, _ = load([str(topology(tmp_path, "addons: {probe: {greeting: hi}}"))])
-    assert spec.addons == (("probe", "hi"),)
+    assert dict(spec.addons)["probe"] == "hi"
     assert sorted(p.name for p in spec.pods) == ["app", "probe-agent"]  # its manifest's pod, scheduled
     plan = build_plan(spec)
     assert plan.addon("probe") == Fragment("hi", ("remember me",), ("app", "probe-agent"))  # add-ons' pods last

@@ -251,7 +251,8 @@ def test_a_users_service_cannot_take_the_cluster_dns_address(tmp_path: Path) -> 
         """
     with pytest.raises(SpecError) as exc:
         load([str(write(tmp_path, text))])
-    assert any("10.96.0.10 is already Service mine's" in str(p) for p in exc.value.errors)
+    lines = [str(p) for p in exc.value.errors]
+    assert any(":9: spec.clusterIP: 10.96.0.10 is already Service kube-dns's" in line for line in lines), lines
 
 
 def test_plan_text_shows_the_records_each_dns_pod_serves(dns_plan) -> None:  # type: ignore[no-untyped-def]

@@ -65,6 +65,7 @@ class LiveCluster:
         self.nodes: Dict[str, Node] = {}
         self.pods: Dict[str, Pod] = {}
         self.daemons: Dict[str, "subprocess.Popen[str]"] = {}  # "<node>/<daemon name>" -> process
+        self._daemon_specs: Dict[str, Daemon] = {}  # the same keys -> what was started
         self.problems: List[str] = []  # things that went wrong while running (a daemon died, a pod died)
         self.build_seconds = 0.0
         self.lock = threading.RLock()
@@ -255,6 +256,7 @@ class LiveCluster:
         record = self._recorder("daemon", f"{daemon.name}/{node}")
         proc = start_daemon(daemon, node, self.nodes[node].namespaces, self.state.directory, record=record)
         self.daemons[f"{node}/{daemon.name}"] = proc
+        self._daemon_specs[f"{node}/{daemon.name}"] = daemon
         return proc
 
     def run(self, node: str, step: str, argv: Sequence[str], input: Optional[str] = None) -> str:
@@ -329,8 +331,8 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), load the changed nodes' rules, then stop the removed pods. ``plan`` is published only
-        once every node's rules agree with it."""
+        their ports listen), tell the add-ons (``update``), load the changed nodes' rules, then stop the removed
+        pods. ``plan`` is published only once every node's rules agree with it."""
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
@@ -342,14 +344,16 @@ class LiveCluster:
             for pod in removed:
                 pod.deleted = True
             try:
+                # add-ons first: what they do for an added pod (a stand-in's sockets) is ready before the
+                # nodes' rules send it traffic
+                for name, _fragment in plan.addons:
+                    registry.addon_hook(name, "update")(self, self.plan, plan)
                 for node_plan in diff.changed_nodes:
                     node = self.nodes[node_plan.name]
                     if node_plan.iptables != node.plan.iptables:
                         load_iptables(node_plan, node.namespaces)
                     node.plan = node_plan
-                old, self.plan = self.plan, plan
-                for name, _fragment in plan.addons:
-                    registry.addon_hook(name, "update")(self, old, plan)
+                self.plan = plan
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:
                     self._stop_pod(pod)
@@ -400,7 +404,8 @@ class LiveCluster:
                         node, daemon = name.split("/", 1)
                         message = f"{daemon} on {node} exited with status {proc.returncode}"
                         self.problems.append(message)
-                        print(f"emu: warning: {message}: cross-node traffic from {node} is dropped", file=sys.stderr)
+                        consequence = self._daemon_specs[name].consequence.replace("{node}", node)
+                        print(f"emu: warning: {message}: {consequence}", file=sys.stderr)
                 for pod in self.pods.values():
                     if not pod.deleted and pod.pause.poll() is not None and pod.name not in self._reported:
                         self._reported.add(pod.name)

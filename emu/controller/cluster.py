@@ -12,6 +12,7 @@ kube-proxy's do when the kubelet reports it); see docs/services.md.
 """
 
 import os
+import re
 import signal
 import threading
 from dataclasses import replace
@@ -151,12 +152,21 @@ class Cluster:
                 return Service(s)
         raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
 
-    def resolve(self, name: str, in_pod: Optional[str] = None) -> str:
-        """The address behind a pod, node or Service name (names are left as they are otherwise).
+    def resolve(self, word: str, in_pod: Optional[str] = None) -> str:
+        """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
+        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``.
 
-        in_pod: the pod the name is used in; when it resolves names through cluster DNS, Service names are left
+        in_pod: the pod the word is used in; when it resolves names through cluster DNS, Service names are left
         for its resolver (as in a real pod), and only pod and node names (which DNS does not know) are replaced.
         """
+        match = re.match(r"^([a-z]+://)?([a-z0-9][a-z0-9.-]*)([:/].*)?$", word)
+        if match and match.group(2) != word:
+            address = self._address(match.group(2), in_pod)
+            if address != match.group(2):
+                return (match.group(1) or "") + address + (match.group(3) or "")
+        return self._address(word, in_pod)
+
+    def _address(self, name: str, in_pod: Optional[str] = None) -> str:
         pod = self.live.pods.get(name)
         if pod is not None and not pod.deleted:
             return pod.ip

@@ -228,7 +228,10 @@ def _assemble(collected: _Collector) -> ClusterSpec:
     pods = _unique_pods(_expand_daemon_sets(collected.raw_pods, nodes), node_names)
     scheduled = _schedule([(r.pod, r.pinned) for r in pods], node_names)
     _check_capacity(scheduled, network, cr)
-    services = _check_services(collected.services, scheduled, network)
+    # The add-ons' Services first: an address one of them needs (kube-dns's) is refused at the user's Service.
+    ordered = sorted(collected.services, key=lambda item: not item[1].doc.file.startswith("<add-on "))
+    checked = {id(svc) for svc in _check_services(ordered, scheduled, network)}
+    services = [svc for svc, _reader in collected.services if id(svc) in checked]
     spec = ClusterSpec(
         name=cluster["name"],
         network=network,

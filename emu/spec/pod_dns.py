@@ -24,10 +24,10 @@ def read_pod_dns(
 ) -> Tuple[str, str, str, Optional[DnsConfig]]:
     """(hostname, subdomain, dnsPolicy, dnsConfig) of a pod spec, each checked; "" where not given."""
     hostname = ""
-    if spec.get("hostname") is not None:
+    if spec.get("hostname") not in (None, ""):  # "" is Kubernetes' "not set"
         hostname = r.name(spec.get("hostname"), path + ("hostname",), "hostname") or ""
     subdomain = ""
-    if spec.get("subdomain") is not None:
+    if spec.get("subdomain") not in (None, ""):
         subdomain = r.name(spec.get("subdomain"), path + ("subdomain",), "subdomain") or ""
     policy = r.string(spec.get("dnsPolicy"), path + ("dnsPolicy",), "ClusterFirst") or "ClusterFirst"
     if policy not in DNS_POLICIES:
