@@ -282,3 +282,7 @@ def test_guestbook_frontends_find_redis_by_name() -> None:
         for name in ("redis-leader", "redis-leader.default.svc.cluster.local"):
             result = frontend.exec(["getent", "hosts", name], container="php-redis")
             assert result.stdout.split()[:2] == [leader, "redis-leader.default.svc.cluster.local"], result
+        # the frontend's stand-in (agnhost netexec's /dial) finds redis by name, through cluster DNS
+        url = "http://127.0.0.1:80/dial?request=hostname&host=redis-leader&port=6379&tries=1"
+        reply = frontend.exec(["curl", "-s", "-m", "10", url])
+        assert json.loads(reply.stdout) == {"responses": ["redis-leader-0"]}, reply
