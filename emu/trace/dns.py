@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from emu.trace.predict import Prediction, predict
+from emu.trace.model import Prediction
+from emu.trace.predict import predict
 
 DNS_SERVICE = "kube-dns"
 
