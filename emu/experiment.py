@@ -3,7 +3,8 @@
 An experiment is a Python file with
 - ``TOPOLOGY``: a topology path, relative to the experiment file or to the repository;
 - ``run(cluster, results)``: measures on a live cluster and adds rows to ``results``;
-- optionally ``VARY`` (e.g. ``{"backend": ["vxlan", "host-gw", "udp"]}``: every combination is a variant),
+- optionally ``VARY`` (e.g. ``{"backend": ["vxlan", "host-gw", "udp"]}``, or ``proxy_mode``: every combination
+  is a variant),
   ``REPEAT`` (rounds, default 1), ``PRECISION`` and ``BUDGET`` (repeat until every interval is within that share
   of its median, or the budget in seconds is spent: ``emu.schedule``), ``prepare(spec, variant) -> spec``
   (change the topology for a variant, e.g. the link bandwidth), and ``plot(results_csv, out_dir)`` (figures of
@@ -55,7 +56,7 @@ from emu.spec.load import load
 from emu.spec.model import ClusterSpec
 
 REPO = Path(__file__).resolve().parent.parent
-SPECIAL_KEYS = ("backend",)
+SPECIAL_KEYS = ("backend", "proxy_mode")
 
 
 class VariantTimeout(BaseException):
@@ -120,10 +121,12 @@ def topology_path(module: ModuleType, experiment_file: str) -> Path:
     raise InputError(f"{experiment_file}: TOPOLOGY {raw} not found (relative to the experiment or the repository)")
 
 
-def variants(module: ModuleType, backend: Optional[str]) -> List[Dict[str, Any]]:
+def variants(module: ModuleType, backend: Optional[str], proxy_mode: Optional[str] = None) -> List[Dict[str, Any]]:
     vary: Dict[str, Sequence[Any]] = dict(getattr(module, "VARY", {}) or {})
     if backend is not None:
         vary["backend"] = [backend]
+    if proxy_mode is not None:
+        vary["proxy_mode"] = [proxy_mode]
     keys = list(vary)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(vary[k] for k in keys))] or [{}]
 
@@ -230,6 +233,7 @@ def run_experiment(
     timeout: Optional[float] = None,
     precision: Optional[float] = None,
     budget: Optional[float] = None,
+    proxy_mode: Optional[str] = None,
 ) -> int:
     module = load_experiment(path)
     experiment_file = Path(path).resolve()
@@ -241,7 +245,7 @@ def run_experiment(
     if suffix:
         spec = dataclasses.replace(spec, name=spec.name + suffix)
     prepare = getattr(module, "prepare", None)
-    runs = variants(module, backend)
+    runs = variants(module, backend, proxy_mode)
     stopping = stopping_for(
         int(getattr(module, "REPEAT", 1)),
         getattr(module, "PRECISION", None),
@@ -258,7 +262,7 @@ def run_experiment(
     plans: Dict[str, Plan] = {}
     for variant in runs:
         vspec = _prepared(prepare, spec, variant, path)
-        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"))
+        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"), proxy_mode=variant.get("proxy_mode"))
 
     name = Path(path).stem
     variant_keys = list(runs[0].keys())
