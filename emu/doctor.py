@@ -19,9 +19,19 @@ from typing import Dict, List, Optional, Tuple
 from emu import registry
 from emu.apply.kernel import CORE_NEEDS, has_br_netfilter, probe
 from emu.apply.preflight import INSTALL_HINT, SEARCH_PATH, TOOLS
+from emu.features import KernelNeed
 from emu.plan.model import Plan
 
 Check = Tuple[str, Optional[bool], str]  # (what, ok?, detail)
+
+#: What kube-proxy's ipvs mode needs of the kernel. emu does not build that mode (no module in the registry):
+#: the doctor says whether this machine could run it, so nobody has to guess why it is missing.
+IPVS_NEEDS = (
+    KernelNeed("ip_vs", "kube-proxy's ipvs mode (IPVS virtual servers)",
+               "test -d /proc/net/ip_vs || modprobe -n -q ip_vs"),
+    KernelNeed("dummy", "kube-proxy's ipvs mode (kube-ipvs0 holds the Service addresses)",
+               "ip link add name probe type dummy"),
+)
 
 
 def _version(argv: List[str]) -> str:
@@ -93,6 +103,9 @@ def checks() -> List[Check]:
         out.append((need.name, ok, detail))
     for _feature, need in registry.kernel_needs():
         out.append((need.name, probe(need), need.purpose))
+    for need in IPVS_NEEDS:
+        ok = probe(need)
+        out.append((need.name, ok, need.purpose + ("" if ok or ok is None else ": not in this kernel")))
     brnf = has_br_netfilter()
     detail = "bridge-nf-call-iptables present" if brnf else "not loaded (emu up loads it: modprobe br_netfilter)"
     out.append(("br_netfilter", brnf, detail))
@@ -111,6 +124,9 @@ def _verdicts(ok: Dict[str, Optional[bool]]) -> List[str]:
             ok.get(f"command {tool.command}") for tool in module.TOOLS
         )
         lines.append(f"  kube-proxy {name:<9} {'available' if available else 'unavailable'}")
+    missing = [need.name for need in IPVS_NEEDS if not ok.get(need.name)]
+    lacks = f" (this kernel lacks {' and '.join(missing)})" if missing else ""
+    lines.append(f"  kube-proxy {'ipvs':<9} not built by emu{lacks}")
     lines.append(f"  link bandwidth      {'available' if ok.get('htb') else 'unavailable'}")
     lines.append(f"  link delay/loss     {'available' if ok.get('netem') else 'unavailable (no netem in this kernel)'}")
     measure = ok.get("command iperf3") and ok.get("command ping")

@@ -3,15 +3,22 @@
 An experiment is a Python file with
 - ``TOPOLOGY``: a topology path, relative to the experiment file or to the repository;
 - ``run(cluster, results)``: measures on a live cluster and adds rows to ``results``;
-- optionally ``VARY`` (e.g. ``{"backend": ["vxlan", "host-gw", "udp"]}``: every combination gets a fresh
-  cluster), ``REPEAT`` (runs of ``run`` per variant, default 1), ``prepare(spec, variant) -> spec`` (change the
-  topology for a variant, e.g. the link bandwidth), and ``plot(results_csv, out_dir)`` (figures of its own;
-  the standard figures are drawn otherwise).
-The runner writes ``results/<experiment>/<UTC timestamp>/``: ``results.csv`` (one row per measurement, flushed as
-it goes), ``metadata.json`` and the plots, shows progress, and prints a summary table. Ctrl-C, SIGTERM, an error
-or a timeout (``--timeout``: per variant, build and runs) tear the cluster down, keep every row measured so far,
-and mark the run partial (exit 130 for Ctrl-C, 143 for SIGTERM, 1 otherwise). A signal that arrives while a
-cluster is being torn down waits until the teardown is over, so an impatient second Ctrl-C leaves nothing behind.
+- optionally ``VARY`` (e.g. ``{"backend": ["vxlan", "host-gw", "udp"]}``, or ``proxy_mode``: every combination
+  is a variant),
+  ``REPEAT`` (rounds, default 1), ``PRECISION`` and ``BUDGET`` (repeat until every interval is within that share
+  of its median, or the budget in seconds is spent: ``emu.schedule``), ``prepare(spec, variant) -> spec``
+  (change the topology for a variant, e.g. the link bandwidth), and ``plot(results_csv, out_dir)`` (figures of
+  its own; the standard figures are drawn otherwise).
+The variants take turns (``emu.schedule``): round r builds each variant's cluster in turn, A B C, then B C A, ...,
+calls ``run`` once on it and tears it down, so every repeat is a fresh cluster and the machine's drift hits
+every variant alike. The runner writes ``results/<experiment>/<UTC timestamp>/``: ``results.csv`` (one row per
+measurement, flushed as it goes), ``metadata.json`` (with the machine's CPUs, governor and load, and who else
+used the CPUs during each turn: ``emu.measure.machine``) and the plots, shows progress, and prints the summary
+(``emu.report.summary``: medians with 95 % intervals, rankings, what did not converge, a warning when the
+machine was busy), also saved as ``summary.txt``. Ctrl-C, SIGTERM, an error or a timeout (``--timeout``: per
+turn, build and run) tear the cluster down, keep every row measured so far, and mark the run partial (exit 130
+for Ctrl-C, 143 for SIGTERM, 1 otherwise). A signal that arrives while a cluster is being torn down waits until
+the teardown is over, so an impatient second Ctrl-C leaves nothing behind.
 
 ``EMU_CLUSTER_SUFFIX`` (environment) is appended to the cluster name of every variant, so two runs of one
 experiment can share a machine (each cluster's root-namespace objects carry a tag derived from its name).
@@ -32,21 +39,24 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import emu
 from emu import registry
 from emu.controller import Cluster
 from emu.errors import EmuError, InputError
+from emu.measure import machine
 from emu.plan.build import build_plan
 from emu.plan.model import Plan
 from emu.report.plots import plot_results
-from emu.report.results import Results, ResultWriter, read_results, summary_table
+from emu.report.results import Results, ResultWriter, read_results
+from emu.report.summary import summary_table, unconverged
+from emu.schedule import rotation, stopping_for
 from emu.spec.load import load
 from emu.spec.model import ClusterSpec
 
 REPO = Path(__file__).resolve().parent.parent
-SPECIAL_KEYS = ("backend",)
+SPECIAL_KEYS = ("backend", "proxy_mode")
 
 
 class VariantTimeout(BaseException):
@@ -91,6 +101,13 @@ def load_experiment(path: str) -> ModuleType:
     repeat = getattr(module, "REPEAT", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         problems.append("REPEAT must be a positive integer")
+    precision = getattr(module, "PRECISION", None)
+    if precision is not None and (isinstance(precision, bool) or not isinstance(precision, (int, float))
+                                  or not 0 < precision < 1):
+        problems.append("PRECISION must be a share between 0 and 1 (0.05 for 5 %)")
+    budget = getattr(module, "BUDGET", None)
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        problems.append("BUDGET must be a positive number of seconds")
     if problems:
         raise InputError(f"{path}: not an experiment: " + "; ".join(problems))
     return module
@@ -104,10 +121,12 @@ def topology_path(module: ModuleType, experiment_file: str) -> Path:
     raise InputError(f"{experiment_file}: TOPOLOGY {raw} not found (relative to the experiment or the repository)")
 
 
-def variants(module: ModuleType, backend: Optional[str]) -> List[Dict[str, Any]]:
+def variants(module: ModuleType, backend: Optional[str], proxy_mode: Optional[str] = None) -> List[Dict[str, Any]]:
     vary: Dict[str, Sequence[Any]] = dict(getattr(module, "VARY", {}) or {})
     if backend is not None:
         vary["backend"] = [backend]
+    if proxy_mode is not None:
+        vary["proxy_mode"] = [proxy_mode]
     keys = list(vary)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(vary[k] for k in keys))] or [{}]
 
@@ -149,27 +168,30 @@ def _git_revision() -> str:
 
 
 class Progress:
-    """One line per step: which variant, which repeat, which placement, elapsed and time left."""
+    """One line per step: which round, which variant, which placement, elapsed and time left."""
 
-    def __init__(self, total_variants: int, repeats: int) -> None:
-        self.total = total_variants * repeats
+    def __init__(self, total_variants: int, stopping: Any) -> None:
+        self.variants = total_variants
+        self.stopping = stopping
         self.done = 0
         self.started = time.monotonic()
         self.prefix = ""
 
-    def begin(self, index: int, count: int, variant: Dict[str, Any], repeat: int, repeats: int) -> None:
-        self.prefix = (
-            f"[{index}/{count} {_label(variant)}" + (f" run {repeat + 1}/{repeats}" if repeats > 1 else "") + "]"
-        )
+    def begin(self, round_index: int, position: int, variant: Dict[str, Any]) -> None:
+        rounds = self.stopping.max_rounds
+        of = f"/{rounds}" if rounds is not None and self.stopping.budget is None else ""
+        self.prefix = f"[round {round_index + 1}{of} {position}/{self.variants} {_label(variant)}]"
 
     def finish_run(self) -> None:
         self.done += 1
 
     def eta(self) -> str:
-        if self.done == 0:
+        if self.stopping.budget is not None:
+            return ", " + self.stopping.left()
+        if self.done == 0 or self.stopping.max_rounds is None:
             return ""
         elapsed = time.monotonic() - self.started
-        left = elapsed / self.done * (self.total - self.done)
+        left = elapsed / self.done * (self.stopping.max_rounds * self.variants - self.done)
         return f", about {left:.0f} s left"
 
     def __call__(self, message: str) -> None:
@@ -209,6 +231,9 @@ def run_experiment(
     out: Optional[str] = None,
     quick: bool = False,
     timeout: Optional[float] = None,
+    precision: Optional[float] = None,
+    budget: Optional[float] = None,
+    proxy_mode: Optional[str] = None,
 ) -> int:
     module = load_experiment(path)
     experiment_file = Path(path).resolve()
@@ -220,20 +245,24 @@ def run_experiment(
     if suffix:
         spec = dataclasses.replace(spec, name=spec.name + suffix)
     prepare = getattr(module, "prepare", None)
-    runs = variants(module, backend)
-    repeats = repeat if repeat is not None else int(getattr(module, "REPEAT", 1))
-    if repeats < 1:
-        raise InputError("--repeat must be at least 1")
+    runs = variants(module, backend, proxy_mode)
+    stopping = stopping_for(
+        int(getattr(module, "REPEAT", 1)),
+        getattr(module, "PRECISION", None),
+        getattr(module, "BUDGET", None),
+        repeat=repeat,
+        precision=precision,
+        budget=budget,
+        quick=quick,
+    )
     if timeout is not None and timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
-    if quick:
-        repeats = 1 if repeat is None else repeats
     # Every variant's plan is made once, before anything runs: a bad variant is bad input, found at once; the
-    # same Plan is recorded in metadata.json and built.
+    # same Plan is recorded in metadata.json and built, freshly for each of the variant's turns.
     plans: Dict[str, Plan] = {}
     for variant in runs:
         vspec = _prepared(prepare, spec, variant, path)
-        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"))
+        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"), proxy_mode=variant.get("proxy_mode"))
 
     name = Path(path).stem
     variant_keys = list(runs[0].keys())
@@ -246,7 +275,7 @@ def run_experiment(
         raise InputError(f"{path}: VARY: {exc}") from None
     results = Results(writer)
     results.quick = quick
-    progress = Progress(len(runs), repeats)
+    progress = Progress(len(runs), stopping)
     results.step = progress
 
     files = [str(topo)] + list(spec.files[1:])
@@ -259,7 +288,9 @@ def run_experiment(
         ).hexdigest(),
         "cluster": spec.name,
         "variants": runs,
-        "repeat": repeats,
+        "repeat": 0,
+        "precision": stopping.precision,
+        "budget": stopping.budget,
         "quick": quick,
         "timeout": timeout,
         "argv": sys.argv,
@@ -269,6 +300,7 @@ def run_experiment(
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        "machine_state": machine.describe(),
         "tools": _tool_versions(),
         "start": datetime.now(timezone.utc).isoformat(),
         "status": "running",
@@ -286,19 +318,9 @@ def run_experiment(
     previous_alarm = signal.signal(signal.SIGALRM, _raise_timeout) if timeout else None
     try:
         write_metadata()
-        print(f"emu run {name}: {len(runs)} variant(s) x {repeats} run(s) -> {directory}", file=sys.stderr)
-        for index, variant in enumerate(runs, 1):
-            _run_variant(
-                Cluster(plans[_label(variant)]),
-                module,
-                results,
-                progress,
-                variant,
-                (index, len(runs)),
-                repeats,
-                timeout,
-                metadata,
-            )
+        print(f"emu run {name}: {len(runs)} variant(s), {_how_many(stopping)} -> {directory}", file=sys.stderr)
+        _run_rounds(stopping, [(v, plans[_label(v)]) for v in runs], module, results, progress, timeout, metadata,
+                    write_metadata)
     except KeyboardInterrupt:
         status, error = "partial", "interrupted"
     except (SystemExit, Terminated) as exc:  # SIGTERM (a live cluster turns it into SystemExit(143))
@@ -308,7 +330,7 @@ def run_experiment(
         else:
             status, error = "partial", f"the experiment called sys.exit({code!r}){_where(exc, experiment_file, path)}"
     except VariantTimeout:
-        status, error = "partial", f"a variant ran longer than --timeout {timeout:g} s"
+        status, error = "partial", f"a turn (one variant's build and run) took longer than --timeout {timeout:g} s"
     except EmuError as exc:
         status, error = "partial", str(exc)
     except Exception as exc:  # an error in the experiment's own code: keep what was measured, say where
@@ -325,11 +347,15 @@ def run_experiment(
         if error:
             metadata["error"] = error
         metadata["rows"] = writer.rows_written
+        busy = _record_machine(metadata)
         write_metadata()
 
     rows = read_results(csv_path)
     if rows:
-        print(summary_table(rows))
+        notes = [f"stopped: {stopping.reason}"] if stopping.reason else []
+        summary = summary_table(rows, stopping.precision, notes + ([busy] if busy else []))
+        print(summary)
+        (directory / "summary.txt").write_text(summary + "\n")
         try:
             plot_results(csv_path, directory, experiment=module)
         except Exception as exc:  # plots are a convenience: the CSV is the result
@@ -342,46 +368,106 @@ def run_experiment(
     return 0
 
 
-def _run_variant(
-    cluster: Any,
+def _run_rounds(
+    stopping: Any,
+    runs: List[Tuple[Dict[str, Any], Plan]],
     module: ModuleType,
-    results: Any,
+    results: Results,
     progress: Progress,
-    variant: Dict[str, Any],
-    position: Tuple[int, int],
-    repeats: int,
     timeout: Optional[float],
     metadata: Dict[str, Any],
+    write_metadata: Callable[[], None],
 ) -> None:
-    """Build one variant's cluster, call ``run`` ``repeats`` times, tear it down.
+    """Rounds of turns, the variants rotated each round, until ``stopping`` says enough (converged, the rounds
+    asked for, or the budget); metadata.json's ``turns``, ``repeat`` and ``stopped`` say what ran."""
+    turns: List[Dict[str, Any]] = metadata.setdefault("turns", [])
+    stopping.start()
+    done = 0
+    while stopping.another(done, lambda: not unconverged(results.rows, stopping.precision)):
+        began = time.monotonic()
+        for position, (variant, plan) in enumerate(rotation(runs, done), 1):
+            progress.begin(done, position, variant)
+            turn = Turn(plan, variant, done)
+            turns.append(turn.record)
+            turn.run(Cluster, module, results, progress, timeout, metadata)
+        stopping.finished_round(time.monotonic() - began)
+        done += 1
+        metadata["repeat"] = done
+        write_metadata()
+    metadata["stopped"] = stopping.reason
 
-    The ``--timeout`` alarm covers the build and the runs, never the teardown (which the cluster itself shields
-    from Ctrl-C and SIGTERM: they are acted on once it is done).
+
+def _record_machine(metadata: Dict[str, Any]) -> Optional[str]:
+    """The machine's use over the run into metadata (``cpu_usage``, ``loadavg_end``, ``busy_warning``); returns
+    the busy warning, if any."""
+    usages = [machine.Usage(**t["cpu"]) for t in metadata.get("turns", []) if t.get("cpu")]
+    metadata["cpu_usage"] = machine.summarize(usages)
+    metadata["loadavg_end"] = machine.describe().get("loadavg")
+    busy = machine.busy_warning(usages)
+    if busy:
+        metadata["busy_warning"] = busy
+    return busy
+
+
+def _how_many(stopping: Any) -> str:
+    if stopping.precision is not None:
+        return (f"rounds until every interval is within {stopping.precision * 100:g} % "
+                f"(at least {stopping.min_rounds}, budget {stopping.budget:g} s)")
+    if stopping.budget is not None:
+        return f"rounds until the budget of {stopping.budget:g} s is spent"
+    return f"{stopping.max_rounds} round(s)"
+
+
+class Turn:
+    """One variant's turn in a round: build its cluster, call ``run`` once, tear it down.
+
+    ``record`` (kept in metadata.json's ``turns``) says which variant and round, how long it took, and how the
+    machine's CPUs were used meanwhile (``emu.measure.machine``: ours, other processes', stolen).
     """
-    index, count = position
-    progress.begin(index, count, variant, 0, repeats)
-    progress("building the cluster")
-    try:
-        if timeout:
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-        with cluster:
-            try:
-                cluster.variant = dict(variant)
-                for run_index in range(repeats):
-                    progress.begin(index, count, variant, run_index, repeats)
-                    results.set_context({k: str(v) for k, v in variant.items()}, run_index)
+
+    def __init__(self, plan: Plan, variant: Dict[str, Any], round_index: int) -> None:
+        self.plan = plan
+        self.variant = variant
+        self.round_index = round_index
+        self.record: Dict[str, Any] = {"round": round_index, "variant": _label(variant)}
+
+    def run(
+        self,
+        cluster_class: Any,
+        module: ModuleType,
+        results: Any,
+        progress: Progress,
+        timeout: Optional[float],
+        metadata: Dict[str, Any],
+    ) -> None:
+        """The ``--timeout`` alarm covers the build and the run, never the teardown (which the cluster itself
+        shields from Ctrl-C and SIGTERM: they are acted on once it is done)."""
+        before, started = machine.snapshot(), time.monotonic()
+        progress("building the cluster")
+        try:
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, timeout)
+            with cluster_class(self.plan) as cluster:
+                try:
+                    cluster.variant = dict(self.variant)
+                    results.set_context({k: str(v) for k, v in self.variant.items()}, self.round_index)
                     module.run(cluster, results)
                     progress.finish_run()
-                problems = cluster.check_health()
-                if problems:
-                    metadata.setdefault("problems", []).extend(f"{_label(variant)}: {p}" for p in problems)
-            finally:
-                if timeout:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                progress("tearing down")
-    finally:
-        if timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+                    problems = cluster.check_health()
+                    if problems:
+                        label = f"{_label(self.variant)} round {self.round_index + 1}"
+                        metadata.setdefault("problems", []).extend(f"{label}: {p}" for p in problems)
+                finally:
+                    if timeout:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                    progress("tearing down")
+        finally:
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            self.record["seconds"] = round(time.monotonic() - started, 2)
+            used = machine.usage(before, machine.snapshot())
+            if used is not None:
+                self.record["cpu"] = used.to_dict()
 
 
 def _raise_terminated(signum, frame) -> None:  # type: ignore[no-untyped-def]

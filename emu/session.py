@@ -17,7 +17,8 @@ def _progress(message: str) -> None:
 
 def summary(cluster) -> str:  # type: ignore[no-untyped-def]
     """What was built, like ``kubectl get nodes -o wide`` and ``kubectl get pods -o wide``."""
-    lines = [f"cluster {cluster.name}: backend {cluster.backend}, built in {cluster.build_seconds:.2f} s", ""]
+    lines = [f"cluster {cluster.name}: backend {cluster.backend}, kube-proxy {cluster.proxy_mode} mode, built in "
+             f"{cluster.build_seconds:.2f} s", ""]
     rows = [("NODE", "INTERNAL-IP", "POD-CIDR")]
     rows += [(n.name, n.ip, n.plan.subnet) for n in cluster.nodes]
     lines += _rows(rows) + [""]

@@ -132,15 +132,17 @@ class ClusterCLI(CLI):
         if not args:
             print(f"*** Please enter a command for pod {first}: {first} CMD ARGS", file=sys.stderr)
             return None
-        self._run_in_pod(first, None, self._words(args))
+        self._run_in_pod(first, None, self._words(args, first))
         return None
 
-    def _words(self, text: str) -> List[str]:
+    def _words(self, text: str, pod: str) -> List[str]:
+        """The command's words, pod and node names replaced by their addresses (Service names too, unless the
+        pod resolves them through cluster DNS)."""
         try:
             words = shlex.split(text)
         except ValueError as exc:
             raise EmuError(f"cannot parse the command: {exc}") from None
-        return [self.cluster.resolve(w) for w in words]
+        return [self.cluster.resolve(w, in_pod=pod) for w in words]
 
     def _run_in_pod(self, pod_name: str, container: Optional[str], argv: List[str]) -> None:
         pod = self.cluster.pod(pod_name)
@@ -204,7 +206,7 @@ class ClusterCLI(CLI):
         pod = self.cluster.pod(head[0])
         if container is None:
             container = next(iter(pod.containers), None)
-        self._run_in_pod(head[0], container, [self.cluster.resolve(w) for w in argv])
+        self._run_in_pod(head[0], container, [self.cluster.resolve(w, in_pod=head[0]) for w in argv])
 
     def do_logs(self, line: str) -> None:
         """logs POD [-c CONTAINER]: print a container's output; logs NODE: what flanneld logged there."""
@@ -220,14 +222,15 @@ class ClusterCLI(CLI):
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete KIND NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every Service's endpoints), a
-        NetworkPolicy or a Namespace (every node's policy rules follow)."""
+        """delete KIND NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every Service's endpoints, cluster
+        DNS from its records), a Service (its rules and records go), a NetworkPolicy or a Namespace (every node's
+        policy rules follow)."""
         words = line.split()
         namespace = None
         if len(words) == 4 and words[2] in ("-n", "--namespace"):
             namespace, words = words[3], words[:2]
         if len(words) != 2:
-            print("*** usage: delete pod|networkpolicy|namespace NAME [-n NAMESPACE]", file=sys.stderr)
+            print("*** usage: delete pod|svc|networkpolicy|namespace NAME [-n NAMESPACE]", file=sys.stderr)
             self.last_status = 2
             return
         try:
@@ -268,7 +271,7 @@ class ClusterCLI(CLI):
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""
         node = line.strip() or None
-        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None))
+        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None, nftables=node is not None))
 
     def do_trace(self, line: str) -> None:
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:

@@ -6,7 +6,7 @@ route to each node of the node's own rack, VXLAN to the other rack.
 ``emu plan`` promises that a student can predict the dataplane and then check it live; this is that check.
 Every expected value comes from ``cluster.plan`` (never hard-coded here): devices with their addresses, MACs,
 MTUs and VXLAN parameters, routes, permanent neighbours, FDB entries, cni0's ports with hairpin on, sysctls,
-/run/flannel/subnet.env, the whole iptables document, and each pod's eth0 and routes.
+/run/flannel/subnet.env, the whole iptables document, the nftables tables, and each pod's eth0 and routes.
 """
 
 import json
@@ -21,7 +21,7 @@ from emu.plan.model import Route
 
 pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
-cluster = cluster_fixture(["two_nodes.yaml", "three_nodes_vxlan.yaml", "two_racks.yaml"])
+cluster = cluster_fixture(["two_nodes.yaml", "three_nodes_vxlan.yaml", "two_racks.yaml", "kube_proxy_nftables.yaml"])
 
 
 def _json(target, argv: List[str]) -> Any:  # type: ignore[no-untyped-def]
@@ -173,3 +173,18 @@ def test_node_iptables(cluster) -> None:  # type: ignore[no-untyped-def]
         saved = node.exec(["iptables-save"])
         assert saved.returncode == 0, saved.stderr
         assert normalize_save(saved.stdout) == normalize_save(cluster.plan.node(node.name).iptables), node.name
+
+
+def test_node_nftables(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Each planned nftables table lists back as planned; a node whose plan has none has no kube-proxy table."""
+    from emu.plan.nftables import normalize_listing, render
+
+    for node in cluster.nodes:
+        tables = cluster.plan.node(node.name).nftables
+        for table in tables:
+            listed = node.exec(["nft", "list", "table", table.family, table.name])
+            assert listed.returncode == 0, listed.stderr
+            assert normalize_listing(listed.stdout) == normalize_listing(render(table)), node.name
+        if not tables:
+            names = node.exec(["nft", "list", "tables"])
+            assert names.returncode == 0 and "kube-proxy" not in names.stdout, names.stdout

@@ -22,7 +22,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu import registry
 from emu.apply import commands, underlay
@@ -32,12 +32,12 @@ from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
 from emu.apply.handles import Container, Node, Pod, Router, Service
 from emu.apply.impair import EndReport, LinkControl
-from emu.apply.nodes import apply_node, load_ipsets, load_iptables, remove_ipsets
+from emu.apply.nodes import apply_node, change_rules, flush_conntrack
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
 from emu.apply.routers import apply_router, node_underlay
 from emu.apply.spawner import Spawner
-from emu.apply.state import ClusterState
+from emu.apply.state import ClusterState, all_states
 from emu.errors import EmuError
 from emu.features import Daemon
 from emu.plan.changes import PlanDiff
@@ -74,6 +74,10 @@ class LiveCluster:
         self._daemon_specs: Dict[str, Daemon] = {}  # the same keys -> what was started
         self.problems: List[str] = []  # things that went wrong while running (a daemon died, a pod died)
         self.build_seconds = 0.0
+        #: Seconds each node's rules (iptables and nftables) took to load when the cluster was built.
+        self.rule_load_seconds: Dict[str, float] = {}
+        #: The last change's rule loading: node -> (monotonic start, monotonic end), in the order loaded.
+        self.last_rule_update: Dict[str, Tuple[float, float]] = {}
         self.lock = threading.RLock()
         self._created_dirs: List[str] = []
         self._spawner = Spawner(self._recorder("spawner", "pods"), self.state.directory / "spawner.log")
@@ -81,6 +85,7 @@ class LiveCluster:
         self._stopping = False
         self._reported: Set[str] = set()
         self._starter: Optional[threading.Thread] = None
+        self._other_dirs: Optional[Set[str]] = None  # see _dirs_of_other_clusters
 
     @property
     def running(self) -> bool:
@@ -127,9 +132,10 @@ class LiveCluster:
         self.links = LinkControl.create(self.state.directory, plan, self._namespace_owners())
 
         self.progress(f"flannel {plan.backend}: devices, routes, neighbours, FDB; kube-proxy rules")
-        steps = [partial(self._program_node, n) for n in plan.nodes]
-        steps += [partial(apply_router, r, self.routers[r.name].namespaces) for r in plan.routers]
-        commands.in_parallel(steps)
+        node_steps = [partial(self._program_node, n) for n in plan.nodes]
+        router_steps = [partial(apply_router, r, self.routers[r.name].namespaces) for r in plan.routers]
+        seconds = commands.in_parallel(node_steps + router_steps)
+        self.rule_load_seconds = {n.name: t for n, t in zip(plan.nodes, seconds)}
 
         self.progress(f"pods: {len(plan.pods)} pause processes")
         pending = self._start_pauses(plan.pods)
@@ -154,13 +160,14 @@ class LiveCluster:
             self.progress(f"add-on {name}")
             registry.addon_hook(name, "start")(self, plan)
 
-    def _program_node(self, node_plan: NodePlan) -> None:
+    def _program_node(self, node_plan: NodePlan) -> float:
         """A node's dataplane (``emu.apply.nodes``), and on a routed underlay its own routes and the routes its
-        backend tries in vain (``emu.apply.routers``)."""
+        backend tries in vain (``emu.apply.routers``); the seconds its rules took to load."""
         ns = self.nodes[node_plan.name].namespaces
-        apply_node(node_plan, ns, self.state.directory, self._start_daemons)
+        seconds = apply_node(node_plan, ns, self.state.directory, self._start_daemons)
         if self.plan.underlay is not None:
             node_underlay(node_plan, self.plan.backend, ns, self.state.directory)
+        return seconds
 
     def _namespace_owners(self) -> Dict[str, Any]:
         """``node:<name>`` and ``router:<name>`` -> (pid, start time) of the process holding that namespace."""
@@ -185,7 +192,9 @@ class LiveCluster:
                 try:
                     record = self._recorder("pause", pod_plan.name)
                     node_pid = self.nodes[pod_plan.node].pid
-                    proc = pod_ops.start_pause(pod_plan, self.plan.cluster, node_pid, record, self._spawner)
+                    proc = pod_ops.start_pause(
+                        pod_plan, self.plan.cluster, node_pid, record, self._spawner, self.pod_directory(pod_plan.name)
+                    )
                 except BaseException as exc:  # raised in the building thread below
                     failed.append(exc)
                     return
@@ -212,10 +221,29 @@ class LiveCluster:
         pod_dir = self.state.directory / "pods" / pod_plan.name
         pod_ops.write_pod_files(pod_plan, pod_dir)
         for path in pod_ops.missing_mount_points(pod_plan):
-            self._created_dirs.append(path)
-            self.state.links.append(f"dir:{path}")
-            self.state.save()
+            self._own_dir(path)
             os.makedirs(path, exist_ok=True)
+        # A mount point another running cluster created is owned by both: the last one to go removes it.
+        for path in pod_ops.mount_point_dirs(pod_plan):
+            if path not in self._created_dirs and path in self._dirs_of_other_clusters():
+                self._own_dir(path)
+
+    def _own_dir(self, path: str) -> None:
+        self._created_dirs.append(path)
+        self.state.links.append(f"dir:{path}")
+        self.state.save()
+
+    def _dirs_of_other_clusters(self) -> Set[str]:
+        """The directories other clusters' state says they created (read once per build or change)."""
+        if self._other_dirs is None:
+            self._other_dirs = {
+                link[4:]
+                for directory, state in all_states().items()
+                if state is not None and directory != self.state.directory
+                for link in state.links
+                if link.startswith("dir:")
+            }
+        return self._other_dirs
 
     def _start_containers(self, pod: Pod, env: Dict[str, str]) -> None:
         node_pid = self.nodes[pod.node].pid
@@ -346,8 +374,9 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), tell the add-ons (``update``), load the changed nodes' rules, then stop the removed
-        pods. ``plan`` is published only once every node's rules agree with it."""
+        their ports listen), tell the add-ons (``update``), change the changed nodes' rules
+        (``emu.apply.nodes.update_rules``), delete the conntrack entries kube-proxy would in every node, then stop
+        the removed pods. ``plan`` is published only once every node's rules agree with it."""
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
@@ -363,6 +392,7 @@ class LiveCluster:
                 # nodes' rules send it traffic
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, self.plan, plan)
+                self.last_rule_update = {}
                 try:
                     commands.in_parallel(
                         [partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes]
@@ -370,6 +400,9 @@ class LiveCluster:
                 except BaseException:
                     self._undo_change(diff, added)
                     raise
+                if diff.stale_flows:
+                    for node in self.nodes.values():
+                        flush_conntrack(node.name, diff.stale_flows, node.namespaces)
                 self.plan = plan
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:
@@ -381,10 +414,8 @@ class LiveCluster:
         for new in diff.changed_nodes:
             node, old = self.nodes[new.name], self.plan.node(new.name)
             try:
-                load_ipsets(old, node.namespaces)
-                load_iptables(old, node.namespaces)
-                self._refresh_links(node.name)
-                remove_ipsets(old, new.ipsets, node.namespaces)
+                if change_rules(new, old, node.namespaces) and self.links is not None:
+                    self.links.refresh(f"node:{node.name}")  # a full restore took a link's drop rules with it
             except Exception as exc:  # keep undoing; say what could not be undone
                 self.problems.append(f"{node.name}: rules not restored after a failed change: {exc}")
                 print(f"emu: warning: {self.problems[-1]}", file=sys.stderr)
@@ -394,21 +425,12 @@ class LiveCluster:
             self._stop_pod(pod)
 
     def _load_rules(self, node: Node, node_plan: NodePlan) -> None:
-        """A node's changed rule documents: its sets first (new ones exist, members swapped in), then its iptables
-        document, then the sets no rule names any more go."""
-        if node_plan.ipsets != node.plan.ipsets:
-            load_ipsets(node_plan, node.namespaces)
-        if node_plan.iptables != node.plan.iptables:
-            load_iptables(node_plan, node.namespaces)
-            self._refresh_links(node.name)
-        if node_plan.ipsets != node.plan.ipsets:
-            remove_ipsets(node_plan, node.plan.ipsets, node.namespaces)
+        """A node's changed rules and sets (``change_rules``); a link's drop rules put back after a restore."""
+        started = time.monotonic()
+        if change_rules(node.plan, node_plan, node.namespaces) and self.links is not None:
+            self.links.refresh(f"node:{node.name}")  # a full restore took a link's drop rules with it
+        self.last_rule_update[node.name] = (started, time.monotonic())
         node.plan = node_plan
-
-    def _refresh_links(self, node: str) -> None:
-        """A full iptables restore may take a link's drop rules with it (``emu.apply.impair``): put them back."""
-        if self.links is not None:
-            self.links.refresh(f"node:{node}")
 
     def link(self, target: str, change: Change, show: bool = True) -> List[EndReport]:
         """Impair (or restore) the underlay link ends ``target`` names, in place (``emu.apply.impair``)."""
@@ -422,9 +444,12 @@ class LiveCluster:
         self.progress(f"pod {pod_plan.name}: {pod_plan.ip} on {pod_plan.node}")
         if pod_plan.name in self.pods:  # a deleted pod of the same name: its files and logs go
             shutil.rmtree(self.state.directory / "pods" / pod_plan.name, ignore_errors=True)
+        self._other_dirs = None
         self._write_pod_files(pod_plan)
         record = self._recorder("pause", pod_plan.name)
-        pause = pod_ops.start_pause(pod_plan, self.plan.cluster, node.pid, record, self._spawner)
+        pause = pod_ops.start_pause(
+            pod_plan, self.plan.cluster, node.pid, record, self._spawner, self.pod_directory(pod_plan.name)
+        )
         pod = Pod(self, pod_plan, pause)
         try:
             pod_ops.wait_pause(pod_plan, pause)

@@ -31,6 +31,7 @@ def plan_needs(plan: Plan) -> List[KernelNeed]:
     """The kernel features building ``plan`` needs."""
     needs = [CORE_NEEDS["bridge"], CORE_NEEDS["veth"]]
     needs += list(registry.backend(plan.backend).KERNEL_NEEDS)
+    needs += list(registry.proxy_mode(plan.proxy_mode).KERNEL_NEEDS)
     for name, fragment in plan.addons:  # an add-on with a part in this plan
         if fragment is not None:
             needs += list(registry.addon(name).KERNEL_NEEDS)
@@ -43,8 +44,9 @@ def preflight(plan: Plan) -> None:
     """Stop with one clear message if this machine cannot build ``plan``."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("building a cluster needs root: run it with sudo (e.g. sudo python -m emu up ...)")
-    modules = [registry.backend(plan.backend)] + [registry.addon(n) for n, f in plan.addons if f is not None]
-    missing = missing_tools(TOOLS + tuple(t.command for m in modules for t in getattr(m, "TOOLS", ())))
+    features = [registry.backend(plan.backend), registry.proxy_mode(plan.proxy_mode)]
+    features += [registry.addon(name) for name, fragment in plan.addons if fragment is not None]
+    missing = missing_tools(TOOLS + tuple(t.command for m in features for t in getattr(m, "TOOLS", ())))
     if missing:
         raise EnvironmentProblem(f"missing commands: {', '.join(missing)}; {INSTALL_HINT}")
     for need in plan_needs(plan):

@@ -16,7 +16,7 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from emu import registry
 from emu.apply.handles import Node, Pod, Router, Service
@@ -29,6 +29,7 @@ from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
+from emu.spec.added import load_added_service, pinned
 from emu.spec.changes import apply_object, delete_object, kind_of
 from emu.spec.errors import Problem
 from emu.spec.load import load, load_added_pod
@@ -66,12 +67,13 @@ class Cluster:
         path: Union[str, "os.PathLike[str]", Sequence[str]],
         backend: Optional[str] = None,
         progress: Optional[Progress] = None,
+        proxy_mode: Optional[str] = None,
     ) -> "Cluster":
-        """Load and validate a topology (plus manifests) and plan it, on ``backend`` when given; nothing is built
-        yet. Raises SpecError for a bad topology."""
+        """Load and validate a topology (plus manifests) and plan it, on ``backend`` and with kube-proxy in
+        ``proxy_mode`` when given; nothing is built yet. Raises SpecError for a bad topology."""
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         spec, _warnings = load([str(p) for p in paths])
-        return cls(build_plan(spec, backend=backend), progress=progress)
+        return cls(build_plan(spec, backend=backend, proxy_mode=proxy_mode), progress=progress)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -121,6 +123,11 @@ class Cluster:
         return self.plan.backend
 
     @property
+    def proxy_mode(self) -> str:
+        """kube-proxy's mode in this cluster (``iptables``, ``nftables``)."""
+        return self.plan.proxy_mode
+
+    @property
     def net(self) -> Any:
         """The Mininet network underneath (its hosts are the nodes), for Mininet-style use and its CLI."""
         return self.live.net
@@ -133,6 +140,16 @@ class Cluster:
     @property
     def build_seconds(self) -> float:
         return self.live.build_seconds
+
+    @property
+    def rule_load_seconds(self) -> Dict[str, float]:
+        """Seconds each node's rules (iptables-restore, nft -f) took to load when the cluster was built."""
+        return dict(self.live.rule_load_seconds)
+
+    @property
+    def last_rule_update(self) -> Dict[str, Tuple[float, float]]:
+        """The last change's rule loading: node -> (time.monotonic() at its start, at its end)."""
+        return dict(self.live.last_rule_update)
 
     @property
     def problems(self) -> List[str]:
@@ -181,17 +198,21 @@ class Cluster:
                 return Service(s)
         raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
 
-    def resolve(self, word: str) -> str:
+    def resolve(self, word: str, in_pod: Optional[str] = None) -> str:
         """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
-        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``."""
+        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``.
+
+        in_pod: the pod the word is used in; when it resolves names through cluster DNS, Service names are left
+        for its resolver (as in a real pod), and only pod and node names (which DNS does not know) are replaced.
+        """
         match = re.match(r"^([a-z]+://)?([a-z0-9][a-z0-9.-]*)([:/].*)?$", word)
         if match and match.group(2) != word:
-            address = self._address(match.group(2))
+            address = self._address(match.group(2), in_pod)
             if address != match.group(2):
                 return (match.group(1) or "") + address + (match.group(3) or "")
-        return self._address(word)
+        return self._address(word, in_pod)
 
-    def _address(self, name: str) -> str:
+    def _address(self, name: str, in_pod: Optional[str] = None) -> str:
         pod = self.live.pods.get(name)
         if pod is not None and not pod.deleted:
             return pod.ip
@@ -199,10 +220,20 @@ class Cluster:
             return self.live.nodes[name].ip
         if name in self.live.routers:
             return self.live.routers[name].ip
+        if in_pod is not None and self._uses_cluster_dns(in_pod):
+            return name
         for s in self.plan.services:
-            if s.name == name:
+            if s.name == name and s.cluster_ip not in ("None", ""):  # headless, ExternalName: DNS names only
                 return s.cluster_ip
         return name
+
+    def _uses_cluster_dns(self, pod_name: str) -> bool:
+        """Whether the pod's resolver is a Service of the cluster (cluster DNS), which then resolves names."""
+        pod = self.live.pods.get(pod_name)
+        if pod is None or not pod.plan.resolv_conf:
+            return False
+        servers = {line.split()[1] for line in pod.plan.resolv_conf.splitlines() if line.startswith("nameserver ")}
+        return any(s.cluster_ip in servers for s in self.plan.services)
 
     def placements(self) -> List[Placement]:
         """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this
@@ -236,17 +267,42 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
+    def add_service(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Service:
+        """Create a Service in the running cluster, as ``kubectl apply`` of a Service object would: validated with
+        the loader's rules, given the next free cluster IP (or its own), kube-proxy's rules loaded in every node,
+        its records in cluster DNS. No other Service's address moves. Raises SpecError for an invalid one."""
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running: cannot add a Service")
+            spec = pinned(self.spec, self.plan.services)
+            service = load_added_service(manifest, spec, document)
+            self._change(replace(spec, services=spec.services + (service,)))
+            return self.service(service.name)
+
+    def delete_service(self, name: str, namespace: str = "default") -> None:
+        """Delete a Service: its rules go from every node, its records from cluster DNS; the others keep theirs."""
+        with self.live.lock:
+            spec = pinned(self.spec, self.plan.services)
+            kept = tuple(s for s in spec.services if (s.namespace, s.name) != (namespace, name))
+            if len(kept) == len(spec.services):
+                raise KeyError(f"no Service named {name!r} in namespace {namespace!r}")
+            self._change(replace(spec, services=kept))
+
     def apply(self, documents: Sequence["Document"], warnings: Optional[List[Problem]] = None) -> List[str]:
         """``kubectl apply -f``: create or change the object of each document, one change each, and return a line
         per object (``pod "web-1" created (10.244.2.3 on node-2)``, ``networkpolicy "default/deny" configured``).
 
-        Pods are created (or, when they exist, relabeled: the rest of a running pod is immutable); the kinds
-        add-ons read (NetworkPolicy, Namespace) are created or replaced, and every node's rules follow. Deployments
-        and Services are read when the cluster is built. Raises SpecError for an invalid object (those before it
-        are applied); ``warnings``, when given, collects the warnings found.
+        Pods are created (or, when they exist, relabeled: the rest of a running pod is immutable); Services are
+        created (``add_service``); the kinds add-ons read (NetworkPolicy, Namespace) are created or replaced, and
+        every node's rules follow. Deployments are read when the cluster is built. Raises SpecError for an invalid
+        object (those before it are applied); ``warnings``, when given, collects the warnings found.
         """
         lines: List[str] = []
         for document in documents:
+            if isinstance(document.data, dict) and document.data.get("kind") == "Service":
+                service = self.add_service(document.data, document)
+                lines.append(f'service "{service.name}" created ({service.cluster_ip})')
+                continue
             with self.live.lock:
                 if not self.live.running:
                     raise EmuError("the cluster is not running: cannot apply objects")
@@ -262,11 +318,14 @@ class Cluster:
         return lines
 
     def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> str:
-        """``kubectl delete KIND NAME [-n NAMESPACE]``: a pod, or an object of a kind an add-on reads (a
+        """``kubectl delete KIND NAME [-n NAMESPACE]``: a pod, a Service, or an object of a kind an add-on reads (a
         NetworkPolicy: every node's rules follow). Returns a line saying what was deleted."""
+        if kind.lower() in ("service", "services", "svc"):
+            self.delete_service(name, namespace or "default")
+            return f'service "{name}" deleted'
         resolved = kind_of(kind)
         if resolved is None:
-            kinds = ", ".join(["pod"] + sorted(k.lower() for k in registry.addon_kinds()))
+            kinds = ", ".join(["pod", "service"] + sorted(k.lower() for k in registry.addon_kinds()))
             raise EmuError(f"cannot delete a {kind} from a running cluster (these can be: {kinds})")
         if resolved == "Pod":
             self.delete_pod(name)

@@ -2,7 +2,8 @@
 
 ``build_plan(spec, backend=None)`` is the one place a run's choices are made: the flannel backend (the spec's,
 or the override every verb's ``--backend`` gives) is chosen here and nowhere else, and every layer after this one
-reads it from the Plan. The order of work mirrors a real cluster coming up: flannel leases a subnet per node and
+reads it from the Plan; so is kube-proxy's mode (the spec's ``network.kubeProxy.mode``, or ``--proxy-mode``). The
+order of work mirrors a real cluster coming up: flannel leases a subnet per node and
 writes subnet.env; the backend (its module, from ``emu.registry``) programs its devices, routes, neighbour and
 FDB entries; the CNI bridge plugin wires each pod (``emu.plan.pods``); kube-proxy writes the Service rules
 (``emu.plan.services``). Nothing here runs a command or imports Mininet.
@@ -18,23 +19,27 @@ from emu.plan import flannel, names
 from emu.plan.ipam import gateway, node_subnets
 from emu.plan.model import Device, NodePlan, Plan, Route
 from emu.plan.pods import UNDERLAY_DEV, plan_pods
-from emu.plan.services import node_iptables, plan_services
+from emu.plan.services import plan_services, with_rules
 from emu.plan.underlay import node_link, node_network, node_routes, plan_underlay
 from emu.spec.model import Backend, ClusterSpec
 
 BRIDGE = "cni0"
 
 
-def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
-    """Compute the whole dataplane of ``spec``, on flannel backend ``backend`` when given (else the spec's).
+def build_plan(spec: ClusterSpec, backend: Optional[str] = None, proxy_mode: Optional[str] = None) -> Plan:
+    """Compute the whole dataplane of ``spec``, on flannel backend ``backend`` when given (else the spec's), with
+    kube-proxy in mode ``proxy_mode`` when given (else the spec's ``network.kubeProxy.mode``).
 
-    Raises ``emu.registry.UnknownFeature`` for a backend name the registry does not know.
+    Raises ``emu.registry.UnknownFeature`` for a backend or mode name the registry does not know.
     """
     if backend is not None and backend != spec.network.backend.type:
         spec = with_backend(spec, backend)
+    if proxy_mode is not None and proxy_mode != spec.network.proxy_mode:
+        registry.proxy_mode(proxy_mode)
+        spec = replace(spec, network=replace(spec.network, proxy_mode=proxy_mode))
     net = spec.network
     module = registry.backend(net.backend.type)
-    proxy = registry.proxy_mode(registry.DEFAULT_PROXY_MODE)
+    proxy = registry.proxy_mode(net.proxy_mode)
     mtu = pod_mtu(net.backend.mtu, module.OVERHEAD, spec.underlay.mtu)
     subnets = node_subnets(net.pod_cidr, net.subnet_len, len(spec.nodes))
     leases = tuple(
@@ -75,7 +80,7 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
                 neighbours=dataplane.neighbours,
                 fdb=dataplane.fdb,
                 sysctls=flannel.SYSCTLS + tuple(sorted(proxy.required_sysctls().items())),
-                iptables=node_iptables(services, net.pod_cidr, str(node.ip), lease.subnet),
+                iptables="",  # with_rules below: every node's rules, made from the Services at once
                 udp=dataplane.udp,
                 service_routes=(Route(str(net.service_cidr), UNDERLAY_DEV),),
                 segment=node.segment,
@@ -99,9 +104,10 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         pods=tuple(pods),
         services=tuple(services),
         underlay=plan_underlay(spec),
+        proxy_mode=net.proxy_mode,
         spec=spec,
     )
-    return with_addons(plan, spec)
+    return with_addons(with_rules(plan), spec)
 
 
 def with_addons(plan: Plan, spec: ClusterSpec) -> Plan:

@@ -4,8 +4,14 @@ Nothing here computes anything; ``emu.plan.build`` fills these records and ``emu
 ``to_dict`` gives the stable JSON form that ``emu plan --format json`` prints (documented in docs/plan-json.md).
 """
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, Optional, Tuple
+
+from emu.plan.nftables import NftTable
+
+#: Field metadata of a field left out of the plan's JSON while it has its default value (a field added after
+#: plans were first written: plans that do not use it read as before).
+OMIT_DEFAULT = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -120,12 +126,14 @@ class NodePlan:
     service_routes: Tuple[Route, ...] = ()
     #: The ipsets the node's rules name, as one ``ipset restore`` document (``create``/``add`` lines), loaded
     #: before the iptables document; empty when no rule names a set (and then left out of the JSON).
-    ipsets: str = ""
+    ipsets: str = field(default="", metadata=OMIT_DEFAULT)
     #: On a routed underlay: the node's segment, its own network configuration (a default route via its
     #: segment's router), and the routes its backend could not add. Not in the JSON while empty.
-    segment: str = ""
-    underlay_routes: Tuple[Route, ...] = ()
-    failed_routes: Tuple[FailedRoute, ...] = ()
+    segment: str = field(default="", metadata=OMIT_DEFAULT)
+    underlay_routes: Tuple[Route, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    failed_routes: Tuple[FailedRoute, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    #: The node's nftables tables (kube-proxy's nftables mode: ``table ip kube-proxy``), loaded with ``nft -f``.
+    nftables: Tuple[NftTable, ...] = field(default=(), metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,11 @@ class PodPlan:
     labels: Tuple[Tuple[str, str], ...]
     containers: Tuple[ContainerPlan, ...]
     volumes: Tuple[str, ...]
+    subdomain: str = ""  # with a headless Service of that name: <hostname>.<subdomain>.<ns>.svc.<zone>
+    dns_policy: str = "ClusterFirst"
+    #: The pod's /etc/resolv.conf as the kubelet writes it (emu.plan.resolv), bind-mounted over the node's in
+    #: the pod; "" keeps the node's own resolver (dnsPolicy Default, hostNetwork pods, no cluster DNS).
+    resolv_conf: str = ""
 
 
 @dataclass(frozen=True)
@@ -262,6 +275,7 @@ class ServicePlan:
     session_affinity: str
     affinity_timeout: int
     ports: Tuple[ServicePortPlan, ...]
+    external_name: str = ""  # type ExternalName (cluster_ip ""); a headless Service's cluster_ip is "None"
 
 
 @dataclass(frozen=True)
@@ -280,11 +294,14 @@ class Plan:
     nodes: Tuple[NodePlan, ...]
     pods: Tuple[PodPlan, ...]
     services: Tuple[ServicePlan, ...] = field(default=())
+    #: kube-proxy's mode (``network.kubeProxy.mode``, or the override of ``build_plan``): a key of
+    #: ``emu.registry.PROXY_MODES``. Left out of the JSON in the default mode.
+    proxy_mode: str = field(default="iptables", metadata=OMIT_DEFAULT)
     #: Every enabled add-on's plan fragment, in registry order: (name, its fragment or None). In the JSON as an
     #: object ``{name: fragment}``, left out when no add-on is enabled.
-    addons: Tuple[Tuple[str, Any], ...] = field(default=())
+    addons: Tuple[Tuple[str, Any], ...] = field(default=(), metadata=OMIT_DEFAULT)
     #: A routed underlay's segments and routers (None: every node on the one switch). Not in the JSON when None.
-    underlay: Optional[UnderlayPlan] = None
+    underlay: Optional[UnderlayPlan] = field(default=None, metadata=OMIT_DEFAULT)
     #: The ClusterSpec this plan was made from (what the controller re-plans from when the cluster changes).
     #: Not part of the plan's JSON, nor of its equality: two plans are equal when their kernel objects are.
     spec: Any = field(default=None, compare=False, repr=False)
@@ -336,30 +353,33 @@ class Plan:
         return self.segment(node.segment or DEFAULT_SEGMENT)
 
     def to_dict(self) -> Dict[str, Any]:
-        data = {f.name: _as_data(getattr(self, f.name)) for f in fields(self) if f.name != "spec"}
-        data["addons"] = [(name, fragment) for name, fragment in data["addons"] if fragment is not None]
-        if not data["addons"]:  # no add-on enabled, or none with a fragment
+        data = _record(self, skip=("spec",))
+        # an enabled add-on with nothing to add (networkPolicy without policies) has no fragment: not shown
+        data["addons"] = [(name, fragment) for name, fragment in data.get("addons", ()) if fragment is not None]
+        if not data["addons"]:
             del data["addons"]
-        if self.underlay is None:
-            del data["underlay"]
-        for node in data["nodes"]:
-            for key in _NODE_FIELDS_WHEN_SET:
-                if not node[key]:
-                    del node[key]
         data["format"] = "emu-plan/v1"
         return _lists(data)
 
 
-#: NodePlan fields of a routed underlay, left out of the JSON while empty (so single-switch plans read as before).
-_NODE_FIELDS_WHEN_SET = ("ipsets", "segment", "underlay_routes", "failed_routes")
+def _record(value: Any, skip: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A record's fields as a dict, but those in ``skip`` and those marked ``OMIT_DEFAULT`` at their default."""
+    return {
+        f.name: _as_data(getattr(value, f.name))
+        for f in fields(value)
+        if f.name not in skip and not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+    }
 
 
 def _as_data(value: Any) -> Any:
-    """``dataclasses.asdict`` for one field's value (records and tuples of records)."""
-    if is_dataclass(value):
-        return asdict(value)
+    """``dataclasses.asdict`` for one field's value (records and tuples of records), leaving out the fields
+    marked ``OMIT_DEFAULT`` that have their default value."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _record(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_as_data(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_data(v) for k, v in value.items()}
     return value
 
 

@@ -1,8 +1,8 @@
 """Printing a Plan for people (``emu plan --format text``) and programs (``--format json``).
 
 The text form is grouped by node and written like the output of the tools a student will use on the live
-cluster (``ip -br addr``, ``ip route``, ``ip neigh``, ``bridge fdb``, ``iptables-save``), so the plan can be
-predicted, then checked line by line.
+cluster (``ip -br addr``, ``ip route``, ``ip neigh``, ``bridge fdb``, ``iptables-save``, ``nft list table``), so
+the plan can be predicted, then checked line by line.
 """
 
 import json
@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 from emu import registry
 from emu.plan.model import NodePlan, Plan, PodPlan, RouterPlan
+from emu.plan.nftables import render
 
 
 def to_json(plan: Plan, node: Optional[str] = None) -> str:
@@ -20,10 +21,13 @@ def to_json(plan: Plan, node: Optional[str] = None) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> str:
+def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True, nftables: bool = True) -> str:
     out: List[str] = []
     options = " ".join(f"{k}={v}" for k, v in plan.backend_options)
-    out.append(f"cluster {plan.cluster}: backend {plan.backend}{(' (' + options + ')') if options else ''}")
+    out.append(
+        f"cluster {plan.cluster}: backend {plan.backend}{(' (' + options + ')') if options else ''}, "
+        f"kube-proxy {plan.proxy_mode} mode"
+    )
     if plan.underlay is None:
         out.append(
             f"  pod network {plan.pod_cidr} (/{plan.subnet_len} per node, pod MTU {plan.pod_mtu}), "
@@ -46,7 +50,7 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> st
     for n in plan.nodes:
         if node is None or n.name == node:
             out.append("")
-            out.extend(_node_text(plan, n, iptables))
+            out.extend(_node_text(plan, n, iptables, nftables))
     for router in plan.routers:
         if node is None:
             out.append("")
@@ -62,6 +66,10 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True) -> st
                     f"  {s.name}{':' + p.name if p.name else ''}  {s.type}  {s.cluster_ip}:{p.port}/{p.protocol}"
                     f"{node_port} -> {eps}"
                 )
+            if s.external_name:
+                out.append(f"  {s.name}  ExternalName -> {s.external_name}")
+            elif not s.ports:
+                out.append(f"  {s.name}  {s.type}  {s.cluster_ip}  (no ports)")
     for name, fragment in plan.addons:
         lines = registry.addon_hook(name, "plan_text")(fragment) if node is None else []
         if lines:
@@ -88,7 +96,7 @@ def router_text(router: RouterPlan) -> List[str]:
     return out
 
 
-def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
+def _node_text(plan: Plan, n: NodePlan, iptables: bool, nftables: bool) -> List[str]:
     segment = f"  segment {n.segment}" if n.segment else ""
     out = [f"node {n.name}  {n.ip}  subnet {n.subnet}{segment}"]
     out.append(
@@ -143,6 +151,10 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool) -> List[str]:
         if n.ipsets:
             out.append("  ipsets (ipset restore, loaded before iptables-restore):")
             out.extend(f"    {line}" for line in n.ipsets.splitlines())
+    if nftables:
+        for table in n.nftables:
+            out.append(f"  nft list table {table.prefix}:")
+            out.extend(f"    {line}" for line in render(table).splitlines())  # nft's own tabs
     return out
 
 
@@ -166,6 +178,8 @@ def _pod_text(p: PodPlan) -> List[str]:
     else:
         lines = [f"    {p.name}  {p.ifname} {p.ip}/{p.prefixlen} {p.mac} mtu {p.mtu}  (peer {p.host_veth})"]
         lines.extend(f"      route {r}" for r in p.routes)
+    if p.resolv_conf:
+        lines.append(f"      /etc/resolv.conf ({p.dns_policy}): " + "; ".join(p.resolv_conf.strip().splitlines()))
     for c in p.containers:
         cmd = " ".join(c.argv) + ("  (placeholder: no command given)" if c.placeholder else "")
         ports = ", ".join(f"{port}/{proto}" + (f" ({name})" if name else "") for port, proto, name in c.ports)

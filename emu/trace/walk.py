@@ -6,8 +6,9 @@
 - routing is ``emu.trace.routing.lookup`` over each namespace's table;
 - a pod's packet leaves its ``eth0``, enters its veth end on ``cni0``; the bridge either forwards it by MAC to
   another pod of the node, or passes it up to the node (the destination MAC is cni0's, the pods' gateway);
-- kube-proxy's nat rules (``emu.proxy.iptables.describe``) turn a ClusterIP:port into one endpoint
-  (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, DNAT), in PREROUTING for a pod's packet, OUTPUT for a node's;
+- kube-proxy's nat rules (its mode's ``describe``, from ``emu.registry``) turn a ClusterIP:port into one endpoint
+  (iptables: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, DNAT; nftables: the ``service-ips`` verdict map ->
+  service-... -> numgen -> endpoint-..., DNAT), in PREROUTING for a pod's packet, OUTPUT for a node's;
 - a node's routing decision hands the packet to one method per kind of device the route leaves by: ``out_bridge``
   (cni0), ``out_vxlan`` (flannel.<VNI>: neighbour entry -> VTEP MAC, FDB entry -> remote node IP), ``out_tun``
   (flannel0, udp's flanneld and its subnet -> node table), ``out_underlay`` (eth0: host-gw, vxlan DirectRouting,
@@ -27,7 +28,6 @@ from typing import Any, Dict, List, Optional
 from emu import registry
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, ServicePlan
 from emu.plan.services import kube_services
-from emu.proxy import iptables as kubeproxy
 from emu.trace import routed
 from emu.trace.model import Hop, RouteChoice, ServiceChoice, TraceInputError
 from emu.trace.routing import RouteEntry, lookup, node_table, pod_table
@@ -178,9 +178,17 @@ class Walk:
         if service is None:
             return True
         self.nat_done = True
-        described = kubeproxy.describe(kube_services([service]))
+        described = registry.proxy_mode(self.plan.proxy_mode).describe(kube_services([service]))
         protocol = self.proto.upper()
         match = next((d for d in described if d["protocol"] == protocol and d["port"] == self.port), None)
+        nft = self.plan.proxy_mode == "nftables"
+        if match is None and nft and self.proto in ("tcp", "udp"):
+            self.add(node.name, "node", "", "", "kube-proxy",
+                     f"kube-proxy (table ip kube-proxy): no @service-ips element for {self.dst_ip} . {self.proto} . "
+                     f"{self.port}; cluster-ips-check: {self.dst_ip} is in @cluster-ips: reject (Service "
+                     f"{service.name} has {_service_ports(service)})")
+            self.drop(node.name, "node", f"rejected: Service {service.name} has no port {self.port}/{self.proto}")
+            return False
         if match is None:
             what = self.proto if self.port is None else f"{self.proto} port {self.port}"
             self.add(node.name, "node", "", "", "kube-proxy",
@@ -192,9 +200,12 @@ class Walk:
                               "pod")
             return True
         if match["no_endpoints"]:
-            self.add(node.name, "node", "", "", "kube-proxy",
-                     f"kube-proxy (filter KUBE-SERVICES): {match['service_port']} has no endpoints: REJECT "
-                     "(icmp-port-unreachable)")
+            rule = (f"kube-proxy (table ip kube-proxy, service-endpoints-check): @no-endpoint-services "
+                    f"{self.dst_ip} . {self.proto} . {self.port} -> goto reject-chain: {match['service_port']} has "
+                    "no endpoints: reject (icmp port unreachable)" if nft else
+                    f"kube-proxy (filter KUBE-SERVICES): {match['service_port']} has no endpoints: REJECT "
+                    "(icmp-port-unreachable)")
+            self.add(node.name, "node", "", "", "kube-proxy", rule)
             self.drop(node.name, "node", f"rejected: Service {service.name} has no endpoints (no ready pod is "
                       "selected)")
             return False
@@ -228,16 +239,23 @@ class Walk:
             probability=chosen["probability"],
             share=chosen["share"],
             alternatives=alternatives,
+            proxy_mode=self.plan.proxy_mode,
         )
         position = endpoints.index(chosen) + 1
-        rule = (f"probability {chosen['probability']}" if chosen["probability"] is not None
-                else "the last rule, unconditional")
         others = [f"{e['sep_chain']} -> {e['dnat']}" for e in endpoints if e is not chosen]
         also = f"; the other endpoints: {', '.join(others)}" if others else ""
-        self.add(node.name, "node", "", "", "kube-proxy",
-                 f"kube-proxy (nat {chain}{hook}): KUBE-SERVICES -> {match['svc_chain']} -> {chosen['sep_chain']} "
-                 f"({rule}; endpoint {position} of {len(endpoints)}, share 1/{len(endpoints)}) DNAT to "
-                 f"{chosen['dnat']} (pod {chosen['pod']}){also}", service=choice)
+        if choice.proxy_mode == "nftables":
+            text = (f"kube-proxy (table ip kube-proxy, nat-{chain.lower()}{hook}): services: @service-ips "
+                    f"{self.dst_ip} . {self.proto} . {self.port} -> goto {match['svc_chain']} -> numgen random mod "
+                    f"{len(endpoints)} = {chosen['index']} -> goto {chosen['sep_chain']} (share 1/{len(endpoints)})"
+                    f" DNAT to {chosen['dnat']} (pod {chosen['pod']}){also}")
+        else:
+            rule = (f"probability {chosen['probability']}" if chosen["probability"] is not None
+                    else "the last rule, unconditional")
+            text = (f"kube-proxy (nat {chain}{hook}): KUBE-SERVICES -> {match['svc_chain']} -> {chosen['sep_chain']} "
+                    f"({rule}; endpoint {position} of {len(endpoints)}, share 1/{len(endpoints)}) DNAT to "
+                    f"{chosen['dnat']} (pod {chosen['pod']}){also}")
+        self.add(node.name, "node", "", "", "kube-proxy", text, service=choice)
         self.dst_ip = chosen["ip"]
         self.port = int(chosen["port"])
 
