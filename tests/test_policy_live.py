@@ -40,7 +40,14 @@ pytestmark = pytest.mark.root
 GRID_SECONDS: List[float] = []
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+#: Every backend with kube-proxy's iptables mode, and vxlan with its nftables mode (the Services' DNAT in nft,
+#: policies in iptables: the filter table must still see the pod behind a ClusterIP).
+SETUPS = [pytest.param((p.values[0], "iptables"), id=p.values[0], marks=p.marks) for p in BACKENDS] + [
+    pytest.param(("vxlan", "nftables"), id="vxlan-nftables")
+]
+
+
+@pytest.fixture(scope="module", params=SETUPS)
 def grid(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if ROOT_PROBLEM:
         pytest.skip(ROOT_PROBLEM)
@@ -49,14 +56,15 @@ def grid(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any
     from emu.spec.load import load
 
     path = tmp_path_factory.mktemp("grid") / "grid.yaml"
-    path.write_text(grid_yaml(test_cluster_name("npgrid", request.param)[:40]))
+    backend, proxy_mode = request.param
+    path.write_text(grid_yaml(test_cluster_name("npgrid", f"{backend}-{proxy_mode[:2]}")[:40]))
     spec, _ = load([str(path)])
-    with Cluster(build_plan(spec, backend=request.param)) as cluster:
+    with Cluster(build_plan(spec, backend=backend, proxy_mode=proxy_mode)) as cluster:
         with GridProber(cluster) as prober:
             yield cluster, prober
     if GRID_SECONDS:
         times = sorted(GRID_SECONDS)
-        print(f"\n{request.param}: {len(times)} grids of 324 cells, median {times[len(times) // 2]:.2f} s, "
+        print(f"\n{backend} ({proxy_mode}): {len(times)} grids of 324 cells, median {times[len(times) // 2]:.2f} s, "
               f"max {times[-1]:.2f} s")
         GRID_SECONDS.clear()
 
