@@ -25,10 +25,9 @@ Paths: same-pod (127.0.0.1), same-node (cni0), cross-node for each backend, pod-
 one endpoint on the other node: emu's kube-proxy rules vs one DNAT rule, ``baseline.sh service on``) and
 node-to-node (the underlay). The backend-independent paths are measured with the first backend only.
 
-NetworkPolicy row (``--policies N``, default 100; first backend): the cross-node path of the emu cluster against
-the same path of a second emu cluster built beside it with N NetworkPolicies that isolate both ends and allow the
-path last (``bench/policies.py``), taking turns (target: throughput with policies >= 0.95x without; its A/A is
-the main table's).
+NetworkPolicy row (``--policies N``, default 100; first backend): the cross-node path of the emu cluster with N
+NetworkPolicies that isolate both ends and allow the path last (``bench/policies.py``), applied before each of
+its turns and deleted before each turn without them (target: throughput with policies >= 0.95x without).
 
 The tables give, per path and judged figure (targets: tcp_rr RTT p50 and p99 <= 1.03, throughput >= 0.97,
 emu / baseline+kube), emu's ratio with its 95 % interval and a verdict: **met** (the whole interval on the
@@ -166,7 +165,8 @@ class Bench:
     ) -> None:
         self.rows.append(Row(backend, path, impl, repeat, tool, metric, float(value), unit))
 
-    def interleaved(self, what: Callable[[str, Any, Any, int], None], pairs: Dict[str, Tuple[Any, Any]]) -> None:
+    def interleaved(self, what: Callable[[str, Any, Any, int], None], pairs: Dict[str, Tuple[Any, Any]],
+                    before: Optional[Callable[[str], None]] = None) -> None:
         """A B C D, B C D A, C D A B, ...: every repeat (round) measures each implementation once, and who goes
         first rotates, so that neither a trend of the machine nor the order itself favours one of them, and
         repeat r of every implementation is measured within seconds of the others (the ratios pair them)."""
@@ -174,10 +174,13 @@ class Bench:
 
         for repeat in range(self.repeats):
             for impl in rotation(list(pairs), repeat):
+                if before is not None:  # put the implementation in place (the policy row switches rules)
+                    before(impl)
                 src, dst = pairs[impl]
                 what(impl, src, dst, repeat)
 
-    def path(self, backend: str, path: str, pairs: Dict[str, Tuple[Any, Any]]) -> None:
+    def path(self, backend: str, path: str, pairs: Dict[str, Tuple[Any, Any]],
+             before: Optional[Callable[[str], None]] = None) -> None:
         import emu
         from emu.measure.rr import tcp_rr
 
@@ -206,8 +209,8 @@ class Bench:
             self.add(backend, path, impl, repeat, "iperf3-tcp", "retransmits", result.retransmits or 0, "count")
             print(".", end="", flush=True)
 
-        self.interleaved(latency, pairs)
-        self.interleaved(throughput, pairs)
+        self.interleaved(latency, pairs, before)
+        self.interleaved(throughput, pairs, before)
         print(" " + self.summary_line(backend, path, list(pairs)), flush=True)
 
     def values(self, backend: str, path: str, impl: str, tool: str, metric: str) -> Dict[int, float]:
@@ -336,28 +339,42 @@ def policy_table(bench: Bench) -> List[str]:
 
 
 def policy_row(bench: Bench, cluster: Any, backend: str, count: int) -> None:
-    """The cross-node path of ``cluster`` (no policies) against the same path of a second cluster built beside it
-    with ``count`` NetworkPolicies that leave it allowed (bench/policies.py), taking turns."""
+    """The cross-node path of ``cluster`` with ``count`` NetworkPolicies that leave it allowed (bench/policies.py)
+    against the same path without them, taking turns: the policies are applied before each turn of
+    "emu+policies" and deleted before each turn of "emu" (``cluster.apply`` / ``delete``, as at the prompt), so
+    the two differ in nothing but the policy rules."""
     import tempfile
 
     from policies import policy_manifest  # bench/policies.py
 
-    from emu.controller import Cluster
-    from emu.plan.build import build_plan
-    from emu.spec.load import load
+    import emu
+    from emu.spec.yamlsrc import read_documents
 
     bench.policies = count
     with tempfile.TemporaryDirectory() as directory:
         manifest = Path(directory) / "policies.yaml"
         manifest.write_text(policy_manifest(count))
-        spec, _warnings = load([str(TOPOLOGY), str(manifest)])
-    spec = dataclasses.replace(spec, name=f"emubench-np{os.getpid() % 100000}")
-    with Cluster(build_plan(spec, backend=backend)) as policed:
-        rules = sum(node.plan.iptables.count("-A EMU-NP") for node in policed.nodes)
-        print(f"  {backend:8s} {count} NetworkPolicies: {rules} policy rules in the nodes", flush=True)
+        documents, _problems = read_documents(str(manifest))
+
+    def switch(impl: str) -> None:
+        policies = cluster.spec.objects_of("NetworkPolicy")
+        if impl == "emu+policies" and not policies:
+            cluster.apply(documents)
+            rules = sum(node.plan.iptables.count("-A EMU-NP") for node in cluster.nodes)
+            print(f"[{count} policies: {rules} rules]", end="", flush=True)
+        elif impl == "emu" and policies:
+            for policy in policies:
+                cluster.delete("networkpolicy", policy.name, policy.namespace)
+        else:
+            return
         settle()
-        pairs = dict(zip(POLICY_IMPLS, (emu_paths(cluster)["cross-node"], emu_paths(policed)["cross-node"])))
-        bench.path(backend, POLICY_PATH, pairs)
+        emu.iperf3(pair[0], pair[1], seconds=1, port=IPERF_PORT)  # what the changes left running settles first
+
+    pair = emu_paths(cluster)["cross-node"]
+    try:
+        bench.path(backend, POLICY_PATH, {"emu": pair, "emu+policies": pair}, before=switch)
+    finally:
+        switch("emu")
 
 
 def main() -> int:
