@@ -188,6 +188,7 @@ class Spawner:
         executable: Optional[str] = None,
         stdout: Union[int, IO[Any]] = DEVNULL,
         stderr: Union[int, IO[Any]] = PIPE,
+        pidns: Optional[str] = None,
     ) -> Spawned:
         """Start ``argv`` behind the gate (release it with ``commands.release``) and return its handle.
 
@@ -201,6 +202,8 @@ class Spawner:
         env: the environment (default ``commands.base_env()``); PATH in it finds the program.
         executable: the program to run when ``argv[0]`` is only its displayed name (``exec -a``).
         stdout, stderr: a file, a descriptor, DEVNULL, or (stderr only) PIPE: ``Spawned.stderr`` then reads it.
+        pidns: the PID namespace of the child: None (the helper's), ``"new"`` (one of its own, the child its PID
+            1), or ``/proc/PID/ns/pid`` (PID's: a pod's containers in their pause process's).
         Raises OSError when the helper cannot start the child (exec errors go to the child's stderr instead).
         """
         gate_read, gate_write = os.pipe()
@@ -224,6 +227,7 @@ class Spawner:
                 "mounts": [[s, t, f, list(fl), d] for s, t, f, fl, d in mounts],
                 "hostname": hostname,
                 "cwd": cwd,
+                "pidns": pidns,
             }
             with self._lock:
                 answer = self._ask(request, [gate_read, out_fd, err_fd])

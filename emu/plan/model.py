@@ -144,6 +144,10 @@ class PodPlan:
     labels: Tuple[Tuple[str, str], ...]
     containers: Tuple[ContainerPlan, ...]
     volumes: Tuple[str, ...]
+    #: shareProcessNamespace: the containers share the pause process's PID namespace (else one each)
+    share_process_namespace: bool = False
+    #: enableServiceLinks: the variables of every Service of the pod's namespace (the kubernetes Service's always)
+    service_links: bool = True
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,8 @@ def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, 
             labels=pod.labels,
             containers=containers,
             volumes=pod.volumes,
+            share_process_namespace=pod.share_process_namespace,
+            service_links=pod.service_links,
         )
     gw = gateway(subnet)
     return PodPlan(
@@ -115,6 +117,8 @@ def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, 
         labels=pod.labels,
         containers=containers,
         volumes=pod.volumes,
+        share_process_namespace=pod.share_process_namespace,
+        service_links=pod.service_links,
     )
 
 

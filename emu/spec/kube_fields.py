@@ -65,7 +65,7 @@ POD_SPEC = {
     "topologySpreadConstraints",
     "volumes",
 }
-POD_SPEC_USED = {"containers", "hostNetwork", "nodeName", "volumes"}
+POD_SPEC_USED = {"containers", "enableServiceLinks", "hostNetwork", "nodeName", "shareProcessNamespace", "volumes"}
 
 CONTAINER = {
     "args",

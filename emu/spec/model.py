@@ -114,6 +114,8 @@ class Pod:
     owner: str = ""  # Deployment name, when expanded from one
     file: str = ""
     line: int = 0
+    share_process_namespace: bool = False  # spec.shareProcessNamespace: one PID namespace for the pod
+    service_links: bool = True  # spec.enableServiceLinks: the Services of its namespace in its environment
 
     @property
     def label_map(self) -> Dict[str, str]:

@@ -139,6 +139,8 @@ def _read_pod_spec(
         containers.append(container)
 
     host_network = r.boolean(spec.get("hostNetwork"), path + ("hostNetwork",))
+    share_pid = r.boolean(spec.get("shareProcessNamespace"), path + ("shareProcessNamespace",))
+    service_links = r.boolean(spec.get("enableServiceLinks"), path + ("enableServiceLinks",), default=True)
     node_name = r.string(spec.get("nodeName"), path + ("nodeName",))
     pod = Pod(
         name=name,
@@ -151,6 +153,8 @@ def _read_pod_spec(
         owner=owner,
         file=r.doc.file,
         line=r.doc.line(path),
+        share_process_namespace=share_pid,
+        service_links=service_links,
     )
     return pod, node_name is not None
 
