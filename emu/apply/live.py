@@ -39,7 +39,7 @@ from emu.errors import EmuError
 from emu.features import Daemon
 from emu.plan.changes import PlanDiff
 from emu.plan.model import NodePlan, Plan, PodPlan
-from emu.plan.services import service_env
+from emu.plan.services import pod_env
 
 Progress = Callable[[str], None]
 
@@ -132,9 +132,8 @@ class LiveCluster:
 
         count = sum(len(p.containers) for p in plan.pods)
         self.progress(f"containers: {count} processes")
-        env = service_env(plan.services)
         for pod_plan in plan.pods:
-            self._start_containers(self.pods[pod_plan.name], env)
+            self._start_containers(self.pods[pod_plan.name], pod_env(plan, pod_plan))
         self._wait_ready()
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
@@ -314,8 +313,7 @@ class LiveCluster:
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
-            env = service_env(plan.services)
-            added = [self._add_pod(pod_plan, env) for pod_plan in diff.added_pods]
+            added = [self._add_pod(pod_plan, pod_env(plan, pod_plan)) for pod_plan in diff.added_pods]
             if added:
                 self._wait_ready(pods=added)
             removed = [self.pods[p.name] for p in diff.removed_pods if p.name in self.pods]

@@ -2,7 +2,8 @@
 
 ``replan(plan, spec)`` is the plan of a changed spec for a cluster that runs ``plan`` now: pods that stay keep
 their addresses and everything else of theirs (a live pod never changes its IP), new pods get the lowest free
-address of their node's subnet, and every Service's endpoints and every node's rule document are computed again.
+address of their node's subnet, Services that stay keep their ClusterIPs and node ports, and every Service's
+endpoints and every node's rule document are computed again.
 ``diff(old, new)`` says what the apply layer must do to go from one to the other.
 """
 
@@ -43,7 +44,7 @@ def replan(plan: Plan, spec: ClusterSpec) -> Plan:
     for pod in spec.pods:
         if pod.name not in known:
             pods.append(plan_added_pod(replace(plan, pods=tuple(pods)), spec, pod))
-    services = plan_services(spec, pods)
+    services = plan_services(spec, pods, plan.services)
     nodes = tuple(
         replace(node, iptables=node_iptables(services, IPv4Network(plan.pod_cidr), node.ip, IPv4Network(node.subnet)))
         for node in plan.nodes
