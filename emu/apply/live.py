@@ -134,6 +134,7 @@ class LiveCluster:
         self.progress(f"containers: {count} processes")
         for pod_plan in plan.pods:
             self._start_containers(self.pods[pod_plan.name], pod_env(plan, pod_plan))
+        self._wait_started(list(self.pods.values()))
         self._wait_ready()
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
@@ -194,6 +195,16 @@ class LiveCluster:
                 pod.plan, container, pod.pause.pid, node_pid, pod.directory, env, record, self._spawner
             )
             pod.containers[container.name] = Container(pod, container.name, proc)
+
+    @staticmethod
+    def _wait_started(pods: Sequence[Pod]) -> None:
+        """Wait until every container of ``pods`` runs its program: from then on an exec into it, or a feature
+        handed it (the stand-in), sees the container's own namespaces, mounts and environment."""
+        for pod in pods:
+            for container in pod.containers.values():
+                wait = getattr(container.process, "wait_exec", None)
+                if wait is not None:
+                    wait()
 
     def _wait_ready(self, timeout: float = 15.0, pods: Optional[Sequence[Pod]] = None) -> None:
         """Like a readiness check: wait until every declared container port listens in its pod (of ``pods``,
@@ -348,6 +359,7 @@ class LiveCluster:
             pod_ops.wait_pause(pod_plan, pause)
             pod_ops.wire_pods(node.name, [pod_plan], {pod_plan.name: pause.pid}, node.namespaces)
             self._start_containers(pod, env)
+            self._wait_started([pod])
         except BaseException:
             self._stop_pod(pod)
             raise

@@ -9,8 +9,10 @@ in the child through ctypes.
 Protocol on the SOCK_SEQPACKET socket FD, one JSON object per message; every answer carries its request's
 ``id``:
 
-- ``{"op": "spawn", ...}`` with three file descriptors attached (SCM_RIGHTS): the gate (read end of a pipe whose
-  write end emu holds), the child's stdout and stderr. The child enters the ``setns`` namespaces, ``unshare``s,
+- ``{"op": "spawn", ...}`` with three or four file descriptors attached (SCM_RIGHTS): the gate (read end of a
+  pipe whose write end emu holds), the child's stdout and stderr, and optionally the write end of a pipe the
+  child holds until its exec (emu reads end of file there once the program runs).
+  The child enters the ``setns`` namespaces, ``unshare``s,
   then waits for one line on the gate: at end of file (emu died before recording it) it exits with status 1.
   Then it makes its mounts, sets its hostname, changes directory and execs ``argv`` with ``env``, stdin
   /dev/null. Any failure is written to its stderr and it exits 127. Answer: ``{"pid": N}`` or ``{"error": ...}``.
@@ -68,8 +70,9 @@ def _read_gate(fd: int) -> bool:
             return True
 
 
-def _child(request: Dict[str, Any], gate: int, out: int, err: int) -> None:
-    """Runs in the forked child; never returns."""
+def _child(request: Dict[str, Any], gate: int, out: int, err: int, execd: int = -1) -> None:
+    """Runs in the forked child; never returns. ``execd`` (when given) is held open until the exec: emu sees
+    its end of that pipe close once the child runs its program (or has died)."""
     name = request.get("name", "emu")
     status = 127
     try:
@@ -101,6 +104,8 @@ def _child(request: Dict[str, Any], gate: int, out: int, err: int) -> None:
         os.dup2(devnull, 0)
         os.dup2(out, 1)
         os.dup2(err, 2)
+        if execd >= 0:
+            os.set_inheritable(execd, False)  # closed by the exec itself
         argv = list(request["argv"])
         env = dict(request.get("env") or {})
         executable = request.get("executable") or argv[0]
@@ -171,13 +176,13 @@ def serve(sock: socket.socket) -> None:
             request = json.loads(data.decode())
             op = request.get("op")
             if op == "spawn":
-                if len(fds) != 3:
-                    raise ValueError(f"spawn needs 3 file descriptors, got {len(fds)}")
+                if len(fds) not in (3, 4):
+                    raise ValueError(f"spawn needs 3 or 4 file descriptors, got {len(fds)}")
                 pid = _fork_in(request.get("pidns"), own_pidns)
                 if pid == 0:
                     sock.close()
                     os.close(own_pidns)
-                    _child(request, fds[0], fds[1], fds[2])
+                    _child(request, fds[0], fds[1], fds[2], fds[3] if len(fds) == 4 else -1)
                 _answer(sock, request, {"pid": pid})
             elif op == "reap":
                 pid, raw = os.waitpid(int(request["pid"]), os.WNOHANG)

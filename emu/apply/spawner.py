@@ -19,6 +19,7 @@ What does not change:
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -61,7 +62,13 @@ class Spawned:
     """A process the spawner started, with the part of ``subprocess.Popen``'s interface emu uses."""
 
     def __init__(
-        self, spawner: "Spawner", pid: int, args: List[str], stdin: IO[str], stderr: Optional[IO[str]]
+        self,
+        spawner: "Spawner",
+        pid: int,
+        args: List[str],
+        stdin: IO[str],
+        stderr: Optional[IO[str]],
+        exec_fd: Optional[int] = None,
     ) -> None:
         self._spawner = spawner
         self.pid = pid
@@ -72,6 +79,29 @@ class Spawned:
         self.returncode: Optional[int] = None
         self._start = process_start_time(pid)
         self._polling = threading.Lock()
+        self._exec_fd = exec_fd  # closes (end of file) when the child has run its program
+
+    def wait_exec(self, timeout: float = 10.0) -> bool:
+        """Wait until the child runs its program (its namespaces, mounts and environment are then its own: an
+        exec into it sees the container, not the helper); False if it died first or took longer."""
+        fd = self._exec_fd
+        if fd is None:
+            return self.poll() is None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False  # the pipe stays open: a later call may wait again
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready and not os.read(fd, 64):
+                break
+        self._close_exec()
+        return self.poll() is None
+
+    def _close_exec(self) -> None:
+        if self._exec_fd is not None:
+            os.close(self._exec_fd)
+            self._exec_fd = None
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -82,6 +112,8 @@ class Spawned:
                         self.returncode = self._spawner.reap(self.pid, default=UNKNOWN_STATUS)
                     elif state[0] in "ZX":
                         self.returncode = self._spawner.reap(self.pid)
+                    if self.returncode is not None:
+                        self._close_exec()
         return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
@@ -207,7 +239,8 @@ class Spawner:
         Raises OSError when the helper cannot start the child (exec errors go to the child's stderr instead).
         """
         gate_read, gate_write = os.pipe()
-        closing = [gate_read]
+        exec_read, exec_write = os.pipe()
+        closing = [gate_read, exec_write]
         err_read = None
         try:
             out_fd = self._fd(stdout, closing)
@@ -230,9 +263,10 @@ class Spawner:
                 "pidns": pidns,
             }
             with self._lock:
-                answer = self._ask(request, [gate_read, out_fd, err_fd])
+                answer = self._ask(request, [gate_read, out_fd, err_fd, exec_write])
         except BaseException:
             os.close(gate_write)
+            os.close(exec_read)
             if err_read is not None:
                 os.close(err_read)
             raise
@@ -241,13 +275,14 @@ class Spawner:
                 os.close(fd)
         if "pid" not in answer:
             os.close(gate_write)
+            os.close(exec_read)
             if err_read is not None:
                 os.close(err_read)
             raise OSError(answer.get("error", f"unexpected answer {answer}"))
         shown = ([executable] if executable else []) + list(argv)
         stdin = os.fdopen(gate_write, "w")
         err_file = os.fdopen(err_read, "r", errors="replace") if err_read is not None else None
-        return Spawned(self, int(answer["pid"]), shown, stdin, err_file)
+        return Spawned(self, int(answer["pid"]), shown, stdin, err_file, exec_read)
 
     @staticmethod
     def _fd(target: Union[int, IO[Any]], closing: List[int]) -> int:

@@ -320,7 +320,7 @@ def _check_services(services: List[Tuple[Service, Reader]], pods: Sequence[Pod],
                     "another name, or another namespace")
             continue
         if service.cluster_ip is not None:
-            _check_cluster_ip(service, network, used_ips, r)
+            check_cluster_ip(service, network, used_ips, r)
         for i, port in enumerate(service.ports):
             if port.node_port is not None:
                 if port.node_port in used_node_ports:
@@ -330,7 +330,7 @@ def _check_services(services: List[Tuple[Service, Reader]], pods: Sequence[Pod],
                         "pick another in 30000-32767",
                     )
                 used_node_ports[port.node_port] = service.name
-        _check_selector(service, pods, r)
+        check_selector(service, pods, r)
         checked.append(service)
     return checked
 
@@ -339,7 +339,7 @@ def _check_services(services: List[Tuple[Service, Reader]], pods: Sequence[Pod],
 DNS_SERVICE = ("kube-system", "kube-dns")
 
 
-def _check_cluster_ip(service: Service, network: Network, used_ips: Dict[IPv4Address, str], r: Reader) -> None:
+def check_cluster_ip(service: Service, network: Network, used_ips: Dict[IPv4Address, str], r: Reader) -> None:
     """A requested ClusterIP is inside serviceCIDR, not the kubernetes Service's (the first), not cluster DNS's
     (the tenth: only kube-system/kube-dns may ask for it) and no other Service's."""
     ip = service.cluster_ip
@@ -357,7 +357,7 @@ def _check_cluster_ip(service: Service, network: Network, used_ips: Dict[IPv4Add
     used_ips[ip] = f"{service.namespace}/{service.name}"
 
 
-def _check_selector(service: Service, pods: Sequence[Pod], r: Reader) -> None:
+def check_selector(service: Service, pods: Sequence[Pod], r: Reader) -> None:
     """Warn about a Service that selects no pod, and a named target port no selected pod has."""
     selected = [p for p in pods if p.namespace == service.namespace and _selects(service.selector, p)]
     if service.selector and not selected:
