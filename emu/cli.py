@@ -1,8 +1,8 @@
 """The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
 
 Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
-other failure. Only ``up``, ``run``, ``trace``, ``check`` and ``clean`` need root; ``validate``, ``plan``,
-``plot`` and ``doctor`` work from files alone.
+other failure. Only ``up``, ``run``, ``trace``, ``check``, ``conformance`` and ``clean`` need root;
+``validate``, ``plan``, ``plot`` and ``doctor`` work from files alone.
 """
 
 import argparse
@@ -143,7 +143,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from emu.conformance import conformance_command
+
+    return conformance_command(args.files, backend=args.backend, focus=args.focus, junit_path=args.junit)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # long: one block per verb, in the order `emu --help` lists them; splitting it would scatter the CLI's shape
     parser = argparse.ArgumentParser(
         prog="emu",
         description="Kubernetes pod networking (pods, cni0, flannel, kube-proxy), emulated on Mininet.",
@@ -215,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
     p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("conformance", help="the Kubernetes e2e [sig-network] checks against the cluster (root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    p.add_argument("--focus", metavar="REGEX", help="only the checks whose upstream name matches")
+    p.add_argument("--junit", metavar="PATH", help="also write the results as JUnit XML (as sonobuoy does)")
+    p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
