@@ -46,8 +46,8 @@ UPSTREAM = [
     "[sig-network] Networking Granular Checks: Services should function for endpoint-Service: udp",
     "[sig-network] Networking Granular Checks: Services should be able to handle large requests: http",
     "[sig-network] Networking Granular Checks: Services should be able to handle large requests: udp",
-    "[sig-network] Services should serve a basic endpoint from pods  [Conformance]",
-    "[sig-network] Services should serve multiport endpoints from pods  [Conformance]",
+    "[sig-network] Services should serve a basic endpoint from pods [Conformance]",
+    "[sig-network] Services should serve multiport endpoints from pods [Conformance]",
     "[sig-network] Services should allow pods to hairpin back to themselves through services",
     "[sig-network] Services should have session affinity work for service with type clusterIP [LinuxOnly] "
     "[Conformance]",
