@@ -70,9 +70,9 @@ def _read_gate(fd: int) -> bool:
             return True
 
 
-def _child(request: Dict[str, Any], gate: int, out: int, err: int, execd: int = -1) -> None:
-    """Runs in the forked child; never returns. ``execd`` (when given) is held open until the exec: emu sees
-    its end of that pipe close once the child runs its program (or has died)."""
+def _child(request: Dict[str, Any], gate: int, out: int, err: int) -> None:
+    """Runs in the forked child; never returns. Until its exec it is named ``emu-spawnd`` (the server's name),
+    which is how emu tells that it runs its program (``Spawned.wait_exec``)."""
     name = request.get("name", "emu")
     status = 127
     try:
@@ -104,8 +104,6 @@ def _child(request: Dict[str, Any], gate: int, out: int, err: int, execd: int = 
         os.dup2(devnull, 0)
         os.dup2(out, 1)
         os.dup2(err, 2)
-        if execd >= 0:
-            os.set_inheritable(execd, False)  # closed by the exec itself
         argv = list(request["argv"])
         env = dict(request.get("env") or {})
         executable = request.get("executable") or argv[0]
@@ -176,13 +174,13 @@ def serve(sock: socket.socket) -> None:
             request = json.loads(data.decode())
             op = request.get("op")
             if op == "spawn":
-                if len(fds) not in (3, 4):
-                    raise ValueError(f"spawn needs 3 or 4 file descriptors, got {len(fds)}")
+                if len(fds) != 3:
+                    raise ValueError(f"spawn needs 3 file descriptors, got {len(fds)}")
                 pid = _fork_in(request.get("pidns"), own_pidns)
                 if pid == 0:
                     sock.close()
                     os.close(own_pidns)
-                    _child(request, fds[0], fds[1], fds[2], fds[3] if len(fds) == 4 else -1)
+                    _child(request, fds[0], fds[1], fds[2])
                 _answer(sock, request, {"pid": pid})
             elif op == "reap":
                 pid, raw = os.waitpid(int(request["pid"]), os.WNOHANG)
@@ -196,7 +194,13 @@ def serve(sock: socket.socket) -> None:
                 os.close(fd)
 
 
+#: The server's name (``/proc/PID/comm``), which its children keep until they exec their program.
+NAME = b"emu-spawnd"
+PR_SET_NAME = 15
+
+
 def main() -> int:
+    _libc.prctl(PR_SET_NAME, NAME, 0, 0, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     if not sys.stdin.readline():  # the gate: emu records this process first; end of file: emu died
         return 1

@@ -19,7 +19,6 @@ What does not change:
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -34,6 +33,8 @@ from emu.apply.commands import base_env, process_start_time, release
 from emu.errors import BuildError
 
 SPAWND = str(Path(__file__).resolve().parent / "spawnd.py")
+#: What spawnd calls itself (and its children until they exec): spawnd.NAME.
+SPAWND_NAME = b"emu-spawnd"
 
 #: ``returncode`` of a child whose status could not be learnt (the helper had gone when it exited).
 UNKNOWN_STATUS = 255
@@ -62,13 +63,7 @@ class Spawned:
     """A process the spawner started, with the part of ``subprocess.Popen``'s interface emu uses."""
 
     def __init__(
-        self,
-        spawner: "Spawner",
-        pid: int,
-        args: List[str],
-        stdin: IO[str],
-        stderr: Optional[IO[str]],
-        exec_fd: Optional[int] = None,
+        self, spawner: "Spawner", pid: int, args: List[str], stdin: IO[str], stderr: Optional[IO[str]]
     ) -> None:
         self._spawner = spawner
         self.pid = pid
@@ -79,29 +74,27 @@ class Spawned:
         self.returncode: Optional[int] = None
         self._start = process_start_time(pid)
         self._polling = threading.Lock()
-        self._exec_fd = exec_fd  # closes (end of file) when the child has run its program
+        self._execd = False
 
     def wait_exec(self, timeout: float = 10.0) -> bool:
         """Wait until the child runs its program (its namespaces, mounts and environment are then its own: an
-        exec into it sees the container, not the helper); False if it died first or took longer."""
-        fd = self._exec_fd
-        if fd is None:
-            return self.poll() is None
+        exec into it sees the container, not the helper); False if it died first or took longer. Until its exec
+        a child bears the helper's name (``/proc/PID/comm`` is ``emu-spawnd``)."""
         deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False  # the pipe stays open: a later call may wait again
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if ready and not os.read(fd, 64):
+        pause = 0.0005
+        while not self._execd:
+            try:
+                with open(f"/proc/{self.pid}/comm", "rb") as f:
+                    self._execd = f.read().strip() != SPAWND_NAME
+            except OSError:
+                return False
+            if self._execd or self.poll() is not None:
                 break
-        self._close_exec()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
         return self.poll() is None
-
-    def _close_exec(self) -> None:
-        if self._exec_fd is not None:
-            os.close(self._exec_fd)
-            self._exec_fd = None
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -112,8 +105,6 @@ class Spawned:
                         self.returncode = self._spawner.reap(self.pid, default=UNKNOWN_STATUS)
                     elif state[0] in "ZX":
                         self.returncode = self._spawner.reap(self.pid)
-                    if self.returncode is not None:
-                        self._close_exec()
         return self.returncode
 
     def wait(self, timeout: Optional[float] = None) -> int:
@@ -239,8 +230,7 @@ class Spawner:
         Raises OSError when the helper cannot start the child (exec errors go to the child's stderr instead).
         """
         gate_read, gate_write = os.pipe()
-        exec_read, exec_write = os.pipe()
-        closing = [gate_read, exec_write]
+        closing = [gate_read]
         err_read = None
         try:
             out_fd = self._fd(stdout, closing)
@@ -263,10 +253,9 @@ class Spawner:
                 "pidns": pidns,
             }
             with self._lock:
-                answer = self._ask(request, [gate_read, out_fd, err_fd, exec_write])
+                answer = self._ask(request, [gate_read, out_fd, err_fd])
         except BaseException:
             os.close(gate_write)
-            os.close(exec_read)
             if err_read is not None:
                 os.close(err_read)
             raise
@@ -275,14 +264,13 @@ class Spawner:
                 os.close(fd)
         if "pid" not in answer:
             os.close(gate_write)
-            os.close(exec_read)
             if err_read is not None:
                 os.close(err_read)
             raise OSError(answer.get("error", f"unexpected answer {answer}"))
         shown = ([executable] if executable else []) + list(argv)
         stdin = os.fdopen(gate_write, "w")
         err_file = os.fdopen(err_read, "r", errors="replace") if err_read is not None else None
-        return Spawned(self, int(answer["pid"]), shown, stdin, err_file, exec_read)
+        return Spawned(self, int(answer["pid"]), shown, stdin, err_file)
 
     @staticmethod
     def _fd(target: Union[int, IO[Any]], closing: List[int]) -> int:

@@ -56,16 +56,19 @@ class Served:
         self.hostname = str(entry["hostname"])
         self.pidfd = pidfd
         self.pod = Pod(netns_fd, str(entry.get("resolv_conf") or ""))
-        self.log_file = open(entry["log"], "a", buffering=1, encoding="utf-8", errors="replace")
+        # a raw descriptor, written a whole line at a time (O_APPEND): no buffer per container to hold
+        self.log_fd = os.open(entry["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.servers: List[asyncio.AbstractServer] = []
         self.transports: List[asyncio.BaseTransport] = []
         self.connections: Set[asyncio.StreamWriter] = set()
         self.ports: List[str] = []
 
     def log(self, line: str) -> None:
+        if self.log_fd < 0:
+            return
         try:
-            self.log_file.write(f"{_stamp()} {line}\n")
-        except (OSError, ValueError):
+            os.write(self.log_fd, f"{_stamp()} {line}\n".encode("utf-8", errors="replace"))
+        except OSError:
             pass
 
     def close(self) -> None:
@@ -76,7 +79,8 @@ class Served:
         for writer in list(self.connections):
             writer.transport.abort()
         self.log("stand-in: the container's process has gone: its ports are closed")
-        self.log_file.close()
+        os.close(self.log_fd)
+        self.log_fd = -1
         os.close(self.pod.netns_fd)
         if self.pidfd is not None:
             os.close(self.pidfd)
