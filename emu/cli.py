@@ -130,7 +130,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from emu.trace import run_trace
+    from emu.trace.command import run_trace
 
     return run_trace(args.file, args.src, args.dst, backend=args.backend, port=args.port, proto=args.proto,
                      count=args.count, size=args.size, output_format=args.format, diagram=args.diagram,

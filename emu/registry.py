@@ -93,6 +93,16 @@ def backend_of_device(kind: str) -> ModuleType:
     raise UnknownFeature(f"no backend makes {kind!r} devices")
 
 
+def device_kinds() -> Tuple[str, ...]:
+    """The kinds of device the backends make (``emu trace`` hands a packet routed into one to its backend)."""
+    return tuple(kind for module in BACKENDS.values() for kind in module.DEVICE_KINDS)
+
+
+def trace_labels() -> Dict[str, str]:
+    """Short labels of the trace hops the backends add (step -> label), for ``emu trace --diagram``."""
+    return {step: label for module in BACKENDS.values() for step, label in module.TRACE_LABELS.items()}
+
+
 def backend_options_fields() -> Dict[str, Tuple[str, List[str]]]:
     """Every backend option field: net-conf.json spelling -> (lowerCamelCase spelling, backends taking it)."""
     fields: Dict[str, Tuple[str, List[str]]] = {}

@@ -21,7 +21,7 @@ from emu.errors import EmuError
 from emu.plan.render import to_text
 from emu.spec.errors import SpecError
 from emu.spec.yamlsrc import read_documents
-from emu.trace import trace_line
+from emu.trace.command import trace_line
 
 
 class ClusterCLI(CLI):

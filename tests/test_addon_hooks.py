@@ -17,7 +17,6 @@ import pytest
 from conftest import ROOT_PROBLEM, requires_root
 
 from emu import registry
-from emu.controller import Cluster
 from emu.plan.build import build_plan
 from emu.plan.render import to_json
 from emu.spec.errors import SpecError
@@ -157,6 +156,8 @@ def test_live_hooks_run_at_start_on_every_change_and_at_stop(tmp_path: Path) -> 
     if ROOT_PROBLEM:
         pytest.skip(ROOT_PROBLEM)
     import os
+
+    from emu.controller import Cluster  # imports Mininet, which the runs without root may lack
 
     spec, _ = load([str(topology(tmp_path, "addons: {probe: true}", name=f"addon-{os.getpid()}"))])
     with Cluster(build_plan(spec)) as cluster:

@@ -5,7 +5,7 @@ Pure tests (no root) check the header helpers against full recomputations. Root 
 
     p1 10.244.1.2 --veth-- n1 [flannel0 10.244.1.0/32] 192.168.56.11 ==veth== 192.168.56.12 [flannel0 10.244.2.0/32] n2 --veth-- p2 10.244.2.2
 
-Run: ``cd /work/main && sudo python -m pytest tests/test_udp_daemon.py -q``.
+Run, from the repository's top directory: ``sudo python -m pytest tests/test_udp_daemon.py -q``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import time
 from typing import Dict, Iterator, List
 
 import pytest
+from conftest import root_fixture
 
 from emu.backends.udp import daemon as fu
 
@@ -274,7 +275,7 @@ class Nodes:
         delete_namespaces(list(self.ns.values()))
 
 
-@pytest.fixture(scope="class", params=["auto", "off"])
+@root_fixture(scope="class", params=["auto", "off"])
 def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces and TUN devices")
@@ -302,6 +303,7 @@ def read_pcap(path: str) -> List[bytes]:
 
 
 @needs_root
+@pytest.mark.root
 class TestTwoNodes:
     """Pod-to-pod traffic through a real daemon on each node, in both loop styles."""
 
@@ -375,6 +377,7 @@ class TestTwoNodes:
 
 
 @needs_root
+@pytest.mark.root
 def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> None:
     ns = f"{PREFIX}term"
     ready_file = os.path.join(str(tmp_path), "ready")

@@ -52,3 +52,13 @@ def device_lines(device: Device) -> List[str]:
 
 def node_daemons(node: NodePlan) -> Tuple[Daemon, ...]:
     return ()
+
+
+# ------------------------------------------------------------------------------------------------ emu trace
+
+TRACE_LABELS: Dict[str, str] = {}
+CAPTURE_DECODE: Tuple[str, ...] = ()
+
+
+def trace_out(walk: Any, node: NodePlan, device: Device, entry: Any) -> None:
+    raise ValueError(f"host-gw makes no {device.kind} device to trace through")

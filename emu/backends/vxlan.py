@@ -108,3 +108,51 @@ def device_lines(device: Device) -> List[str]:
 
 def node_daemons(node: NodePlan) -> Tuple[Daemon, ...]:
     return ()  # the kernel does the encapsulation: no process
+
+
+# ------------------------------------------------------------------------------------------------ emu trace
+
+#: Short labels of the hops this backend adds, for ``emu trace --diagram``.
+TRACE_LABELS = {"encap": "vxlan encap", "decap": "vxlan decapsulation"}
+#: How tcpdump must read the underlay's UDP to show the inner packets (``-T vxlan``).
+CAPTURE_DECODE = ("-T", "vxlan")
+
+
+def trace_out(walk: Any, node: NodePlan, device: Device, entry: Any) -> None:
+    """``emu trace``: a packet routed out of flannel.<VNI> in ``node`` (the route ``entry``), as the kernel
+    handles it: the neighbour entry gives the remote VTEP MAC, the FDB entry the remote node; the VXLAN datagram
+    crosses the underlay (``walk.underlay``) and is decapsulated by the remote flannel.<VNI>, where routing goes
+    on. ``walk`` is emu.trace.walk.Walk (add, drop, device, underlay, route_in_node, size, src_ip, dst_ip)."""
+    gateway = entry.via or walk.dst_ip
+    neighbour = next((n for n in node.neighbours if n.ip == gateway and n.dev == device.name), None)
+    if neighbour is None:
+        walk.drop(node.name, "node", f"no neighbour entry for {gateway} on {device.name} in the plan: the VXLAN "
+                  "device cannot build the inner Ethernet header")
+        return
+    fdb = next((f for f in node.fdb if f.lladdr == neighbour.lladdr and f.dev == device.name), None)
+    if fdb is None:
+        walk.drop(node.name, "node", f"no FDB entry for {neighbour.lladdr} on {device.name} in the plan: "
+                  "the VXLAN device does not know which node to send to")
+        return
+    vni, port = device.option("id"), device.option("dstport")
+    outer = walk.size + OVERHEAD
+    walk.add(node.name, "node", device.name, "tx", "encap",
+             f"vxlan encapsulation: outer {device.option('local') or node.ip} -> {fdb.dst} UDP dport {port} VNI "
+             f"{vni} (neighbour {gateway} is {neighbour.lladdr}; the FDB sends that MAC to {fdb.dst})",
+             mtu=device.mtu, size=walk.size,
+             expects=(("neigh", str(neighbour)), ("fdb", str(fdb))))
+    remote = walk.node_by_ip.get(fdb.dst)
+    capture = f"udp and dst port {port} and dst host {fdb.dst}"
+    walk.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:{port}, "
+                  f"{outer} bytes with the inner packet", outer, capture)
+    if remote is None:
+        return
+    remote_device = walk.device(remote, device.name)
+    if remote_device is None or remote_device.kind != "vxlan" or remote_device.option("id") != vni:
+        walk.drop(remote.name, "node", f"{remote.name} has no VXLAN device {device.name} with VNI {vni}: the "
+                  "datagram is not decapsulated")
+        return
+    walk.add(remote.name, "node", remote_device.name, "rx", "decap",
+             f"vxlan decapsulation on {remote_device.name} (UDP {port}, VNI {vni}): inner {walk.src_ip} -> "
+             f"{walk.dst_ip}", mtu=remote_device.mtu, size=walk.size)
+    walk.route_in_node(remote, iif=remote_device.name)

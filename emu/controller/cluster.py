@@ -141,6 +141,12 @@ class Cluster:
     def pod(self, name: str) -> Pod:
         return self.live.pod(name)
 
+    def former_pod(self, name: str) -> Optional[Pod]:
+        """The pod ``name`` if it was deleted or died while the cluster ran (its handle still knows its address),
+        else None."""
+        pod = self.live.pods.get(name)
+        return pod if pod is not None and not pod.alive else None
+
     @property
     def services(self) -> List[Service]:
         return self.live.services

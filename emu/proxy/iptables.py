@@ -293,6 +293,41 @@ def kube_proxy_tables(
     plans = _plan_ports(services)
     large = sum(len(p.endpoints) for p in plans) > large_cluster_endpoints
 
+    filter_rules, nat_rules = _jump_and_masquerade_rules(mark, localhost_nodeports, random_fully)
+    nat_chains: List[str] = []
+    for p in plans:
+        port_filter, port_nat, chains = _service_port_rules(p, cidr, large)
+        filter_rules += port_filter
+        nat_rules += port_nat
+        nat_chains += chains
+    # Tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
+    not_loopback = "" if localhost_nodeports else " ! -d 127.0.0.0/8"
+    nat_rules.append(
+        f"-A {KUBE_SERVICES}{not_loopback} "
+        f"{_comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
+        f" -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
+    # KUBE-FORWARD: drop INVALID (kubernetes issue 74839), accept marked and established traffic.
+    filter_rules += [
+        f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
+        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding rules')} -m mark --mark {mark}/{mark} -j ACCEPT",
+        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding conntrack rule')}"
+        " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]
+
+    # Built-in chains are declared with policy "-": kube-proxy never sets a policy, the node keeps its own.
+    filter_chains = [Chain(n) for n in ("INPUT", "FORWARD", "OUTPUT", KUBE_SERVICES, KUBE_EXTERNAL_SERVICES,
+                                        KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_FIREWALL)]
+    nat = [Chain(n) for n in ["PREROUTING", "OUTPUT", "POSTROUTING", KUBE_SERVICES, KUBE_NODEPORTS,
+                              KUBE_POSTROUTING, KUBE_MARK_MASQ] + nat_chains]
+    return {
+        "filter": Table("filter", filter_chains, filter_rules),
+        "nat": Table("nat", nat, nat_rules),
+    }
+
+
+def _jump_and_masquerade_rules(mark: str, localhost_nodeports: bool, random_fully: bool) -> Tuple[List[str], List[str]]:
+    """The filter and nat rules every node has whatever its Services: the jumps from the built-in chains, the
+    masquerade chains and kubelet's localnet rule."""
     # Jumps from the built-in chains. kube-proxy *prepends* each jump of iptablesJumpChains in turn, so
     # a chain ends up with them in reverse order; kubelet's KUBE-FIREWALL jumps predate kube-proxy's.
     new = "-m conntrack --ctstate NEW "
@@ -329,79 +364,65 @@ def kube_proxy_tables(
         filter_rules.append(
             f"-A {KUBE_FIREWALL} ! -s 127.0.0.0/8 -d 127.0.0.0/8 {_comment('block incoming localnet connections')}"
             " -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP")
+    return filter_rules, nat_rules
+
+
+def _service_port_rules(p: "_PortPlan", cidr: str, large: bool) -> Tuple[List[str], List[str], List[str]]:
+    """One service port's filter rules, nat rules and nat chains: REJECT without endpoints; else KUBE-SERVICES'
+    match, KUBE-EXT for a NodePort, KUBE-SVC (masquerade from outside the pod network, affinity, random pick) and a
+    KUBE-SEP per endpoint (hairpin masquerade, DNAT)."""
 
     def ep_comment(text: str) -> str:
         # Per-endpoint comments, which kube-proxy leaves out in large-cluster mode.
         return "" if large else " " + _comment(text)
 
+    filter_rules: List[str] = []
+    nat_rules: List[str] = []
     nat_chains: List[str] = []
-    for p in plans:
-        cip, port, proto, spn = p.service.cluster_ip, p.port.port, p.proto, p.spn
-        if not p.endpoints:
-            # No endpoints: nothing in nat; refuse new connections in filter (proxier.go: "has no endpoints").
-            why = _comment(f"{spn} has no endpoints")
-            filter_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {why} -m {proto} --dport {port}"
-                                " -j REJECT --reject-with icmp-port-unreachable")
-            if p.node_port is not None:
-                filter_rules.append(f"-A {KUBE_EXTERNAL_SERVICES} -p {proto} {why} -m addrtype --dst-type LOCAL"
-                                    f" -m {proto} --dport {p.node_port} -j REJECT --reject-with icmp-port-unreachable")
-            continue
-        cluster_ip_comment = _comment(f"{spn} cluster IP")
-        nat_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
-                         f" --dport {port} -j {p.svc_chain}")
+    cip, port, proto, spn = p.service.cluster_ip, p.port.port, p.proto, p.spn
+    if not p.endpoints:
+        # No endpoints: nothing in nat; refuse new connections in filter (proxier.go: "has no endpoints").
+        why = _comment(f"{spn} has no endpoints")
+        filter_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {why} -m {proto} --dport {port}"
+                            " -j REJECT --reject-with icmp-port-unreachable")
         if p.node_port is not None:
-            nat_chains.append(p.ext_chain)
-            nat_rules += [
-                f"-A {KUBE_NODEPORTS} -p {proto} {_comment(spn)} -m {proto} --dport {p.node_port} -j {p.ext_chain}",
-                f"-A {p.ext_chain} {_comment(f'masquerade traffic for {spn} external destinations')}"
-                f" -j {KUBE_MARK_MASQ}",
-                f"-A {p.ext_chain} -j {p.svc_chain}",
-            ]
-        # KUBE-SVC: masquerade what does not come from a pod, then pick an endpoint.
-        nat_chains.append(p.svc_chain)
-        nat_rules.append(f"-A {p.svc_chain} ! -s {cidr} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
-                         f" --dport {port} -j {KUBE_MARK_MASQ}")
-        affinity = p.service.session_affinity == "ClientIP"
-        if affinity:
-            for e in p.endpoints:
-                nat_rules.append(
-                    f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')} -m recent --rcheck"
-                    f" --seconds {p.service.affinity_timeout} --reap --name {e.chain} {_RECENT_TAIL} -j {e.chain}")
+            filter_rules.append(f"-A {KUBE_EXTERNAL_SERVICES} -p {proto} {why} -m addrtype --dst-type LOCAL"
+                                f" -m {proto} --dport {p.node_port} -j REJECT --reject-with icmp-port-unreachable")
+        return filter_rules, [], []
+    cluster_ip_comment = _comment(f"{spn} cluster IP")
+    nat_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
+                     f" --dport {port} -j {p.svc_chain}")
+    if p.node_port is not None:
+        nat_chains.append(p.ext_chain)
+        nat_rules += [
+            f"-A {KUBE_NODEPORTS} -p {proto} {_comment(spn)} -m {proto} --dport {p.node_port} -j {p.ext_chain}",
+            f"-A {p.ext_chain} {_comment(f'masquerade traffic for {spn} external destinations')}"
+            f" -j {KUBE_MARK_MASQ}",
+            f"-A {p.ext_chain} -j {p.svc_chain}",
+        ]
+    # KUBE-SVC: masquerade what does not come from a pod, then pick an endpoint.
+    nat_chains.append(p.svc_chain)
+    nat_rules.append(f"-A {p.svc_chain} ! -s {cidr} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
+                     f" --dport {port} -j {KUBE_MARK_MASQ}")
+    affinity = p.service.session_affinity == "ClientIP"
+    if affinity:
         for e in p.endpoints:
-            stat = f" -m statistic --mode random --probability {e.probability}" if e.probability else ""
-            nat_rules.append(f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')}{stat} -j {e.chain}")
-        # KUBE-SEP: hairpin masquerade, then DNAT (recording the client for affinity).
-        for e in p.endpoints:
-            nat_chains.append(e.chain)
-            recent = f" -m recent --set --name {e.chain} {_RECENT_TAIL}" if affinity else ""
-            nat_rules += [
-                f"-A {e.chain} -s {e.endpoint.ip}/32{ep_comment(spn)} -j {KUBE_MARK_MASQ}",
-                f"-A {e.chain} -p {proto}{ep_comment(spn)}{recent} -m {proto} -j DNAT"
-                f" --to-destination {e.endpoint.address}",
-            ]
-    # Tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
-    not_loopback = "" if localhost_nodeports else " ! -d 127.0.0.0/8"
-    nat_rules.append(
-        f"-A {KUBE_SERVICES}{not_loopback} "
-        f"{_comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
-        f" -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
-    # KUBE-FORWARD: drop INVALID (kubernetes issue 74839), accept marked and established traffic.
-    filter_rules += [
-        f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
-        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding rules')} -m mark --mark {mark}/{mark} -j ACCEPT",
-        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding conntrack rule')}"
-        " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-    ]
-
-    # Built-in chains are declared with policy "-": kube-proxy never sets a policy, the node keeps its own.
-    filter_chains = [Chain(n) for n in ("INPUT", "FORWARD", "OUTPUT", KUBE_SERVICES, KUBE_EXTERNAL_SERVICES,
-                                        KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_FIREWALL)]
-    nat = [Chain(n) for n in ["PREROUTING", "OUTPUT", "POSTROUTING", KUBE_SERVICES, KUBE_NODEPORTS,
-                              KUBE_POSTROUTING, KUBE_MARK_MASQ] + nat_chains]
-    return {
-        "filter": Table("filter", filter_chains, filter_rules),
-        "nat": Table("nat", nat, nat_rules),
-    }
+            nat_rules.append(
+                f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')} -m recent --rcheck"
+                f" --seconds {p.service.affinity_timeout} --reap --name {e.chain} {_RECENT_TAIL} -j {e.chain}")
+    for e in p.endpoints:
+        stat = f" -m statistic --mode random --probability {e.probability}" if e.probability else ""
+        nat_rules.append(f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')}{stat} -j {e.chain}")
+    # KUBE-SEP: hairpin masquerade, then DNAT (recording the client for affinity).
+    for e in p.endpoints:
+        nat_chains.append(e.chain)
+        recent = f" -m recent --set --name {e.chain} {_RECENT_TAIL}" if affinity else ""
+        nat_rules += [
+            f"-A {e.chain} -s {e.endpoint.ip}/32{ep_comment(spn)} -j {KUBE_MARK_MASQ}",
+            f"-A {e.chain} -p {proto}{ep_comment(spn)}{recent} -m {proto} -j DNAT"
+            f" --to-destination {e.endpoint.address}",
+        ]
+    return filter_rules, nat_rules, nat_chains
 
 
 # ------------------------------------------------------------------------------------------ describe

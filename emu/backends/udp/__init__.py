@@ -8,6 +8,7 @@ ready, before the node's addresses and routes are added to the device.
 """
 
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Callable, Dict, List, Tuple
 
 from emu.backends import BackendContext, Lease, NodeDataplane
@@ -69,3 +70,44 @@ def node_daemons(node: NodePlan) -> Tuple[Daemon, ...]:
     # proxy.c only does so for TCP/UDP, and its reply would be dropped as a martian; see the daemon).
     args.append("--ping-unreachable")
     return (Daemon("flannel-udp", DAEMON_MODULE, tuple(args)),)
+
+
+# ------------------------------------------------------------------------------------------------ emu trace
+
+TRACE_LABELS = {"tun": "into flannel0 (flanneld)", "tun-in": "out of flannel0"}
+CAPTURE_DECODE: Tuple[str, ...] = ()
+
+
+def trace_out(walk: Any, node: NodePlan, device: Device, entry: Any) -> None:
+    """``emu trace``: a packet routed into flannel0 in ``node``: flanneld reads it, looks its destination up in
+    its subnet table and sends it, bare, in one UDP datagram to the node holding that subnet, whose flanneld
+    writes it into its own flannel0, where routing goes on. ``walk`` is emu.trace.walk.Walk."""
+    daemon = node.udp
+    walk.add(node.name, "node", device.name, "tx", "tun",
+             f"enters {device.name} (TUN): flanneld reads the whole IP packet from it", mtu=device.mtu,
+             size=walk.size)
+    if daemon is None:
+        walk.drop(node.name, "node", f"no flanneld (udp daemon) in the plan of {node.name}")
+        return
+    address = IPv4Address(walk.dst_ip)
+    remote_ip = next((ip for subnet, ip in daemon.table if address in IPv4Network(subnet)), None)
+    if remote_ip is None:
+        walk.drop(node.name, "node", f"flanneld in {node.name} has no subnet holding {walk.dst_ip} in its table: "
+                  "dropped")
+        return
+    outer = walk.size + OVERHEAD
+    capture = f"udp and dst port {daemon.port} and dst host {remote_ip}"
+    walk.underlay(node, remote_ip, f"udp encapsulation by flanneld: UDP {daemon.listen_ip} -> {remote_ip}:"
+                  f"{daemon.port}, the whole IP packet in one datagram ({outer} bytes)", outer, capture)
+    remote = walk.node_by_ip.get(remote_ip)
+    if remote is None:
+        return
+    remote_device = walk.device(remote, device.name)
+    if remote_device is None or remote.udp is None:
+        walk.drop(remote.name, "node", f"{remote.name} has no flanneld with {device.name}: the datagram is "
+                  "not decapsulated")
+        return
+    walk.add(remote.name, "node", remote_device.name, "rx", "tun-in",
+             f"flanneld in {remote.name} writes the inner packet {walk.src_ip} -> {walk.dst_ip} into "
+             f"{remote_device.name}", mtu=remote_device.mtu, size=walk.size)
+    walk.route_in_node(remote, iif=remote_device.name)
