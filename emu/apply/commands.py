@@ -30,6 +30,7 @@ class Namespaces:
     mount_pid: Optional[int] = None
     uts: bool = False
     pid: bool = False
+    own_proc: bool = False  # in a mount namespace of its own, with a /proc of the PID namespace (unshare)
 
     def nsenter(self) -> List[str]:
         argv = ["nsenter", f"--net=/proc/{self.net_pid}/ns/net"]
@@ -39,6 +40,8 @@ class Namespaces:
             argv.append(f"--pid=/proc/{self.net_pid}/ns/pid")
         if self.mount_pid is not None:
             argv.append(f"--mount=/proc/{self.mount_pid}/ns/mnt")
+        if self.own_proc:
+            return argv + ["--", "unshare", "--mount-proc", "--"]
         return argv + ["--"]
 
 

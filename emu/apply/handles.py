@@ -94,9 +94,10 @@ class Pod:
             if proc.poll() is not None:
                 raise EmuError(f"container {container} of pod {self.name} has exited (see its log)")
             return Namespaces(net_pid=proc.pid, mount_pid=proc.pid, uts=True, pid=True)
-        # the pod itself: its pause process's namespaces (its mount namespace is a copy of the node's, with the
-        # pod's /proc), so a command sees the pod's own processes and none of the machine's
-        return Namespaces(net_pid=self.pause.pid, mount_pid=self.pause.pid, uts=True, pid=True)
+        # the pod itself: its pause process's namespaces, the node's files, and a /proc of the pod's PID namespace
+        # (a mount namespace of the command's own): it sees the pod's processes and none of the machine's
+        node_pid = self.cluster.node(self.node).pid
+        return Namespaces(net_pid=self.pause.pid, mount_pid=node_pid, uts=True, pid=True, own_proc=True)
 
     def exec_env(self, container: Optional[str]) -> Dict[str, str]:
         """The environment a command gets: a container's own (as ``kubectl exec`` gives), else a root shell's."""
@@ -111,8 +112,8 @@ class Pod:
         return dict(i.split("=", 1) for i in items)
 
     def exec(self, cmd: Command, container: Optional[str] = None, timeout: Optional[float] = None) -> ExecResult:
-        """Run ``cmd`` in the pod (the namespaces of its pause process: network, UTS, PID, and a mount namespace
-        like its node's), or inside ``container`` (its own files, processes and environment)."""
+        """Run ``cmd`` in the pod (the namespaces of its pause process: network, UTS and PID, with its node's
+        files and the pod's /proc), or inside ``container`` (its own files, processes and environment)."""
         return commands.run(as_argv(cmd), self._namespaces(container), timeout=timeout, env=self.exec_env(container))
 
     def popen(self, argv: Command, container: Optional[str] = None) -> "subprocess.Popen[str]":

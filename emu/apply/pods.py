@@ -1,11 +1,12 @@
 """Pods as the kubelet and the CNI bridge plugin make them: a pause process, a veth into cni0, containers.
 
-- The **pause** process holds the pod: it gets new network, UTS, mount and PID namespaces (it is PID 1 of its
-  PID namespace, and its mount namespace, a copy of its node's, has a /proc of that PID namespace), its hostname
-  is the pod name, and it is ``sleep infinity`` named ``emu-pause:<cluster>/<pod>`` (no shell or interpreter
-  stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's network namespace
-  instead, with UTS, mount and PID namespaces of its own so the machine's hostname is never touched and no
-  process outside the pod is visible from it.
+- The **pause** process holds the pod: it gets new network, UTS and PID namespaces (it is PID 1 of the pod's
+  PID namespace), its hostname is the pod name, and it is ``sleep infinity`` named ``emu-pause:<cluster>/<pod>``
+  (no shell or interpreter stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's
+  network namespace instead, with UTS and PID namespaces of its own so the machine's hostname is never touched
+  and no process outside the pod is visible from it. A command run in the pod itself (not in a container) gets
+  a mount namespace of its own there with the pod's /proc (``Namespaces.own_proc``): the pause process has none,
+  as a mount namespace per pod would cost a copy of the node's mount table at every build and teardown.
 - The **CNI bridge plugin's** work: a veth pair, the pod end moved into the pod as ``eth0`` with its planned MAC,
   MTU and address, the node end (``veth`` + 8 hex) on ``cni0`` with hairpin mode on (flannel's CNI config sets
   ``hairpinMode: true``), and the pod's routes. All pods of a node are wired with one ``ip -batch`` in the node;
@@ -55,17 +56,16 @@ def start_pause(
     record: called with the pid before the process may go on (it writes the pid into the state file).
     spawner: the helper that starts it (one fork and one exec, see emu.apply.spawner).
     """
-    setns = [("mnt", f"/proc/{node_pid}/ns/mnt")]  # its mount namespace is a copy of its node's
+    setns = []
     if pod.host_network:
-        setns.insert(0, ("net", f"/proc/{node_pid}/ns/net"))
+        setns = [("net", f"/proc/{node_pid}/ns/net"), ("mnt", f"/proc/{node_pid}/ns/mnt")]
     argv = [f"emu-pause:{cluster}/{pod.name}", "infinity"]
     try:
         spawned = spawner.spawn(
             argv,
             "emu-pause",
             setns=setns,
-            unshare=["uts", "mnt"] if pod.host_network else ["net", "uts", "mnt"],
-            mounts=[PRIVATE, PROC_MOUNT],
+            unshare=["uts"] if pod.host_network else ["net", "uts"],
             hostname=pod.hostname,
             executable="sleep",
             pidns="new",
