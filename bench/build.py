@@ -419,7 +419,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(
         f"build: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {mem_available() / MIB:.0f} MiB available; "
-        f"{repeats} repeat(s) per size, emu and raw alternating",
+        f"{repeats} repeat(s) per size, the methods taking turns",
         flush=True,
     )
     status = 0
@@ -432,7 +432,8 @@ def main() -> int:
                 steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [
                     (WORKLOADS[w][0], lambda size, repeat, w=w: bench.emu(size, repeat, w)) for w in workloads
                 ] + [("raw", bench.raw)]
-                for impl, step in steps if repeat % 2 == 0 else steps[::-1]:
+                turn = repeat % len(steps)  # each method takes each place in turn: none always follows another
+                for impl, step in steps[turn:] + steps[:turn]:
                     step(size, repeat)
                     label = f"{size[0]}x{size[1]}"
                     last = {
