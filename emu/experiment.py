@@ -26,8 +26,6 @@ experiment can share a machine (each cluster's root-namespace objects carry a ta
 
 import dataclasses
 import hashlib
-import importlib.util
-import itertools
 import json
 import os
 import platform
@@ -35,16 +33,14 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import emu
-from emu import registry
-from emu.controller import Cluster
 from emu.errors import EmuError, InputError
+from emu.experiment_file import REPO, label, load_experiment, prepared, topology_path, variants, where
 from emu.measure import machine
 from emu.plan.build import build_plan
 from emu.plan.model import Plan
@@ -55,9 +51,6 @@ from emu.schedule import rotation, stopping_for
 from emu.spec.load import load
 from emu.spec.model import ClusterSpec
 
-REPO = Path(__file__).resolve().parent.parent
-SPECIAL_KEYS = ("backend", "proxy_mode")
-
 
 class VariantTimeout(BaseException):
     """``--timeout`` ran out (a BaseException, like KeyboardInterrupt, so an experiment's ``except Exception``
@@ -66,73 +59,6 @@ class VariantTimeout(BaseException):
 
 class Terminated(BaseException):
     """SIGTERM arrived while no cluster was up (a cluster turns it into SystemExit(143) itself)."""
-
-
-def load_experiment(path: str) -> ModuleType:
-    """Import an experiment file; a missing file, a syntax error or a missing ``run`` is bad input (exit 2)."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{path}: no such experiment file (e.g. experiments/cross_node.py)")
-    name = "emu_experiment_" + file.stem
-    module_spec = importlib.util.spec_from_file_location(name, str(file))
-    if module_spec is None or module_spec.loader is None:
-        raise InputError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module  # dataclasses and pickle look their module up there
-    try:
-        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except SyntaxError as exc:
-        del sys.modules[name]
-        raise InputError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except Exception as exc:  # an experiment that fails on import: say where, no traceback
-        del sys.modules[name]
-        tb = traceback.extract_tb(exc.__traceback__)
-        line = next((f.lineno for f in reversed(tb) if f.filename == str(file)), None)
-        where = f"{path}:{line}" if line else path
-        raise InputError(f"{where}: the experiment failed while loading: {type(exc).__name__}: {exc}") from None
-    problems = []
-    if not callable(getattr(module, "run", None)):
-        problems.append("it has no run(cluster, results) function")
-    if not isinstance(getattr(module, "TOPOLOGY", None), (str, os.PathLike)):
-        problems.append("it has no TOPOLOGY (the path of a topology file)")
-    vary = getattr(module, "VARY", {})
-    if not isinstance(vary, dict) or not all(isinstance(v, (list, tuple)) and v for v in vary.values()):
-        problems.append(f"VARY must map names to non-empty lists, e.g. {{'backend': {list(registry.BACKENDS)[:2]}}}")
-    repeat = getattr(module, "REPEAT", 1)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        problems.append("REPEAT must be a positive integer")
-    precision = getattr(module, "PRECISION", None)
-    if precision is not None and (isinstance(precision, bool) or not isinstance(precision, (int, float))
-                                  or not 0 < precision < 1):
-        problems.append("PRECISION must be a share between 0 and 1 (0.05 for 5 %)")
-    budget = getattr(module, "BUDGET", None)
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
-        problems.append("BUDGET must be a positive number of seconds")
-    if problems:
-        raise InputError(f"{path}: not an experiment: " + "; ".join(problems))
-    return module
-
-
-def topology_path(module: ModuleType, experiment_file: str) -> Path:
-    raw = Path(str(module.TOPOLOGY))
-    for candidate in (raw, Path(experiment_file).resolve().parent / raw, REPO / raw):
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"{experiment_file}: TOPOLOGY {raw} not found (relative to the experiment or the repository)")
-
-
-def variants(module: ModuleType, backend: Optional[str], proxy_mode: Optional[str] = None) -> List[Dict[str, Any]]:
-    vary: Dict[str, Sequence[Any]] = dict(getattr(module, "VARY", {}) or {})
-    if backend is not None:
-        vary["backend"] = [backend]
-    if proxy_mode is not None:
-        vary["proxy_mode"] = [proxy_mode]
-    keys = list(vary)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(vary[k] for k in keys))] or [{}]
-
-
-def _label(variant: Dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in variant.items()) or "default"
 
 
 def _tool_versions() -> Dict[str, str]:
@@ -180,7 +106,7 @@ class Progress:
     def begin(self, round_index: int, position: int, variant: Dict[str, Any]) -> None:
         rounds = self.stopping.max_rounds
         of = f"/{rounds}" if rounds is not None and self.stopping.budget is None else ""
-        self.prefix = f"[round {round_index + 1}{of} {position}/{self.variants} {_label(variant)}]"
+        self.prefix = f"[round {round_index + 1}{of} {position}/{self.variants} {label(variant)}]"
 
     def finish_run(self) -> None:
         self.done += 1
@@ -199,31 +125,6 @@ class Progress:
         print(f"{self.prefix} {message} ({elapsed:.0f} s{self.eta()})", file=sys.stderr, flush=True)
 
 
-def _where(exc: BaseException, experiment_file: Path, shown: Optional[str] = None) -> str:
-    """" at FILE:LINE" of the innermost frame of the experiment file in ``exc``'s traceback (FILE as ``shown``,
-    the path the user gave), else of the innermost frame."""
-    tb = traceback.extract_tb(exc.__traceback__)
-    mine = [f for f in tb if Path(f.filename).resolve() == experiment_file]
-    if mine:
-        return f" at {shown or mine[-1].filename}:{mine[-1].lineno}"
-    return f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
-
-
-def _prepared(prepare: Any, spec: ClusterSpec, variant: Dict[str, Any], path: str) -> ClusterSpec:
-    """``prepare(spec, variant)``, checked: an error in it, or something else than a spec back, is bad input."""
-    if prepare is None:
-        return spec
-    try:
-        out = prepare(spec, dict(variant))
-    except Exception as exc:
-        where = _where(exc, Path(path).resolve(), path)
-        what = f"{type(exc).__name__}: {exc}{where}"
-        raise InputError(f"{path}: prepare() failed for {_label(variant)}: {what}") from None
-    if not isinstance(out, ClusterSpec):
-        raise InputError(f"{path}: prepare() must return the spec (dataclasses.replace(spec, ...)), not {out!r:.60}")
-    return out
-
-
 def run_experiment(
     path: str,
     backend: Optional[str] = None,
@@ -235,8 +136,9 @@ def run_experiment(
     budget: Optional[float] = None,
     proxy_mode: Optional[str] = None,
 ) -> int:
+    """``emu run``: load the experiment and its topology, plan every variant once, run the rounds, write the CSV,
+    metadata, summary and plots; the exit status (0, or 130/143/1 for a partial run)."""
     module = load_experiment(path)
-    experiment_file = Path(path).resolve()
     topo = topology_path(module, path)
     spec, warnings = load([str(topo)])
     for warning in warnings:
@@ -244,7 +146,6 @@ def run_experiment(
     suffix = os.environ.get("EMU_CLUSTER_SUFFIX", "")
     if suffix:
         spec = dataclasses.replace(spec, name=spec.name + suffix)
-    prepare = getattr(module, "prepare", None)
     runs = variants(module, backend, proxy_mode)
     stopping = stopping_for(
         int(getattr(module, "REPEAT", 1)),
@@ -259,29 +160,63 @@ def run_experiment(
         raise InputError("--timeout must be a positive number of seconds")
     # Every variant's plan is made once, before anything runs: a bad variant is bad input, found at once; the
     # same Plan is recorded in metadata.json and built, freshly for each of the variant's turns.
+    prepare = getattr(module, "prepare", None)
     plans: Dict[str, Plan] = {}
     for variant in runs:
-        vspec = _prepared(prepare, spec, variant, path)
-        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"), proxy_mode=variant.get("proxy_mode"))
+        vspec = prepared(prepare, spec, variant, path)
+        plans[label(variant)] = build_plan(vspec, backend=variant.get("backend"), proxy_mode=variant.get("proxy_mode"))
 
     name = Path(path).stem
-    variant_keys = list(runs[0].keys())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     directory = Path(out or REPO / "results") / name / stamp
     csv_path = directory / "results.csv"
     try:
-        writer = ResultWriter(csv_path, name, variant_keys)
+        writer = ResultWriter(csv_path, name, list(runs[0].keys()))
     except ValueError as exc:  # a VARY key that clashes with a fixed column
         raise InputError(f"{path}: VARY: {exc}") from None
     results = Results(writer)
     results.quick = quick
     progress = Progress(len(runs), stopping)
     results.step = progress
+    metadata = _metadata(name, path, topo, spec, runs, stopping, quick, timeout, plans)
+    run = _Run(path, directory / "metadata.json", metadata)
+    print(f"emu run {name}: {len(runs)} variant(s), {_how_many(stopping)} -> {directory}", file=sys.stderr)
+    status, error, busy = "partial", "interrupted", None
+    try:
+        status, error = run.guarded(
+            lambda: _run_rounds(stopping, [(v, plans[label(v)]) for v in runs], module, results, progress, timeout,
+                                metadata, run.write_metadata),
+            timeout,
+        )
+    finally:
+        writer.close()
+        metadata["rows"] = writer.rows_written
+        busy = _record_machine(metadata)
+        run.write_metadata()
+    _report(csv_path, directory, module, stopping, busy, path)
+    print(f"results: {csv_path} ({writer.rows_written} rows)")
+    if status != "complete":
+        print(f"emu run: PARTIAL run: {error}; the rows measured so far are in {csv_path}", file=sys.stderr)
+        return {"interrupted": 130, "terminated": 143}.get(error or "", 1)
+    return 0
 
+
+def _metadata(
+    name: str,
+    path: str,
+    topo: Path,
+    spec: ClusterSpec,
+    runs: List[Dict[str, Any]],
+    stopping: Any,
+    quick: bool,
+    timeout: Optional[float],
+    plans: Dict[str, Plan],
+) -> Dict[str, Any]:
+    """metadata.json as the run starts: what ran, on what, with which plans."""
     files = [str(topo)] + list(spec.files[1:])
-    metadata: Dict[str, Any] = {
+    return {
         "experiment": name,
-        "experiment_file": str(experiment_file),
+        "experiment_file": str(Path(path).resolve()),
         "topology": str(topo),
         "topology_sha256": hashlib.sha256(
             b"".join(Path(f).read_bytes() for f in files if Path(f).is_file())
@@ -306,66 +241,74 @@ def run_experiment(
         "status": "running",
         "plans": {label: plan.to_dict() for label, plan in plans.items()},
     }
-    meta_path = directory / "metadata.json"
 
-    def write_metadata() -> None:
-        tmp = meta_path.with_name("metadata.json.tmp")
-        tmp.write_text(json.dumps(metadata, indent=1, default=str) + "\n")
-        os.replace(tmp, meta_path)
 
-    status, error = "complete", None
-    previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
-    previous_alarm = signal.signal(signal.SIGALRM, _raise_timeout) if timeout else None
-    try:
-        write_metadata()
-        print(f"emu run {name}: {len(runs)} variant(s), {_how_many(stopping)} -> {directory}", file=sys.stderr)
-        _run_rounds(stopping, [(v, plans[_label(v)]) for v in runs], module, results, progress, timeout, metadata,
-                    write_metadata)
-    except KeyboardInterrupt:
-        status, error = "partial", "interrupted"
-    except (SystemExit, Terminated) as exc:  # SIGTERM (a live cluster turns it into SystemExit(143))
-        code = exc.code if isinstance(exc, SystemExit) else 128 + signal.SIGTERM
-        if code == 128 + signal.SIGTERM:
-            status, error = "partial", "terminated"
-        else:
-            status, error = "partial", f"the experiment called sys.exit({code!r}){_where(exc, experiment_file, path)}"
-    except VariantTimeout:
-        status, error = "partial", f"a turn (one variant's build and run) took longer than --timeout {timeout:g} s"
-    except EmuError as exc:
-        status, error = "partial", str(exc)
-    except Exception as exc:  # an error in the experiment's own code: keep what was measured, say where
-        status = "partial"
-        error = f"{type(exc).__name__}: {exc}{_where(exc, experiment_file, path)}"
-    finally:
-        if timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous_alarm)
-        signal.signal(signal.SIGTERM, previous_term)
-        writer.close()
-        metadata["end"] = datetime.now(timezone.utc).isoformat()
-        metadata["status"] = status
-        if error:
-            metadata["error"] = error
-        metadata["rows"] = writer.rows_written
-        busy = _record_machine(metadata)
-        write_metadata()
+class _Run:
+    """A run's metadata file, and the signals and errors that can end it early."""
 
-    rows = read_results(csv_path)
-    if rows:
-        notes = [f"stopped: {stopping.reason}"] if stopping.reason else []
-        summary = summary_table(rows, stopping.precision, notes + ([busy] if busy else []))
-        print(summary)
-        (directory / "summary.txt").write_text(summary + "\n")
+    def __init__(self, path: str, meta_path: Path, metadata: Dict[str, Any]) -> None:
+        self.path = path
+        self.meta_path = meta_path
+        self.metadata = metadata
+
+    def write_metadata(self) -> None:
+        tmp = self.meta_path.with_name("metadata.json.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(self.metadata, indent=1, default=str) + "\n")
+        os.replace(tmp, self.meta_path)
+
+    def guarded(self, body: Callable[[], None], timeout: Optional[float]) -> Tuple[str, Optional[str]]:
+        """Run ``body``; Ctrl-C, SIGTERM, --timeout, an emu error or the experiment's own end the run partial,
+        keeping what was measured. Returns (status, error) and records them in the metadata."""
+        experiment_file = Path(self.path).resolve()
+        status, error = "complete", None
+        previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous_alarm = signal.signal(signal.SIGALRM, _raise_timeout) if timeout else None
         try:
-            plot_results(csv_path, directory, experiment=module)
-        except Exception as exc:  # plots are a convenience: the CSV is the result
-            where = _where(exc, experiment_file, path)
-            print(f"emu run: plotting failed: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
-    print(f"results: {csv_path} ({writer.rows_written} rows)")
-    if status != "complete":
-        print(f"emu run: PARTIAL run: {error}; the rows measured so far are in {csv_path}", file=sys.stderr)
-        return {"interrupted": 130, "terminated": 143}.get(error or "", 1)
-    return 0
+            self.write_metadata()
+            body()
+        except KeyboardInterrupt:
+            status, error = "partial", "interrupted"
+        except (SystemExit, Terminated) as exc:  # SIGTERM (a live cluster turns it into SystemExit(143))
+            code = exc.code if isinstance(exc, SystemExit) else 128 + signal.SIGTERM
+            if code == 128 + signal.SIGTERM:
+                status, error = "partial", "terminated"
+            else:
+                at = where(exc, experiment_file, self.path)
+                status, error = "partial", f"the experiment called sys.exit({code!r}){at}"
+        except VariantTimeout:
+            status, error = "partial", f"a turn (one variant's build and run) took longer than --timeout {timeout:g} s"
+        except EmuError as exc:
+            status, error = "partial", str(exc)
+        except Exception as exc:  # an error in the experiment's own code: keep what was measured, say where
+            status = "partial"
+            error = f"{type(exc).__name__}: {exc}{where(exc, experiment_file, self.path)}"
+        finally:
+            if timeout:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous_alarm)
+            signal.signal(signal.SIGTERM, previous_term)
+            self.metadata["end"] = datetime.now(timezone.utc).isoformat()
+            self.metadata["status"] = status
+            if error:
+                self.metadata["error"] = error
+        return status, error
+
+
+def _report(csv_path: Path, directory: Path, module: ModuleType, stopping: Any, busy: Optional[str], path: str) -> None:
+    """The summary on the terminal and in summary.txt, and the plots (a convenience: the CSV is the result)."""
+    rows = read_results(csv_path)
+    if not rows:
+        return
+    notes = [f"stopped: {stopping.reason}"] if stopping.reason else []
+    summary = summary_table(rows, stopping.precision, notes + ([busy] if busy else []))
+    print(summary)
+    (directory / "summary.txt").write_text(summary + "\n")
+    try:
+        plot_results(csv_path, directory, experiment=module)
+    except Exception as exc:
+        at = where(exc, Path(path).resolve(), path)
+        print(f"emu run: plotting failed: {type(exc).__name__}: {exc}{at}", file=sys.stderr)
 
 
 def _run_rounds(
@@ -380,6 +323,8 @@ def _run_rounds(
 ) -> None:
     """Rounds of turns, the variants rotated each round, until ``stopping`` says enough (converged, the rounds
     asked for, or the budget); metadata.json's ``turns``, ``repeat`` and ``stopped`` say what ran."""
+    from emu.controller import Cluster  # Mininet: only now, so a bad experiment file is told apart without it
+
     turns: List[Dict[str, Any]] = metadata.setdefault("turns", [])
     stopping.start()
     done = 0
@@ -429,7 +374,7 @@ class Turn:
         self.plan = plan
         self.variant = variant
         self.round_index = round_index
-        self.record: Dict[str, Any] = {"round": round_index, "variant": _label(variant)}
+        self.record: Dict[str, Any] = {"round": round_index, "variant": label(variant)}
 
     def run(
         self,
@@ -455,8 +400,8 @@ class Turn:
                     progress.finish_run()
                     problems = cluster.check_health()
                     if problems:
-                        label = f"{_label(self.variant)} round {self.round_index + 1}"
-                        metadata.setdefault("problems", []).extend(f"{label}: {p}" for p in problems)
+                        turn = f"{label(self.variant)} round {self.round_index + 1}"
+                        metadata.setdefault("problems", []).extend(f"{turn}: {p}" for p in problems)
                 finally:
                     if timeout:
                         signal.setitimer(signal.ITIMER_REAL, 0)

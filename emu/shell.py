@@ -222,9 +222,8 @@ class ClusterCLI(CLI):
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete KIND NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every Service's endpoints, cluster
-        DNS from its records), a Service (its rules and records go), a NetworkPolicy or a Namespace (every node's
-        policy rules follow)."""
+        """delete KIND NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every Service's endpoints), a
+        Service (every node's rules lose it), a NetworkPolicy or a Namespace (every node's policy rules follow)."""
         words = line.split()
         namespace = None
         if len(words) == 4 and words[2] in ("-n", "--namespace"):
@@ -241,8 +240,9 @@ class ClusterCLI(CLI):
             self.last_status = 2
 
     def do_apply(self, line: str) -> None:
-        """apply -f FILE: create the Pods of a YAML file (or change running pods' labels), and create or change its
-        NetworkPolicies and Namespaces; Services and policies follow."""
+        """apply -f FILE: create the Pods and Services of a YAML file (a Service selecting a pod gets it as an
+        endpoint; a new Service gets a ClusterIP and kube-proxy rules in every node), change running pods' labels,
+        and create or change its NetworkPolicies and Namespaces (every node's policy rules follow)."""
         words = shlex.split(line)
         if len(words) != 2 or words[0] not in ("-f", "--filename"):
             print("*** usage: apply -f FILE", file=sys.stderr)
@@ -254,7 +254,7 @@ class ClusterCLI(CLI):
         if any(p.severity == "error" for p in problems):
             self.last_status = 2
             return
-        for document in documents:
+        for document in documents:  # one at a time, as kubectl: an invalid object does not stop the others
             warnings: list = []
             try:
                 lines = self.cluster.apply([document], warnings)

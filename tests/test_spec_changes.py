@@ -87,9 +87,9 @@ def test_refusals_are_located_and_change_nothing(spec: Any, tmp_path: Path) -> N
     with pytest.raises(SpecError) as invalid:
         apply_object(spec, docs(tmp_path, bad, "bad.yaml")[0])
     assert str(invalid.value.problems[0]).startswith(f"{tmp_path / 'bad.yaml'}:4: spec.podSelector.matchLabels")
-    with pytest.raises(SpecError) as service:
-        apply_object(spec, docs(tmp_path, "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n")[0])
-    assert "kind 'Service' cannot be applied to a running cluster" in str(service.value.problems[0])
+    with pytest.raises(SpecError) as deployment:
+        apply_object(spec, docs(tmp_path, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n")[0])
+    assert "kind 'Deployment' cannot be applied to a running cluster" in str(deployment.value.problems[0])
     with pytest.raises(SpecError) as missing:
         delete_object(spec, "NetworkPolicy", "denny", "shop")
     assert "no networkpolicy named 'denny'" in str(missing.value.problems[0])

@@ -43,7 +43,7 @@ from emu.features import Daemon
 from emu.plan.changes import PlanDiff
 from emu.plan.impair import Change
 from emu.plan.model import NodePlan, Plan, PodPlan
-from emu.plan.services import service_env
+from emu.plan.services import pod_env
 
 Progress = Callable[[str], None]
 
@@ -152,9 +152,9 @@ class LiveCluster:
 
         count = sum(len(p.containers) for p in plan.pods)
         self.progress(f"containers: {count} processes")
-        env = service_env(plan.services)
         for pod_plan in plan.pods:
-            self._start_containers(self.pods[pod_plan.name], env)
+            self._start_containers(self.pods[pod_plan.name], pod_env(plan, pod_plan))
+        pod_ops.wait_started(list(self.pods.values()))
         self._wait_ready()
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
@@ -192,9 +192,7 @@ class LiveCluster:
                 try:
                     record = self._recorder("pause", pod_plan.name)
                     node_pid = self.nodes[pod_plan.node].pid
-                    proc = pod_ops.start_pause(
-                        pod_plan, self.plan.cluster, node_pid, record, self._spawner, self.pod_directory(pod_plan.name)
-                    )
+                    proc = pod_ops.start_pause(pod_plan, self.plan.cluster, node_pid, record, self._spawner)
                 except BaseException as exc:  # raised in the building thread below
                     failed.append(exc)
                     return
@@ -374,14 +372,14 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), tell the add-ons (``update``), change the changed nodes' rules
-        (``emu.apply.nodes.update_rules``), delete the conntrack entries kube-proxy would in every node, then stop
-        the removed pods. ``plan`` is published only once every node's rules agree with it."""
+        their ports listen), tell the add-ons (``update``), change the changed nodes' rules and sets in parallel
+        (``emu.apply.nodes.change_rules``; if one node refuses, all go back), delete the conntrack entries
+        kube-proxy would in every node, then stop the removed pods. ``plan`` is published only once every node's
+        rules agree with it."""
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
-            env = service_env(plan.services)
-            added = [self._add_pod(pod_plan, env) for pod_plan in diff.added_pods]
+            added = [self._add_pod(pod_plan, pod_env(plan, pod_plan)) for pod_plan in diff.added_pods]
             if added:
                 self._wait_ready(pods=added)
             removed = [self.pods[p.name] for p in diff.removed_pods if p.name in self.pods]
@@ -394,9 +392,7 @@ class LiveCluster:
                     registry.addon_hook(name, "update")(self, self.plan, plan)
                 self.last_rule_update = {}
                 try:
-                    commands.in_parallel(
-                        [partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes]
-                    )
+                    commands.in_parallel([partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes])
                 except BaseException:
                     self._undo_change(diff, added)
                     raise
@@ -412,14 +408,13 @@ class LiveCluster:
         """A node refused its new rules: every changed node gets the rules and sets of the plan it runs again
         (``self.plan``), and the pods built for the change go, so the cluster is what it was before."""
         for new in diff.changed_nodes:
-            node, old = self.nodes[new.name], self.plan.node(new.name)
+            node, node.plan = self.nodes[new.name], new  # taken or not: the swap back goes from it
             try:
-                if change_rules(new, old, node.namespaces) and self.links is not None:
-                    self.links.refresh(f"node:{node.name}")  # a full restore took a link's drop rules with it
+                self._load_rules(node, self.plan.node(new.name))
             except Exception as exc:  # keep undoing; say what could not be undone
                 self.problems.append(f"{node.name}: rules not restored after a failed change: {exc}")
                 print(f"emu: warning: {self.problems[-1]}", file=sys.stderr)
-            node.plan = old
+                node.plan = self.plan.node(new.name)
         for pod in added:
             pod.deleted = True
             self._stop_pod(pod)
@@ -447,14 +442,13 @@ class LiveCluster:
         self._other_dirs = None
         self._write_pod_files(pod_plan)
         record = self._recorder("pause", pod_plan.name)
-        pause = pod_ops.start_pause(
-            pod_plan, self.plan.cluster, node.pid, record, self._spawner, self.pod_directory(pod_plan.name)
-        )
+        pause = pod_ops.start_pause(pod_plan, self.plan.cluster, node.pid, record, self._spawner)
         pod = Pod(self, pod_plan, pause)
         try:
             pod_ops.wait_pause(pod_plan, pause)
             pod_ops.wire_pods(node.name, [pod_plan], {pod_plan.name: pause.pid}, node.namespaces)
             self._start_containers(pod, env)
+            pod_ops.wait_started([pod])
         except BaseException:
             self._stop_pod(pod)
             raise

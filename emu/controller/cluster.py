@@ -16,7 +16,8 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from ipaddress import IPv4Address
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from emu import registry
 from emu.apply.handles import Node, Pod, Router, Service
@@ -29,14 +30,12 @@ from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
-from emu.spec.added import load_added_service, pinned
+from emu.spec.added import load_added_service
 from emu.spec.changes import apply_object, delete_object, kind_of
 from emu.spec.errors import Problem
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
-
-if TYPE_CHECKING:
-    from emu.spec.yamlsrc import Document
+from emu.spec.yamlsrc import Document
 
 
 class LinkReport(list):  # type: ignore[type-arg]
@@ -192,11 +191,15 @@ class Cluster:
     def services(self) -> List[Service]:
         return self.live.services
 
-    def service(self, name: str) -> Service:
-        for s in self.plan.services:
-            if s.name == name:
-                return Service(s)
-        raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
+    def service(self, name: str, namespace: Optional[str] = None) -> Service:
+        """The Service ``name`` (of ``namespace``; without one, of default, else of any namespace)."""
+        candidates = [s for s in self.plan.services if s.name == name]
+        chosen = [s for s in candidates if s.namespace == (namespace or "default")] or (
+            candidates if namespace is None else [])
+        if chosen:
+            return Service(chosen[0])
+        known = ", ".join(f"{s.namespace}/{s.name}" for s in self.plan.services)
+        raise KeyError(f"no Service named {name!r}{f' in {namespace}' if namespace else ''} (services: {known})")
 
     def resolve(self, word: str, in_pod: Optional[str] = None) -> str:
         """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
@@ -247,7 +250,7 @@ class Cluster:
         self.pod(name)  # a KeyError naming the live pods when there is none
         self._change(replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name != name)))
 
-    def add_pod(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Pod:
+    def add_pod(self, manifest: Dict[str, Any], document: Optional[Document] = None) -> Pod:
         """Create a pod in the running cluster, as ``kubectl apply`` of a Pod object would.
 
         It is validated with the loader's rules, placed on ``spec.nodeName`` or by the same spread scheduler,
@@ -267,73 +270,102 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
-    def add_service(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Service:
-        """Create a Service in the running cluster, as ``kubectl apply`` of a Service object would: validated with
-        the loader's rules, given the next free cluster IP (or its own), kube-proxy's rules loaded in every node,
-        its records in cluster DNS. No other Service's address moves. Raises SpecError for an invalid one."""
-        with self.live.lock:
-            if not self.live.running:
-                raise EmuError("the cluster is not running: cannot add a Service")
-            spec = pinned(self.spec, self.plan.services)
-            service = load_added_service(manifest, spec, document)
-            self._change(replace(spec, services=spec.services + (service,)))
-            return self.service(service.name)
+    def add_service(self, manifest: Dict[str, Any], document: Optional[Document] = None) -> Service:
+        """Create a Service in the running cluster, as ``kubectl apply`` of a Service would: validated with the
+        loader's rules (a requested clusterIP or nodePort must be free), given a ClusterIP (and node ports) as
+        the API server gives them, and every node's kube-proxy rules reloaded with it. Containers started from
+        now on get its variables (those running keep theirs, as in Kubernetes). Raises SpecError."""
+        self.apply([document or _document(manifest)])
+        service = manifest.get("metadata", {}) if isinstance(manifest, dict) else {}
+        return self.service(str(service.get("name")), str(service.get("namespace") or "default"))
 
-    def delete_service(self, name: str, namespace: str = "default") -> None:
-        """Delete a Service: its rules go from every node, its records from cluster DNS; the others keep theirs."""
-        with self.live.lock:
-            spec = pinned(self.spec, self.plan.services)
-            kept = tuple(s for s in spec.services if (s.namespace, s.name) != (namespace, name))
-            if len(kept) == len(spec.services):
-                raise KeyError(f"no Service named {name!r} in namespace {namespace!r}")
-            self._change(replace(spec, services=kept))
-
-    def apply(self, documents: Sequence["Document"], warnings: Optional[List[Problem]] = None) -> List[str]:
-        """``kubectl apply -f``: create or change the object of each document, one change each, and return a line
-        per object (``pod "web-1" created (10.244.2.3 on node-2)``, ``networkpolicy "default/deny" configured``).
+    def apply(self, documents: Sequence[Document], warnings: Optional[List[Problem]] = None) -> List[str]:
+        """``kubectl apply -f``: create or change the objects of ``documents``, in one change, and return a line per
+        object (``pod "web-1" created (10.244.2.3 on node-2)``, ``networkpolicy "default/deny" configured``).
 
         Pods are created (or, when they exist, relabeled: the rest of a running pod is immutable); Services are
-        created (``add_service``); the kinds add-ons read (NetworkPolicy, Namespace) are created or replaced, and
-        every node's rules follow. Deployments are read when the cluster is built. Raises SpecError for an invalid
-        object (those before it are applied); ``warnings``, when given, collects the warnings found.
+        created; the kinds add-ons read (NetworkPolicy, Namespace) are created or replaced, and every node's rules
+        follow. Deployments are read when the cluster is built. Every object is validated first: a SpecError for
+        any invalid one, and nothing changes. ``warnings``, when given, collects the warnings found.
         """
-        lines: List[str] = []
-        for document in documents:
-            if isinstance(document.data, dict) and document.data.get("kind") == "Service":
-                service = self.add_service(document.data, document)
-                lines.append(f'service "{service.name}" created ({service.cluster_ip})')
-                continue
-            with self.live.lock:
-                if not self.live.running:
-                    raise EmuError("the cluster is not running: cannot apply objects")
-                spec, line, found = apply_object(self.spec, document)
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running: cannot apply objects")
+            spec = self.spec
+            lines: List[str] = []
+            ips = {
+                IPv4Address(s.cluster_ip): f"{s.namespace}/{s.name}"
+                for s in self.plan.services
+                if s.cluster_ip not in ("None", "")  # headless and ExternalName Services have none
+            }
+            node_ports = {p.node_port: s.name for s in self.plan.services for p in s.ports if p.node_port}
+            for document in documents:
+                if isinstance(document.data, dict) and document.data.get("kind") == "Service":
+                    svc = load_added_service(document.data, spec, document, ips, node_ports)
+                    spec = replace(spec, services=spec.services + (svc,))
+                    if svc.cluster_ip is not None:
+                        ips[svc.cluster_ip] = f"{svc.namespace}/{svc.name}"
+                    node_ports.update({p.node_port: svc.name for p in svc.ports if p.node_port})
+                    lines.append(f'service "{svc.namespace}/{svc.name}" created')
+                    continue
+                spec, line, found = apply_object(spec, document)  # a Pod, or an object of an add-on's kind
                 if warnings is not None:
                     warnings.extend(found)
-                if spec is not self.spec:
-                    self._change(spec)
-                if line.startswith("pod ") and line.endswith(" created"):
-                    pod = self.live.pod(line.split('"')[1])
-                    line += f" ({pod.ip} on {pod.node})"
-            lines.append(line)
-        return lines
+                lines.append(line)
+            if spec is not self.spec:
+                self._change(spec)
+        return [self._created(line) for line in lines]
+
+    def _created(self, line: str) -> str:
+        """An apply's line, with what the cluster gave a created pod (address, node) or Service (ClusterIP)."""
+        if not line.endswith(" created"):
+            return line
+        kind, name = line[: -len(" created")].split(" ", 1)
+        name = name.strip('"')
+        if kind == "pod":
+            pod = self.live.pod(name)
+            return f"{line} ({pod.ip} on {pod.node})"
+        if kind == "service":
+            namespace, _, short = name.partition("/")
+            return f"{line} ({self.service(short, namespace).cluster_ip})"
+        return line
 
     def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> str:
         """``kubectl delete KIND NAME [-n NAMESPACE]``: a pod, a Service, or an object of a kind an add-on reads (a
-        NetworkPolicy: every node's rules follow). Returns a line saying what was deleted."""
-        if kind.lower() in ("service", "services", "svc"):
-            self.delete_service(name, namespace or "default")
-            return f'service "{name}" deleted'
-        resolved = kind_of(kind)
-        if resolved is None:
-            kinds = ", ".join(["pod", "service"] + sorted(k.lower() for k in registry.addon_kinds()))
-            raise EmuError(f"cannot delete a {kind} from a running cluster (these can be: {kinds})")
-        if resolved == "Pod":
-            self.delete_pod(name)
-            return f'pod "{name}" deleted'
+        NetworkPolicy, a Namespace: every node's rules follow). Returns a line saying what was deleted."""
+        return self.remove([(kind, name, namespace)])[0]
+
+    def delete_service(self, name: str, namespace: str = "default") -> None:
+        """Delete a Service: every node's kube-proxy rules lose it; its ClusterIP is free again."""
+        self.remove([("service", name, namespace)])
+
+    def remove(self, objects: Sequence[Tuple[str, str, Optional[str]]]) -> List[str]:
+        """Delete several objects, ``(kind, name, namespace or None)`` each, in one change (each of the kinds
+        ``delete`` takes); a line per object. Raises KeyError for a missing pod or Service, SpecError for a
+        missing object of an add-on's kind, EmuError for a kind a running cluster cannot lose; nothing changes."""
         with self.live.lock:
-            spec, line = delete_object(self.spec, resolved, name, namespace)
+            spec = self.spec
+            lines: List[str] = []
+            for kind, name, namespace in objects:
+                resolved = "Service" if kind.lower() in ("service", "services", "svc") else kind_of(kind)
+                if resolved == "Pod":
+                    self.pod(name)  # a KeyError naming the live pods when there is none
+                    spec = replace(spec, pods=tuple(p for p in spec.pods if p.name != name))
+                    lines.append(f'pod "{name}" deleted')
+                elif resolved == "Service":
+                    ns = namespace or "default"
+                    self.service(name, ns)  # a KeyError naming the Services when there is none
+                    spec = replace(spec, services=tuple(
+                        s for s in spec.services if (s.namespace, s.name) != (ns, name)))
+                    lines.append(f'service "{name}" deleted')
+                elif resolved is not None:
+                    spec, line = delete_object(spec, resolved, name, namespace)
+                    lines.append(line)
+                else:
+                    kinds = ", ".join(["pod", "service"] + sorted(k.lower() for k in registry.addon_kinds()))
+                    raise EmuError(f"cannot delete a {kind} from a running cluster (these can be: {kinds})")
             self._change(spec)
-        return line
+        return lines
 
     def link(
         self,
@@ -398,3 +430,7 @@ class Cluster:
         """The watcher saw a pod's pause process die: the pod is gone, and with it its endpoints."""
         if any(p.name == name for p in self.spec.pods):
             self._change(replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name != name)))
+
+
+def _document(manifest: Any) -> Document:
+    return Document("<manifest>", 0, manifest, {})

@@ -1,5 +1,5 @@
 """Changes to a running cluster's spec, validated like the files it was loaded from: ``kubectl apply`` and
-``kubectl delete`` of single objects.
+``kubectl delete`` of single objects (Services: ``emu.spec.added``).
 
 ``apply_object(spec, document)`` returns the spec with the object of ``document`` created or changed: a new Pod
 (placed like at load time, ``load_added_pod``), new labels for a running pod (its spec is immutable, as in
@@ -44,7 +44,8 @@ def kind_of(name: str) -> Optional[str]:
 
 def apply_object(spec: ClusterSpec, document: Document) -> Tuple[ClusterSpec, str, List[Problem]]:
     """The spec with ``document``'s object applied, a line saying what happened (``kubectl apply``'s), and the
-    warnings found. Raises SpecError (nothing changes) for an invalid object or a refused change."""
+    warnings found. Raises SpecError (nothing changes) for an invalid object or a refused change. Services are
+    the controller's to add (``emu.spec.added.load_added_service``, with the addresses the running plan gave)."""
     data = document.data
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind == "Pod":
@@ -52,10 +53,10 @@ def apply_object(spec: ClusterSpec, document: Document) -> Tuple[ClusterSpec, st
     if kind in registry.addon_kinds():
         return _apply_addon_object(spec, document, kind)
     what = f"kind {kind!r}" if kind else "an object without a kind"
-    kinds = ", ".join(["Pod"] + sorted(registry.addon_kinds()))
+    kinds = ", ".join(["Pod", "Service"] + sorted(registry.addon_kinds()))
     raise SpecError([Problem(document.file, document.line(("kind",)), "kind",
                              f"{what} cannot be applied to a running cluster",
-                             f"{kinds} (Deployments and Services are read when the cluster is built)")])
+                             f"{kinds} (Deployments are read when the cluster is built)")])
 
 
 def _apply_pod(spec: ClusterSpec, document: Document) -> Tuple[ClusterSpec, str, List[Problem]]:
