@@ -1,6 +1,6 @@
-"""Checks of lab 5, NetworkPolicy and DNS (see README.md beside this file).
+"""Checks of lab 6, NetworkPolicy: a three-tier app locked down, a drop traced, DNS egress (see README.md).
 
-Run them with: sudo python -m emu check 5 --answers labs/5-network-policy/answers.yaml
+Run them with: sudo python -m emu check 6 --answers labs/6-network-policy/answers.yaml
 """
 
 from pathlib import Path
@@ -47,6 +47,13 @@ def address_not_name(cluster, answers):
     return True
 
 
+@task("you found the policy by which the api's connection to the database is dropped")
+def db_dropped_by(cluster, answers):
+    given = {part.strip() for part in answer(answers, "db_dropped_by").split(",") if part.strip()}
+    expect(given == {"shop/default-deny"}, "trace api db --port 5432: the verdict hop of db's ingress")
+    return True
+
+
 @task("you found the policies whose rules do not allow the DNS query")
 def isolated_by(cluster, answers):
     given = {part.strip() for part in answer(answers, "isolated_by").split(",") if part.strip()}
@@ -61,7 +68,7 @@ def frontend_by_name(cluster, answers):
     return True
 
 
-@task("your fix lets the api reach the database by name")
+@task("your fix lets the api reach the database by name (its allow-list and DNS)")
 def api_by_name(cluster, answers):
     got = _curl(cluster, "api", "http://db:5432/hostname")
     expect(got == "db", f"api: curl db:5432/hostname gave {got or 'nothing'}")
