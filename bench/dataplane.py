@@ -363,8 +363,7 @@ def policy_row(bench: Bench, cluster: Any, backend: str, count: int) -> None:
             rules = sum(node.plan.iptables.count("-A EMU-NP") for node in cluster.nodes)
             print(f"[{count} policies: {rules} rules]", end="", flush=True)
         elif impl == "emu" and policies:
-            for policy in policies:
-                cluster.delete("networkpolicy", policy.name, policy.namespace)
+            cluster.remove([("networkpolicy", p.name, p.namespace) for p in policies])  # one change
         else:
             return
         settle()
