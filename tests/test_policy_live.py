@@ -71,10 +71,10 @@ def grid(request: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any
 
 def reset(cluster: Any) -> None:
     """Back to the grid without policies, every pod and namespace with its original labels."""
-    for policy in list(cluster.spec.objects_of("NetworkPolicy")):
-        cluster.delete("networkpolicy", policy.name, policy.namespace)
-    for text in baseline_documents():
-        cluster.apply(documents(text))
+    policies = cluster.spec.objects_of("NetworkPolicy")
+    if policies:
+        cluster.remove([("networkpolicy", p.name, p.namespace) for p in policies])  # one change
+    cluster.apply([d for text in baseline_documents() for d in documents(text)])
 
 
 def check_live(cluster: Any, prober: GridProber, check: Check, label: str) -> None:
