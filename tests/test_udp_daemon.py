@@ -1,11 +1,13 @@
-"""Tests of emu.backends.udp.daemon, flannel's UDP backend daemon.
+"""Tests of emu.backends.udp.daemon, flannel's UDP backend daemon (and its modules packets, device, proxy, batched).
 
-Pure tests (no root) check the header helpers against full recomputations. Root tests build two nodes by hand
-(namespaces ``emutest-udp-<pid>-*``, always deleted in teardown) and run the real daemon in each::
+Pure tests (no root) check the header helpers against full recomputations, and the batched path's TCP merging.
+Root tests build two nodes by hand (namespaces ``emutest-udp-<pid>-*``, always deleted in teardown) and run the
+real daemon in each, once with its default data path (flannel's proxy.c loop) and once with ``--offload auto``
+(the batching option)::
 
     p1 10.244.1.2 --veth-- n1 [flannel0 10.244.1.0/32] 192.168.56.11 ==veth== 192.168.56.12 [flannel0 10.244.2.0/32] n2 --veth-- p2 10.244.2.2
 
-Run: ``cd /work/main && sudo python -m pytest tests/test_udp_daemon.py -q``.
+Run: ``sudo python -m pytest tests/test_udp_daemon.py -q``.
 """
 
 from __future__ import annotations
@@ -14,17 +16,20 @@ import hashlib
 import ipaddress
 import os
 import random
+import re
 import select
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, Iterator, List
 
 import pytest
 
-from emu.backends.udp import daemon as fu
+from emu.backends.udp import batched, device
+from emu.backends.udp import packets as fu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREFIX = f"emutest-udp-{os.getpid()}-"
@@ -145,6 +150,20 @@ def test_parse_arguments() -> None:
                           "10.244.2.0/24=192.168.56.12", "--route", "10.244.0.0/16=192.168.56.13"],
                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
     assert res.returncode == 2 and "prefix length" in res.stderr
+    for bad_args, words in ((["--sock-buf", "100"], "--sock-buf 100"), (["--txqueuelen", "0"], "--txqueuelen 0"),
+                            (["--offload", "always"], "--offload")):
+        res = subprocess.run([sys.executable, "-m", "emu.backends.udp.daemon", "--listen", "192.168.56.11"] + bad_args,
+                             capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+        assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_default_is_the_per_packet_loop() -> None:
+    """Without --offload the daemon runs proxy.c's loop: batching is an explicit option, never the default."""
+    from emu.backends.udp import daemon
+
+    args, _listen, _routes = daemon.parse_args(["--listen", "192.168.56.11"])
+    assert args.offload == "off" and args.txqueuelen is None
+    assert "NOT flannel's behaviour" in " ".join(daemon.build_parser().format_help().split())
 
 
 def tcp_segment(seq: int, payload: bytes, flags: int = 0x10, ttl: int = 62, ident: int = 1) -> bytes:
@@ -157,24 +176,24 @@ def tcp_segment(seq: int, payload: bytes, flags: int = 0x10, ttl: int = 62, iden
 def test_gro_burst_merges_one_flow(monkeypatch: pytest.MonkeyPatch) -> None:
     """A UDP GRO burst of 3 full + 1 short TCP segment and one UDP packet: one GSO write, then the UDP one."""
     writes: List[bytes] = []
-    monkeypatch.setattr(fu.os, "writev", lambda fd, bufs: writes.append(b"".join(bytes(b) for b in bufs)) or 0)
-    monkeypatch.setattr(fu.os, "write", lambda fd, b: writes.append(bytes(b)) or 0)
-    proxy = fu.Proxy.__new__(fu.Proxy)
-    proxy.tun_fd, proxy.stats, proxy.verbose = -1, fu.Stats(), False
+    monkeypatch.setattr(batched.os, "writev", lambda fd, bufs: writes.append(b"".join(bytes(b) for b in bufs)) or 0)
+    monkeypatch.setattr(batched.os, "write", lambda fd, b: writes.append(bytes(b)) or 0)
+    proxy = batched.BatchedProxy.__new__(batched.BatchedProxy)
+    proxy.tun_fd, proxy.stats, proxy.log = -1, device.Stats(), lambda msg: None
     mss = 100
     data = bytes(range(256)) * 2
     segs = [tcp_segment(1000 + i * mss, data[i * mss:(i + 1) * mss], ident=i) for i in range(3)]
     segs.append(tcp_segment(1000 + 3 * mss, data[300:350], flags=0x18, ident=3))
     udp = bytes(ip_header(proto=17, length=28)) + bytes(8)
     stride = len(segs[0])  # UDP GRO: every datagram of a burst has this size but the last
-    buf = bytearray(fu.BUF_SIZE)
+    buf = bytearray(batched.BUF_SIZE)
     first = b"".join(segs)
     buf[:len(first)] = first
-    out = bytearray(fu.BUF_SIZE)
+    out = bytearray(batched.BUF_SIZE)
     proxy._coalesce_and_write(buf, memoryview(buf), len(first), stride, out, memoryview(out))
     assert len(writes) == 1
-    vnet, pkt = writes[0][:fu.VNET_HDR_LEN], writes[0][fu.VNET_HDR_LEN:]
-    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = fu.VNET_HDR.unpack(vnet)
+    vnet, pkt = writes[0][:device.VNET_HDR_LEN], writes[0][device.VNET_HDR_LEN:]
+    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = batched.VNET_HDR.unpack(vnet)
     assert (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset) == (1, 1, 52, mss, 20, 16)
     assert struct.unpack_from("!H", pkt, 2)[0] == len(pkt) == 52 + 350
     assert pkt[52:] == data[:350]
@@ -185,8 +204,8 @@ def test_gro_burst_merges_one_flow(monkeypatch: pytest.MonkeyPatch) -> None:
     writes.clear()
     buf[:len(udp)] = udp
     proxy._coalesce_and_write(buf, memoryview(buf), len(udp), len(udp), out, memoryview(out))
-    assert len(writes) == 1 and writes[0][:fu.VNET_HDR_LEN] == bytes(fu.VNET_HDR_LEN)
-    assert writes[0][fu.VNET_HDR_LEN + 8] == 63 and writes[0][fu.VNET_HDR_LEN + 20:] == bytes(8)
+    assert len(writes) == 1 and writes[0][:device.VNET_HDR_LEN] == bytes(device.VNET_HDR_LEN)
+    assert writes[0][device.VNET_HDR_LEN + 8] == 63 and writes[0][device.VNET_HDR_LEN + 20:] == bytes(8)
 
 
 # --- root tests: two hand-built nodes ----------------------------------------------------------------------
@@ -202,15 +221,34 @@ def nsx(ns: str, argv: List[str]) -> List[str]:
 
 
 def start_daemon(ns: str, args: List[str]) -> subprocess.Popen:
-    """Start the daemon in ``ns`` with ``python -m emu.backends.udp.daemon`` and wait for READY (or its exit)."""
+    """Start the daemon in ``ns`` with ``python -m emu.backends.udp.daemon`` and wait for READY (or its exit).
+
+    Its stderr goes to a file (``proc.log_path``): with -v it may write more than a pipe holds."""
+    log = tempfile.NamedTemporaryFile(prefix="emutest-udp-", suffix=".log", delete=False)
     proc = subprocess.Popen(nsx(ns, [sys.executable, "-m", "emu.backends.udp.daemon"] + args), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+                            stderr=log, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+    log.close()
+    proc.log_path = log.name  # type: ignore[attr-defined]
     STARTED.append(proc)
     ready, _, _ = select.select([proc.stdout], [], [], 15)
     line = proc.stdout.readline().strip() if ready else ""
     if line != "READY":
         proc.wait(timeout=5)
     return proc
+
+
+def stderr_of(proc: subprocess.Popen) -> str:
+    """What a daemon started by start_daemon wrote to stderr (once it has exited, the file is removed and the
+    text kept on ``proc``)."""
+    if hasattr(proc, "log_text"):
+        return proc.log_text  # type: ignore[attr-defined]
+    path = proc.log_path  # type: ignore[attr-defined]
+    with open(path, errors="replace") as f:
+        text = f.read()
+    if proc.poll() is not None:
+        os.unlink(path)
+        proc.log_text = text  # type: ignore[attr-defined]
+    return text
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -234,12 +272,16 @@ def delete_namespaces(names: List[str]) -> None:
             run(["ip", "netns", "del", name], check=False)
 
 
-class Nodes:
-    """The two-node, two-pod setup with a daemon per node."""
+#: the data paths under test: the default (no flag: proxy.c's loop) and the batching option
+MODES = {"default": [], "batched": ["--offload", "auto"]}
 
-    def __init__(self, offload: str) -> None:
-        self.offload = offload
-        self.ns = {k: f"{PREFIX}{offload}-{k}" for k in ("n1", "n2", "p1", "p2")}
+
+class Nodes:
+    """The two-node, two-pod setup with a daemon per node (-v: it reports its counters when it exits)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.ns = {k: f"{PREFIX}{mode}-{k}" for k in ("n1", "n2", "p1", "p2")}
         self.daemons: Dict[int, subprocess.Popen] = {}
 
     def build(self) -> None:
@@ -260,9 +302,9 @@ class Nodes:
                          ["ip", "link", "set", "eth0", "up"], ["ip", "route", "add", "default", "via", f"10.244.{i}.1"]):
                 run(nsx(p, argv))
             proc = start_daemon(n, ["--tun", "flannel0", "--listen", f"{NODE_IPS[i]}:8285", "--route",
-                                    f"10.244.{j}.0/24={NODE_IPS[j]}", "--offload", self.offload, "--ping-unreachable"])
+                                    f"10.244.{j}.0/24={NODE_IPS[j]}", "--ping-unreachable", "-v"] + MODES[self.mode])
             self.daemons[i] = proc
-            assert proc.poll() is None, f"daemon did not start: {proc.stderr.read()}"
+            assert proc.poll() is None, f"daemon did not start: {stderr_of(proc)}"
             # what the apply layer does after READY (flanneld's configureIface)
             run(nsx(n, ["ip", "addr", "add", f"10.244.{i}.0/32", "dev", "flannel0"]))
             run(nsx(n, ["ip", "link", "set", "flannel0", "mtu", "1472", "up"]))
@@ -271,10 +313,11 @@ class Nodes:
     def close(self) -> None:
         for proc in self.daemons.values():
             stop(proc)
+            stderr_of(proc)
         delete_namespaces(list(self.ns.values()))
 
 
-@pytest.fixture(scope="class", params=["auto", "off"])
+@pytest.fixture(scope="class", params=list(MODES))
 def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces and TUN devices")
@@ -284,6 +327,12 @@ def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
         yield tb
     finally:
         tb.close()
+
+
+def exit_counters(text: str) -> Dict[str, int]:
+    """The counters of the daemon's ``-v`` exit line ("exiting: 12 packets sent, 10 received, ...")."""
+    line = next(ln for ln in text.splitlines() if "exiting:" in ln)
+    return {name: int(value) for value, name in re.findall(r"(\d+) ([a-zA-Z ]+?)(?:,|$)", line.split("exiting:", 1)[1])}
 
 
 def read_pcap(path: str) -> List[bytes]:
@@ -373,6 +422,37 @@ class TestTwoNodes:
         assert int(n) == size
         assert digest == hashlib.sha256(random.Random(7).getrandbits(8 * size).to_bytes(size, "little")).hexdigest()
 
+    def test_tun_queue_and_socket_buffers(self, nodes: Nodes) -> None:
+        """flannel0's queue: the kernel's 500 (flanneld sets none) by default, 1000 for the batching option;
+        the socket buffers: 4 MiB by default, 8 MiB batched (the kernel reports twice what was set)."""
+        link = run(nsx(nodes.ns["n1"], ["ip", "link", "show", "flannel0"])).stdout
+        assert f"qlen {500 if nodes.mode == 'default' else batched.TXQUEUELEN}" in link, link
+        sockets = run(nsx(nodes.ns["n1"], ["ss", "-uanm", "sport", "=", ":8285"])).stdout
+        wanted = device.SOCK_BUF if nodes.mode == "default" else batched.SOCK_BUF_BYTES
+        assert f"rb{2 * wanted}," in sockets and f"tb{2 * wanted}," in sockets, sockets
+
+    def test_zz_one_system_call_per_packet(self, nodes: Nodes) -> None:
+        """Runs last in the class (it stops the daemons). The default is proxy.c's loop: one thread, one send
+        per datagram and one TUN write per datagram received; the batching option sends fewer times than it
+        forwards packets (UDP GSO) after the bulk transfer above."""
+        threads = {i: len(os.listdir(f"/proc/{proc.pid}/task")) for i, proc in nodes.daemons.items()}
+        counts = {}
+        for i, proc in nodes.daemons.items():
+            stop(proc)
+            assert proc.returncode == 0
+            counts[i] = exit_counters(stderr_of(proc))
+        sender, receiver = counts[1], counts[2]
+        assert sender["packets sent"] > 5000 and receiver["received"] > 5000  # the 8 MiB transfer went through
+        if nodes.mode == "default":
+            assert threads == {1: 1, 2: 1}
+            for c in counts.values():
+                assert c["UDP sends"] == c["packets sent"] and c["TUN reads"] >= c["packets sent"]
+                assert c["TUN writes"] == c["received"] <= c["UDP reads"] <= c["received"] + c["dropped"]
+                assert c["waits"] > 0
+        else:
+            assert threads == {1: 3, 2: 3}
+            assert sender["UDP sends"] < sender["packets sent"] / 2, sender
+
 
 @needs_root
 def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> None:
@@ -387,10 +467,11 @@ def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> 
         assert run(nsx(ns, ["ip", "link", "show", "flannel0"]), check=False).returncode == 0
         # a second daemon for the same device fails clearly with exit 1
         second = start_daemon(ns, ["--tun", "flannel0", "--listen", "127.0.0.1:8286"])
-        assert second.wait(timeout=10) == 1 and "flannel0" in second.stderr.read()
-        # so does one that cannot bind its address
-        third = start_daemon(ns, ["--tun", "flannel9", "--listen", "192.0.2.1:8285"])
-        assert third.wait(timeout=10) == 1 and "cannot bind" in third.stderr.read()
+        assert second.wait(timeout=10) == 1 and "flannel0" in stderr_of(second)
+        # so does one that cannot bind its address, in either data path
+        for mode in ([], ["--offload", "auto"]):
+            third = start_daemon(ns, ["--tun", "flannel9", "--listen", "192.0.2.1:8285"] + mode)
+            assert third.wait(timeout=10) == 1 and "cannot bind" in stderr_of(third)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert run(nsx(ns, ["ip", "link", "show", "flannel0"]), check=False).returncode != 0
