@@ -14,11 +14,17 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 # mininet brings mnexec and the 'mininet' module for the system python3; the rest are the kernel tools emu drives.
+# gcc and libc6-dev build the udp backend daemon's C loop (below) and bench/udp_reference.c, the C forwarder
+# bench/udp_daemon.py measures it against.
 apt-get install -y --no-install-recommends \
     mininet iproute2 iptables iperf3 iputils-ping tcpdump curl ethtool procps util-linux kmod \
-    python3 python3-yaml python3-matplotlib python3-pytest python3-jsonschema python-is-python3 sudo
+    python3 python3-yaml python3-matplotlib python3-pytest python3-jsonschema python-is-python3 sudo \
+    gcc libc6-dev
 
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
+# The udp backend daemon's C loop, emu/backends/udp/build/udp_proxy (without it the daemon runs the same loop
+# in Python, with a notice in the node's log).
+python3 -m emu.backends.udp.helper build || echo "install.sh: the udp daemon will use its Python loop" >&2
 python3 -m emu doctor || true
 echo "install.sh: done. Try: sudo python -m emu run experiments/cross_node.py"

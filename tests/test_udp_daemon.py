@@ -24,11 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from emu.backends.udp import batched, device
+from emu.backends.udp import batched, device, helper
 from emu.backends.udp import packets as fu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -220,13 +220,13 @@ def nsx(ns: str, argv: List[str]) -> List[str]:
     return ["ip", "netns", "exec", ns] + argv
 
 
-def start_daemon(ns: str, args: List[str]) -> subprocess.Popen:
+def start_daemon(ns: str, args: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     """Start the daemon in ``ns`` with ``python -m emu.backends.udp.daemon`` and wait for READY (or its exit).
 
     Its stderr goes to a file (``proc.log_path``): with -v it may write more than a pipe holds."""
     log = tempfile.NamedTemporaryFile(prefix="emutest-udp-", suffix=".log", delete=False)
     proc = subprocess.Popen(nsx(ns, [sys.executable, "-m", "emu.backends.udp.daemon"] + args), stdout=subprocess.PIPE,
-                            stderr=log, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+                            stderr=log, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, **(env or {})))
     log.close()
     proc.log_path = log.name  # type: ignore[attr-defined]
     STARTED.append(proc)
@@ -272,8 +272,8 @@ def delete_namespaces(names: List[str]) -> None:
             run(["ip", "netns", "del", name], check=False)
 
 
-#: the data paths under test: the default (no flag: proxy.c's loop) and the batching option
-MODES = {"default": [], "batched": ["--offload", "auto"]}
+#: the data paths under test: the default (proxy.c's loop) in C and in Python, and the batching option
+MODES = {"c": ["--loop", "c"], "python": ["--loop", "python"], "batched": ["--offload", "auto"]}
 
 
 class Nodes:
@@ -321,6 +321,8 @@ class Nodes:
 def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces and TUN devices")
+    if request.param == "c" and helper.unusable():
+        pytest.skip(f"the daemon's C loop: {helper.unusable()}")
     tb = Nodes(request.param)
     try:
         tb.build()
@@ -426,15 +428,15 @@ class TestTwoNodes:
         """flannel0's queue: the kernel's 500 (flanneld sets none) by default, 1000 for the batching option;
         the socket buffers: 4 MiB by default, 8 MiB batched (the kernel reports twice what was set)."""
         link = run(nsx(nodes.ns["n1"], ["ip", "link", "show", "flannel0"])).stdout
-        assert f"qlen {500 if nodes.mode == 'default' else batched.TXQUEUELEN}" in link, link
+        assert f"qlen {batched.TXQUEUELEN if nodes.mode == 'batched' else 500}" in link, link
         sockets = run(nsx(nodes.ns["n1"], ["ss", "-uanm", "sport", "=", ":8285"])).stdout
-        wanted = device.SOCK_BUF if nodes.mode == "default" else batched.SOCK_BUF_BYTES
+        wanted = batched.SOCK_BUF_BYTES if nodes.mode == "batched" else device.SOCK_BUF
         assert f"rb{2 * wanted}," in sockets and f"tb{2 * wanted}," in sockets, sockets
 
     def test_zz_one_system_call_per_packet(self, nodes: Nodes) -> None:
-        """Runs last in the class (it stops the daemons). The default is proxy.c's loop: one thread, one send
-        per datagram and one TUN write per datagram received; the batching option sends fewer times than it
-        forwards packets (UDP GSO) after the bulk transfer above."""
+        """Runs last in the class (it stops the daemons). The default is proxy.c's loop, in C and in Python: one
+        thread, one send per datagram and one TUN write per datagram received; the batching option sends fewer
+        times than it forwards packets (UDP GSO) after the bulk transfer above."""
         threads = {i: len(os.listdir(f"/proc/{proc.pid}/task")) for i, proc in nodes.daemons.items()}
         counts = {}
         for i, proc in nodes.daemons.items():
@@ -443,7 +445,7 @@ class TestTwoNodes:
             counts[i] = exit_counters(stderr_of(proc))
         sender, receiver = counts[1], counts[2]
         assert sender["packets sent"] > 5000 and receiver["received"] > 5000  # the 8 MiB transfer went through
-        if nodes.mode == "default":
+        if nodes.mode != "batched":
             assert threads == {1: 1, 2: 1}
             for c in counts.values():
                 assert c["UDP sends"] == c["packets sent"] and c["TUN reads"] >= c["packets sent"]
@@ -468,14 +470,40 @@ def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> 
         # a second daemon for the same device fails clearly with exit 1
         second = start_daemon(ns, ["--tun", "flannel0", "--listen", "127.0.0.1:8286"])
         assert second.wait(timeout=10) == 1 and "flannel0" in stderr_of(second)
-        # so does one that cannot bind its address, in either data path
-        for mode in ([], ["--offload", "auto"]):
+        # so does one that cannot bind its address, in every data path
+        for mode in MODES.values():
             third = start_daemon(ns, ["--tun", "flannel9", "--listen", "192.0.2.1:8285"] + mode)
             assert third.wait(timeout=10) == 1 and "cannot bind" in stderr_of(third)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert run(nsx(ns, ["ip", "link", "show", "flannel0"]), check=False).returncode != 0
         assert run(nsx(ns, ["ip", "link", "show", "flannel9"]), check=False).returncode != 0
+    finally:
+        for p in STARTED:
+            if p.poll() is None and p.args[:4] == ["ip", "netns", "exec", ns]:
+                stop(p)
+        delete_namespaces([ns])
+
+
+@needs_root
+def test_without_the_c_loop_python_takes_over() -> None:
+    """No C loop (EMU_UDP_HELPER names nothing): by default the daemon says so and runs the Python loop;
+    with --loop c it refuses, with one line and exit 1."""
+    ns = f"{PREFIX}noc"
+    missing = {helper.ENV: "/nonexistent/udp_proxy"}
+    try:
+        run(["ip", "netns", "add", ns])
+        run(nsx(ns, ["ip", "link", "set", "lo", "up"]))
+        proc = start_daemon(ns, ["--listen", "127.0.0.1:8285", "--route", "10.244.2.0/24=127.0.0.2"], env=missing)
+        assert proc.poll() is None, stderr_of(proc)
+        assert "running the same loop in Python" in stderr_of(proc) and "/nonexistent/udp_proxy" in stderr_of(proc)
+        assert not any("udp_proxy" in arg for arg in open(f"/proc/{proc.pid}/cmdline").read().split("\0"))
+        stop(proc)
+        assert proc.returncode == 0
+        refused = start_daemon(ns, ["--listen", "127.0.0.1:8286", "--loop", "c"], env=missing)
+        assert refused.wait(timeout=10) == 1
+        text = stderr_of(refused)
+        assert "--loop c:" in text and "is not built" in text and "Traceback" not in text, text
     finally:
         for p in STARTED:
             if p.poll() is None and p.args[:4] == ["ip", "netns", "exec", ns]:

@@ -11,17 +11,20 @@ What this module owns
     ``CMD_SET_ROUTE`` entries flanneld would send over its control socket, given on the command line.
 
 The two data paths
-    default (``--offload off``)  ``proxy``: flannel's ``backend/udp/proxy.c`` as it is: one thread, ``poll`` over
+    default (``--offload off``)  flannel's ``backend/udp/proxy.c`` as it is: one thread, ``poll`` over
         the TUN and the socket, one ``read`` and one ``sendto`` per packet, one ``recv`` and one ``write`` per
-        datagram, TTL - 1 on each side, ICMP net unreachable for subnets no node holds; the TUN queue and the
-        TUN queue as flanneld leaves it (the kernel's 500), larger socket buffers than its (the nodes share
+        datagram, TTL - 1 on each side, ICMP net unreachable for subnets no node holds; the TUN queue as
+        flanneld leaves it (the kernel's 500), larger socket buffers than its (the nodes share
         this machine's cores: see ``device``). This is what flannel's udp backend costs, and what a
-        measurement of "the udp backend" should see.
+        measurement of "the udp backend" should see. In C (``udp_proxy.c``, exec'd in place of this process
+        when install.sh has built it: ``helper``) or, without it, in Python (``proxy``): the same loop, but a
+        Python wake-up is slower, and a ping crosses four.
     ``--offload auto|on``  ``batched``: UDP GSO/GRO and TCP segment merging, two threads. Same datagrams on the
         wire, a fraction of the system calls: NOT flannel's behaviour (it makes udp look nearly as fast as
         vxlan, which flannel's never was). For users who want the overlay without its cost.
 Modules: ``packets`` (pure header arithmetic, route table, argument parsing), ``device`` (TUN + socket),
-``proxy`` (the default loop), ``batched`` (the option).
+``proxy`` (the default loop in Python), ``helper`` (the same loop in C: ``udp_proxy.c``), ``batched`` (the
+option).
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "auto/on: NOT flannel's behaviour: batch TUN reads into UDP GSO sends and merge UDP GRO "
                         "bursts into GSO TUN writes (same datagrams on the wire, several times the throughput); "
                         "auto falls back to the default loop when the kernel cannot, on fails")
+    p.add_argument("--loop", choices=("auto", "c", "python"), default="auto",
+                   help="the default data path's implementation: c (udp_proxy.c, built by install.sh), python "
+                        "(emu.backends.udp.proxy), or auto (default): c when it is built and current, else python "
+                        "with a notice. The same loop either way; C wakes up faster")
     p.add_argument("--txqueuelen", type=int, default=None,
                    help="TUN transmit queue length (default: the kernel's, 500, which flanneld leaves; "
                         "1000 with --offload auto/on)")
@@ -126,6 +133,32 @@ def _error(message: str) -> int:
 def _goodbye(tunnel: Tunnel, verbose: bool) -> None:
     if verbose:
         sys.stderr.write(f"{PROG}: exiting: {tunnel.stats.summary()}\n")
+
+
+def exec_c_loop(args: argparse.Namespace, listen: Tuple[str, int], routes: RouteTable) -> int:
+    """Replace this process with the C loop (``helper``), if it is usable; else return (1 with --loop c, after
+    saying why). Returns only when the Python loop must run."""
+    from emu.backends.udp import helper
+
+    reason = helper.unusable()
+    if reason is not None:
+        if args.loop == "c":
+            return _error(f"--loop c: {reason}")
+        sys.stderr.write(f"{PROG}: the C loop is unusable ({reason}): running the same loop in Python\n")
+        sys.stderr.flush()
+        return 0
+    sock_buf = SOCK_BUF if args.sock_buf is None else args.sock_buf
+    argv = helper.argv(args.tun, listen, routes.entries, sock_buf, args.txqueuelen, args.tun_ip,
+                       args.ping_unreachable, args.verbose, args.ready_file)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(str(helper.binary()), argv)
+    except OSError as exc:
+        if args.loop == "c":
+            return _error(f"--loop c: cannot run {helper.binary()}: {exc.strerror}")
+        sys.stderr.write(f"{PROG}: cannot run {helper.binary()} ({exc.strerror}): running the loop in Python\n")
+    return 0
 
 
 def run_per_packet(args: argparse.Namespace, listen: Tuple[str, int], routes: RouteTable) -> int:
@@ -200,6 +233,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the daemon until SIGTERM/SIGINT. Exit 0 then, 1 on a runtime error, 2 on bad arguments."""
     args, listen, routes = parse_args(argv)
     if args.offload == "off":
+        if args.loop != "python" and exec_c_loop(args, listen, routes) != 0:
+            return 1
         return run_per_packet(args, listen, routes)
     return run_batched(args, listen, routes)
 

@@ -92,6 +92,7 @@ class RouteTable:
 
     def __init__(self, routes: Sequence[Tuple[str, str, int]]) -> None:
         """``routes``: (subnet CIDR, node IP, node UDP port) triples; all subnets share one prefix length."""
+        self.entries: Tuple[Tuple[str, str, int], ...] = tuple(routes)
         nets = [(ipaddress.IPv4Network(cidr, strict=True), ip, port) for cidr, ip, port in routes]
         lengths = {net.prefixlen for net, _, _ in nets}
         if len(lengths) > 1:
