@@ -208,6 +208,48 @@ def test_gro_burst_merges_one_flow(monkeypatch: pytest.MonkeyPatch) -> None:
     assert writes[0][device.VNET_HDR_LEN + 8] == 63 and writes[0][device.VNET_HDR_LEN + 20:] == bytes(8)
 
 
+# --- experiments/udp_cost.py (the backends against the underlay's rate), without root ---------------------------
+def load_udp_cost():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("udp_cost", os.path.join(REPO, "experiments", "udp_cost.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_udp_cost_shapes_by_emu_up_to_mininets_limit_only() -> None:
+    """Up to 1000 Mbit/s emu shapes the links (TCLink); above, Mininet would ignore the rate, so no bw at all is
+    planned (not even the topology's 100) and the experiment's own tc takes over."""
+    from emu.spec.load import load
+
+    udp_cost = load_udp_cost()
+    spec, _ = load([os.path.join(REPO, "topologies", "bandwidth.yaml")])
+    assert {n.link.bw for n in spec.nodes} == {100.0}
+    assert {n.link.bw for n in udp_cost.prepare(spec, {"bw": 1000, "backend": "udp"}).nodes} == {1000.0}
+    fast = udp_cost.prepare(spec, {"bw": 10000, "backend": "udp"})
+    assert {n.link.bw for n in fast.nodes} == {None} and fast.underlay.link.bw is None
+    assert max(udp_cost.VARY["bw"]) == 10000 and min(udp_cost.VARY["bw"]) == 100
+    assert set(udp_cost.VARY["backend"]) == {"vxlan", "host-gw", "udp"}
+
+
+def test_udp_cost_plot(tmp_path: "os.PathLike[str]") -> None:
+    pytest.importorskip("matplotlib")
+    from emu.report.results import Results
+
+    path = os.path.join(str(tmp_path), "run", "results.csv")
+    with Results.open(path, "udp_cost", ["bw", "backend"]) as results:
+        for bw in (100, 1000, 10000):
+            for backend, ceiling in (("vxlan", 6000.0), ("host-gw", 8000.0), ("udp", 450.0)):
+                results.set_context({"bw": str(bw), "backend": backend}, 0)
+                gbit = min(bw * 0.93, ceiling) / 1000
+                results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", gbit, "Gbit/s")
+                results.add("cross-node", "client", "server", "ping", "rtt_p50", 0.2 if backend == "udp" else 0.1, "ms")
+    written = load_udp_cost().plot(path, str(tmp_path))
+    assert sorted(p.suffix for p in written) == [".png", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in written)
+
+
 # --- root tests: two hand-built nodes ----------------------------------------------------------------------
 def run(argv: List[str], check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
     res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
