@@ -37,6 +37,7 @@ import sys
 import threading
 from typing import List, NoReturn, Optional, Sequence, Tuple
 
+from emu.backends.udp import batched, helper
 from emu.backends.udp.device import PROG, SOCK_BUF, Tunnel
 from emu.backends.udp.packets import RouteTable, parse_listen, parse_route
 from emu.backends.udp.proxy import run_proxy
@@ -138,8 +139,6 @@ def _goodbye(tunnel: Tunnel, verbose: bool) -> None:
 def exec_c_loop(args: argparse.Namespace, listen: Tuple[str, int], routes: RouteTable) -> int:
     """Replace this process with the C loop (``helper``), if it is usable; else return (1 with --loop c, after
     saying why). Returns only when the Python loop must run."""
-    from emu.backends.udp import helper
-
     reason = helper.unusable()
     if reason is not None:
         if args.loop == "c":
@@ -188,8 +187,6 @@ def run_per_packet(args: argparse.Namespace, listen: Tuple[str, int], routes: Ro
 
 def run_batched(args: argparse.Namespace, listen: Tuple[str, int], routes: RouteTable) -> int:
     """``--offload auto|on``: the batching loops on two threads; the main thread waits for a signal."""
-    from emu.backends.udp import batched
-
     try:
         tunnel = batched.open_tunnel(args.tun, listen, args.offload, sock_buf=args.sock_buf, txqueuelen=args.txqueuelen,
                                      tun_ip=args.tun_ip, ping_unreachable=args.ping_unreachable,

@@ -36,7 +36,7 @@ def run_proxy(tunnel: Tunnel, routes: RouteTable) -> None:
     a function call per packet would cost more than the arithmetic. The counters reach ``tunnel.stats`` when
     the loop ends, however it ends.
     """
-    # This function is long on purpose: the per-packet path must not make Python calls it can avoid.
+    # long: one loop on purpose: the per-packet path must not make Python calls it can avoid.
     assert tunnel.sock is not None
     sock = tunnel.sock
     tun_fd = tunnel.tun_fd
