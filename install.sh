@@ -26,5 +26,16 @@ cd "$here"
 # The udp backend daemon's C loop, emu/backends/udp/build/udp_proxy (without it the daemon runs the same loop
 # in Python, with a notice in the node's log).
 python3 -m emu.backends.udp.helper build || echo "install.sh: the udp daemon will use its Python loop" >&2
-python3 -m emu doctor || true
+# emu doctor's verdict from the Python that `sudo python` runs, the one the user will meet: sudo looks `python` up
+# on its own secure_path (Debian: /usr/bin/python, from python-is-python3), not on this shell's PATH, whose first
+# python3 may be another one (pyenv's, a venv's) without the mininet module.
+if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    python=$(sudo -n sh -c 'command -v python' || true)
+    echo "install.sh: emu doctor, run by ${python:-python} (what sudo python runs)"
+    sudo -n python -m emu doctor || true
+else
+    python=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; command -v python || command -v python3 || true)
+    echo "install.sh: emu doctor, run by ${python:-python3}"
+    "${python:-python3}" -m emu doctor || true
+fi
 echo "install.sh: done. Try: sudo python -m emu run experiments/cross_node.py"

@@ -4,11 +4,14 @@ memory, against the raw cost of the same number of namespaces and veth pairs mad
     sudo python bench/build.py [--quick] [--sizes 2x2,10x10,20x25,50x20] [--repeats N] [--out bench/results]
 
 A size NxP is N nodes with P pods each: a generated topology (in a temporary directory) with one Deployment of
-N*P single-container ``sleep infinity`` pods, flannel vxlan. For each size and repeat, emu and the raw method take
-turns, each after the machine has settled (the kernel frees network namespaces in the background: the next run
-waits until the count of live ones, /proc/slabinfo's net_namespace, has stopped falling):
+N*P single-container pods, flannel vxlan. Two workloads (``--workloads``): ``idle`` pods run ``sleep infinity``
+(impl ``emu``); ``standin`` pods have no command and declare ports 80/TCP and 81/UDP, so emu's stand-in server
+answers on both in every pod (impl ``emu-standin``: what 1,000 answering pods add, in time and memory). For each
+size and repeat, emu and the raw method take turns, each after the machine has settled (the kernel frees network
+namespaces in the background: the next run waits until the count of live ones, /proc/slabinfo's net_namespace,
+has stopped falling):
 
-- emu: ``emu.Cluster(spec).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
+- emu: ``emu.Cluster(build_plan(spec)).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
   so Python's imports are not counted; peak memory as the largest drop of MemAvailable (/proc/meminfo, sampled
   every 20 ms) and the peak RSS of this process (VmHWM, reset before each build).
 - raw, as LIMITS.md measures it: one ``ip -batch`` for all namespaces (nodes and pods), one for all veth pairs
@@ -16,7 +19,8 @@ waits until the count of live ones, /proc/slabinfo's net_namespace, has stopped 
   down is one ``ip -batch`` of ``netns del``, and "settled" is when the kernel has really removed the uplinks.
 
 Printed: seconds and ms per pod, emu's ratio to raw, memory, and the targets (2x2: up < 1 s, down < 0.5 s;
-1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB). Every figure goes to ``bench/results/build-<UTC>.csv``
+1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB; stand-in pods: up < 2x raw, and under 100 MiB more than
+idle ones). Every figure goes to ``bench/results/build-<UTC>.csv``
 (bench, size, nodes, pods, impl, repeat, metric, value, unit). Raw names start with ``emubench-b``; they are
 removed on any exit, Ctrl-C included.
 """
@@ -47,7 +51,12 @@ RAW = "emubench-b"
 MIB = 1024 * 1024
 
 
-def topology(nodes: int, pods_per_node: int, name: str) -> str:
+IDLE_CONTAINER = '{name: main, image: busybox, command: ["sleep", "infinity"]}'
+STANDIN_CONTAINER = "{name: main, image: agnhost, ports: [{containerPort: 80}, {containerPort: 81, protocol: UDP}]}"
+WORKLOADS = {"idle": ("emu", IDLE_CONTAINER), "standin": ("emu-standin", STANDIN_CONTAINER)}
+
+
+def topology(nodes: int, pods_per_node: int, name: str, container: str = IDLE_CONTAINER) -> str:
     node_list = "\n".join(f"  - name: node-{i + 1}" for i in range(nodes))
     return f"""apiVersion: emu/v1
 kind: Cluster
@@ -67,7 +76,7 @@ spec:
     metadata: {{labels: {{app: idle}}}}
     spec:
       containers:
-        - {{name: main, image: busybox, command: ["sleep", "infinity"]}}
+        - {container}
 """
 
 
@@ -200,19 +209,21 @@ class Bench:
         nodes, per_node = size
         self.rows.append(Row(f"{nodes}x{per_node}", nodes, nodes * per_node, impl, repeat, metric, value, unit))
 
-    def emu(self, size: Tuple[int, int], repeat: int) -> None:
-        from emu.apply.cluster import Cluster
+    def emu(self, size: Tuple[int, int], repeat: int, workload: str = "idle") -> None:
+        from emu.controller import Cluster
+        from emu.plan.build import build_plan
         from emu.spec.load import load
 
         nodes, per_node = size
+        impl, container = WORKLOADS[workload]
         name = f"emubench-b{os.getpid() % 100000}-{nodes}x{per_node}"
-        path = self.workdir / f"{nodes}x{per_node}.yaml"
-        path.write_text(topology(nodes, per_node, name))
+        path = self.workdir / f"{nodes}x{per_node}-{workload}.yaml"
+        path.write_text(topology(nodes, per_node, name, container))
         spec, _warnings = load([str(path)])
         settle()
         reset_hwm()
         rss_before = vm_hwm()
-        cluster = Cluster(spec)
+        cluster = Cluster(build_plan(spec))
         with MemSampler() as memory:
             started = time.monotonic()
             try:
@@ -223,12 +234,12 @@ class Bench:
                 cluster.stop()
                 down = time.monotonic() - stopping
         pods = nodes * per_node
-        self.add(size, "emu", repeat, "up", up, "s")
-        self.add(size, "emu", repeat, "down", down, "s")
-        self.add(size, "emu", repeat, "up_per_pod", up / pods * 1000, "ms")
-        self.add(size, "emu", repeat, "mem_available_drop", memory.drop / MIB, "MiB")
-        self.add(size, "emu", repeat, "rss_peak", vm_hwm() / MIB, "MiB")
-        self.add(size, "emu", repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
+        self.add(size, impl, repeat, "up", up, "s")
+        self.add(size, impl, repeat, "down", down, "s")
+        self.add(size, impl, repeat, "up_per_pod", up / pods * 1000, "ms")
+        self.add(size, impl, repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+        self.add(size, impl, repeat, "rss_peak", vm_hwm() / MIB, "MiB")
+        self.add(size, impl, repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
 
     def raw(self, size: Tuple[int, int], repeat: int) -> None:
         nodes, per_node = size
@@ -255,33 +266,41 @@ def table(bench: Bench) -> str:
     for r in bench.rows:
         if r.size not in sizes:
             sizes.append(r.size)
+    impls = [impl for impl, _c in WORKLOADS.values() if any(r.impl == impl for r in bench.rows)]
     lines = [
-        f"{'size':6s} {'pods':>5s} | {'emu up s':>8s} {'ms/pod':>7s} | {'raw up s':>8s} {'ms/pod':>7s} | {'up/raw':>6s}"
-        f" | {'emu down s':>10s} {'raw down s':>10s} {'(settled)':>9s} | {'mem MiB':>7s} {'raw MiB':>7s}"
+        f"{'size':6s} {'pods':>5s} {'impl':11s} | {'up s':>6s} {'ms/pod':>7s} | {'raw up s':>8s} {'ms/pod':>7s} |"
+        f" {'up/raw':>6s} | {'down s':>6s} {'raw down s':>10s} {'(settled)':>9s} | {'mem MiB':>7s} {'raw MiB':>7s}"
         f" {'emu RSS':>7s} | targets"
     ]
     for size in sizes:
         pods = next(r.pods for r in bench.rows if r.size == size)
-        m = {
-            (impl, metric): bench.median(size, impl, metric)
-            for impl in ("emu", "raw")
-            for metric in ("up", "down", "down_settled", "up_per_pod", "mem_available_drop", "rss_peak")
-        }
-        ratio = m["emu", "up"] / m["raw", "up"]
-        notes = []
-        if size == "2x2":
-            notes.append(f"up<1s {'met' if m['emu', 'up'] < 1 else 'MISSED'}")
-            notes.append(f"down<0.5s {'met' if m['emu', 'down'] < 0.5 else 'MISSED'}")
-        if pods >= 1000:
-            notes.append(f"up<2x raw {'met' if ratio < 2 else 'MISSED'}")
-            notes.append(f"down<5s {'met' if m['emu', 'down'] < 5 else 'MISSED'}")
-            notes.append(f"mem<1GiB {'met' if m['emu', 'mem_available_drop'] < 1024 else 'MISSED'}")
-        lines.append(
-            f"{size:6s} {pods:5d} | {m['emu', 'up']:8.2f} {m['emu', 'up_per_pod']:7.2f} | {m['raw', 'up']:8.2f}"
-            f" {m['raw', 'up_per_pod']:7.2f} | {ratio:6.2f} | {m['emu', 'down']:10.2f} {m['raw', 'down']:10.2f}"
-            f" {m['raw', 'down_settled']:9.2f} | {m['emu', 'mem_available_drop']:7.0f} {m['raw', 'mem_available_drop']:7.0f}"
-            f" {m['emu', 'rss_peak']:7.0f} | {', '.join(notes)}"
-        )
+        raw = {metric: bench.median(size, "raw", metric) for metric in ("up", "down", "down_settled", "up_per_pod",
+                                                                       "mem_available_drop")}
+        idle_memory = bench.median(size, "emu", "mem_available_drop")
+        for impl in impls:
+            m = {metric: bench.median(size, impl, metric)
+                 for metric in ("up", "down", "up_per_pod", "mem_available_drop", "rss_peak")}
+            if m["up"] != m["up"]:  # nan: not measured at this size
+                continue
+            ratio = m["up"] / raw["up"]
+            notes = []
+            if size == "2x2" and impl == "emu":
+                notes.append(f"up<1s {'met' if m['up'] < 1 else 'MISSED'}")
+                notes.append(f"down<0.5s {'met' if m['down'] < 0.5 else 'MISSED'}")
+            if pods >= 1000:
+                notes.append(f"up<2x raw {'met' if ratio < 2 else 'MISSED'}")
+                notes.append(f"down<5s {'met' if m['down'] < 5 else 'MISSED'}")
+                notes.append(f"mem<1GiB {'met' if m['mem_available_drop'] < 1024 else 'MISSED'}")
+            if impl == "emu-standin" and idle_memory == idle_memory:
+                extra = m["mem_available_drop"] - idle_memory
+                verdict = "" if pods < 1000 else (" met" if extra < 100 else " MISSED")
+                notes.append(f"{extra:+.0f} MiB vs idle{' (<100)' if pods >= 1000 else ''}{verdict}")
+            lines.append(
+                f"{size:6s} {pods:5d} {impl:11s} | {m['up']:6.2f} {m['up_per_pod']:7.2f} | {raw['up']:8.2f}"
+                f" {raw['up_per_pod']:7.2f} | {ratio:6.2f} | {m['down']:6.2f} {raw['down']:10.2f}"
+                f" {raw['down_settled']:9.2f} | {m['mem_available_drop']:7.0f} {raw['mem_available_drop']:7.0f}"
+                f" {m['rss_peak']:7.0f} | {', '.join(notes)}"
+            )
     return "\n".join(lines)
 
 
@@ -310,6 +329,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="builds per size and method (default 3)")
     parser.add_argument("--sizes", default=",".join(f"{n}x{p}" for n, p in SIZES), help="NODESxPODS_PER_NODE,...")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
+    parser.add_argument("--workloads", default="idle,standin",
+                        help="idle (sleep infinity pods), standin (pods answered by the stand-in server), or both")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/build.py needs root: sudo python bench/build.py", file=sys.stderr)
@@ -322,6 +343,11 @@ def main() -> int:
         )
         return 1
     repeats = 1 if args.quick else args.repeats
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown or not workloads:
+        print(f"--workloads: one or more of {', '.join(WORKLOADS)}, not {args.workloads!r}", file=sys.stderr)
+        return 2
     sizes = parse_sizes(args.sizes)
     workdir = Path(tempfile.mkdtemp(prefix="emubench-build-"))
     bench = Bench(workdir)
@@ -339,9 +365,8 @@ def main() -> int:
         for size in sizes:
             for repeat in range(repeats):
                 steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [
-                    ("emu", bench.emu),
-                    ("raw", bench.raw),
-                ]
+                    (WORKLOADS[w][0], lambda size, repeat, w=w: bench.emu(size, repeat, w)) for w in workloads
+                ] + [("raw", bench.raw)]
                 for impl, step in steps if repeat % 2 == 0 else steps[::-1]:
                     step(size, repeat)
                     label = f"{size[0]}x{size[1]}"
@@ -349,7 +374,7 @@ def main() -> int:
                         r.metric: r.value for r in bench.rows if (r.size, r.impl, r.repeat) == (label, impl, repeat)
                     }
                     print(
-                        f"  {label:6s} {impl:4s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
+                        f"  {label:6s} {impl:11s} #{repeat}: up {last['up']:6.2f} s  down {last['down']:5.2f} s  "
                         f"memory {last['mem_available_drop']:5.0f} MiB",
                         flush=True,
                     )

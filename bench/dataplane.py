@@ -282,7 +282,8 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
+    from emu.plan.build import build_plan
     from emu.spec.load import load
 
     backends = [b for b in args.backends.split(",") if b]
@@ -298,9 +299,9 @@ def main() -> int:
     try:
         for index, backend in enumerate(backends):
             spec, _warnings = load([str(TOPOLOGY)])
-            spec = dataclasses.replace(spec.with_backend(backend), name=f"emubench-dp{os.getpid() % 100000}")
+            spec = dataclasses.replace(spec, name=f"emubench-dp{os.getpid() % 100000}")
             paths = [p for p in ("cross-node",) + (SHARED_PATHS if index == 0 else ()) if p in wanted]
-            with Cluster(spec) as cluster:
+            with Cluster(build_plan(spec, backend=backend)) as cluster:
                 try:
                     baseline("up", backend)
                     baseline("up", backend, "kube")

@@ -80,17 +80,18 @@ class Setup:
 
 
 def _emu_setup(backend: str, mbit: int) -> Iterator[Setup]:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
+    from emu.plan.build import build_plan
     from emu.spec.load import load
 
     spec, _warnings = load([str(TOPOLOGY)])
-    spec = dataclasses.replace(spec.with_backend(backend), name=f"emubench-udp{os.getpid() % 10000}")
+    spec = dataclasses.replace(spec, name=f"emubench-udp{os.getpid() % 10000}")
     if mbit:  # what experiments/bandwidth.py's prepare() does: underlay.link.bw on every node
         bw = float(mbit)
         nodes = tuple(dataclasses.replace(n, link=dataclasses.replace(n.link, bw=bw)) for n in spec.nodes)
         underlay = dataclasses.replace(spec.underlay, link=dataclasses.replace(spec.underlay.link, bw=bw))
         spec = dataclasses.replace(spec, nodes=nodes, underlay=underlay)
-    with Cluster(spec) as cluster:
+    with Cluster(build_plan(spec, backend=backend)) as cluster:
         pids = [p.pid for p in cluster.state.processes if p.role == "daemon"]
         yield Setup(cluster.pod("client"), cluster.pod("server"), pids)
 

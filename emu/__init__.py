@@ -3,8 +3,8 @@
 Data flows one way: YAML --load--> Spec --plan--> Plan --apply--> live Cluster --measure--> rows --> CSV --> plots.
 
 This package root only re-exports the public API, lazily, so that ``import emu`` (and the pure layers: spec,
-plan, report) never imports Mininet. ``emu.Cluster`` is the live cluster (apply layer, needs root);
-``emu.ping`` and ``emu.iperf3`` are the measurement helpers.
+plan, report) never imports Mininet. ``emu.Cluster`` is the live cluster (the controller over the apply layer,
+needs root); ``emu.ping`` and ``emu.iperf3`` are the measurement helpers.
 """
 
 from typing import Any
@@ -16,7 +16,7 @@ __all__ = ["Cluster", "ping", "iperf3", "load", "build_plan", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "Cluster":
-        from emu.apply.cluster import Cluster
+        from emu.controller import Cluster
 
         return Cluster
     if name == "ping":

@@ -7,9 +7,9 @@ other failure. Only ``up``, ``run``, ``trace``, ``check`` and ``clean`` need roo
 
 import argparse
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-from emu import __version__
+from emu import __version__, registry
 from emu.spec.errors import Problem, SpecError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -24,15 +24,14 @@ def _print_problems(problems: Sequence[Problem], stream=sys.stderr) -> None:  # 
         print(str(problem), file=stream)
 
 
-def _load(files: Sequence[str], backend: Optional[str] = None):  # type: ignore[no-untyped-def]
-    """Load and validate; print warnings; raise SpecError on problems."""
+def _plan(files: Sequence[str], backend: Optional[str] = None):  # type: ignore[no-untyped-def]
+    """Load and validate (printing warnings; SpecError on problems), then plan, once: the run's one Plan."""
+    from emu.plan.build import build_plan
     from emu.spec.load import load
 
     spec, warnings = load(files)
     _print_problems(warnings)
-    if backend is not None:
-        spec = spec.with_backend(backend)
-    return spec
+    return build_plan(spec, backend=backend)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -73,11 +72,9 @@ def _file_groups(files: Sequence[str]) -> List[List[str]]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from emu.plan.build import build_plan
     from emu.plan.render import to_json, to_text
 
-    spec = _load(args.files, args.backend)
-    plan = build_plan(spec)
+    plan = _plan(args.files, args.backend)
     if args.node is not None and args.node not in [n.name for n in plan.nodes]:
         raise UsageError(f"--node: no node named '{args.node}' (one of {', '.join(n.name for n in plan.nodes)})")
     if args.format == "json":
@@ -88,10 +85,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from emu.apply.session import up
+    from emu.session import up
 
-    spec = _load(args.files, args.backend)
-    return up(spec, run=args.run, script=args.script, quiet=args.quiet)
+    return up(_plan(args.files, args.backend), run=args.run, script=args.script, quiet=args.quiet)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -101,7 +97,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from emu.apply.doctor import doctor
+    from emu.doctor import doctor
 
     return doctor()
 
@@ -134,7 +130,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from emu.trace import run_trace
+    from emu.trace.command import run_trace
 
     return run_trace(args.file, args.src, args.dst, backend=args.backend, port=args.port, proto=args.proto,
                      count=args.count, size=args.size, output_format=args.format, diagram=args.diagram,
@@ -154,14 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  python -m emu validate topologies/two_nodes.yaml\n"
         "  python -m emu plan topologies/two_nodes.yaml --node node-1\n"
-        "  sudo python -m emu up topologies/two_nodes.yaml --backend host-gw\n"
+        "  sudo python -m emu up topologies/two_nodes.yaml\n"
         "  sudo python -m emu run experiments/cross_node.py\n"
         "  python -m emu plot results/cross_node/<timestamp>/results.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"emu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    backends = ("vxlan", "host-gw", "udp")
+    backends = tuple(registry.BACKENDS)
 
     p = sub.add_parser("validate", help="check topology files (no root needed)")
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
@@ -229,9 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -258,3 +251,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"emu {args.command}: {exc}", file=sys.stderr)
             return exc.exit_status
         raise
+
+
+def run_file(experiment_file: str, argv: Optional[Sequence[str]] = None) -> int:
+    """``sudo python experiments/x.py [--backend B] [--repeat N] [--quick]``: the same as ``emu run``; an
+    experiment ends with ``sys.exit(emu.cli.run_file(__file__))``."""
+    return main(["run", experiment_file] + list(argv if argv is not None else sys.argv[1:]))

@@ -17,6 +17,7 @@ cluster is being torn down waits until the teardown is over, so an impatient sec
 experiment can share a machine (each cluster's root-namespace objects carry a tag derived from its name).
 """
 
+import dataclasses
 import hashlib
 import importlib.util
 import itertools
@@ -34,7 +35,15 @@ from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import emu
+from emu import registry
+from emu.controller import Cluster
 from emu.errors import EmuError, InputError
+from emu.plan.build import build_plan
+from emu.plan.model import Plan
+from emu.report.plots import plot_results
+from emu.report.results import Results, ResultWriter, read_results, summary_table
+from emu.spec.load import load
+from emu.spec.model import ClusterSpec
 
 REPO = Path(__file__).resolve().parent.parent
 SPECIAL_KEYS = ("backend",)
@@ -78,7 +87,7 @@ def load_experiment(path: str) -> ModuleType:
         problems.append("it has no TOPOLOGY (the path of a topology file)")
     vary = getattr(module, "VARY", {})
     if not isinstance(vary, dict) or not all(isinstance(v, (list, tuple)) and v for v in vary.values()):
-        problems.append('VARY must map names to non-empty lists, e.g. {"backend": ["vxlan", "udp"]}')
+        problems.append(f"VARY must map names to non-empty lists, e.g. {{'backend': {list(registry.BACKENDS)[:2]}}}")
     repeat = getattr(module, "REPEAT", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         problems.append("REPEAT must be a positive integer")
@@ -178,10 +187,8 @@ def _where(exc: BaseException, experiment_file: Path, shown: Optional[str] = Non
     return f" at {tb[-1].filename}:{tb[-1].lineno}" if tb else ""
 
 
-def _prepared(prepare: Any, spec: Any, variant: Dict[str, Any], path: str) -> Any:
+def _prepared(prepare: Any, spec: ClusterSpec, variant: Dict[str, Any], path: str) -> ClusterSpec:
     """``prepare(spec, variant)``, checked: an error in it, or something else than a spec back, is bad input."""
-    from emu.spec.model import ClusterSpec
-
     if prepare is None:
         return spec
     try:
@@ -203,14 +210,7 @@ def run_experiment(
     quick: bool = False,
     timeout: Optional[float] = None,
 ) -> int:
-    from dataclasses import replace
-
-    from emu.plan.build import build_plan
-    from emu.report.results import Results, ResultWriter, read_results, summary_table
-    from emu.spec.load import load
-
     module = load_experiment(path)
-    from emu.apply.cluster import Cluster  # after the experiment: a bad file is reported without the apply layer
     experiment_file = Path(path).resolve()
     topo = topology_path(module, path)
     spec, warnings = load([str(topo)])
@@ -218,7 +218,7 @@ def run_experiment(
         print(warning, file=sys.stderr)
     suffix = os.environ.get("EMU_CLUSTER_SUFFIX", "")
     if suffix:
-        spec = replace(spec, name=spec.name + suffix)
+        spec = dataclasses.replace(spec, name=spec.name + suffix)
     prepare = getattr(module, "prepare", None)
     runs = variants(module, backend)
     repeats = repeat if repeat is not None else int(getattr(module, "REPEAT", 1))
@@ -228,11 +228,12 @@ def run_experiment(
         raise InputError("--timeout must be a positive number of seconds")
     if quick:
         repeats = 1 if repeat is None else repeats
-    # Every variant's plan is computed before anything runs: a bad variant is bad input, found at once.
-    plans = {}
+    # Every variant's plan is made once, before anything runs: a bad variant is bad input, found at once; the
+    # same Plan is recorded in metadata.json and built.
+    plans: Dict[str, Plan] = {}
     for variant in runs:
         vspec = _prepared(prepare, spec, variant, path)
-        plans[_label(variant)] = build_plan(vspec, variant.get("backend")).to_dict()
+        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"))
 
     name = Path(path).stem
     variant_keys = list(runs[0].keys())
@@ -271,7 +272,7 @@ def run_experiment(
         "tools": _tool_versions(),
         "start": datetime.now(timezone.utc).isoformat(),
         "status": "running",
-        "plans": plans,
+        "plans": {label: plan.to_dict() for label, plan in plans.items()},
     }
     meta_path = directory / "metadata.json"
 
@@ -288,7 +289,7 @@ def run_experiment(
         print(f"emu run {name}: {len(runs)} variant(s) x {repeats} run(s) -> {directory}", file=sys.stderr)
         for index, variant in enumerate(runs, 1):
             _run_variant(
-                Cluster(_prepared(prepare, spec, variant, path), backend=variant.get("backend")),
+                Cluster(plans[_label(variant)]),
                 module,
                 results,
                 progress,
@@ -330,8 +331,6 @@ def run_experiment(
     if rows:
         print(summary_table(rows))
         try:
-            from emu.report.plots import plot_results
-
             plot_results(csv_path, directory, experiment=module)
         except Exception as exc:  # plots are a convenience: the CSV is the result
             where = _where(exc, experiment_file, path)
@@ -391,10 +390,3 @@ def _raise_terminated(signum, frame) -> None:  # type: ignore[no-untyped-def]
 
 def _raise_timeout(signum, frame) -> None:  # type: ignore[no-untyped-def]
     raise VariantTimeout()
-
-
-def main(experiment_file: str, argv: Optional[Sequence[str]] = None) -> int:
-    """``sudo python experiments/x.py [--backend B] [--repeat N] [--quick]``: the same as ``emu run``."""
-    from emu.cli import main as cli_main
-
-    return cli_main(["run", experiment_file] + list(argv if argv is not None else sys.argv[1:]))

@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from emu.errors import InputError
 
 if TYPE_CHECKING:
-    from emu.apply.cluster import Cluster
-    from emu.measure import ExecResult
+    from emu.controller import Cluster
+    from emu.types import ExecResult
 
 __all__ = ["TaskFailed", "task", "setup", "answer", "expect", "ping", "run_in", "Lab", "TaskResult", "LabReport",
            "find_lab", "load_lab", "load_answers", "run_lab", "check_command", "LABS_DIR"]
@@ -241,7 +241,7 @@ def apply_fix(cluster: "Cluster", lines: Sequence[str], out: TextIO) -> int:
     """Run CLI command lines in ``cluster``'s interactive CLI, as if typed; how many failed."""
     if not lines:
         return 0
-    from emu.apply.shell import ClusterCLI
+    from emu.shell import ClusterCLI
 
     with open(os.devnull) as devnull:
         cli = ClusterCLI(cluster, stdin=devnull)
@@ -273,7 +273,7 @@ def run_lab(
     progress: Optional[Callable[[str], None]] = None,
 ) -> LabReport:
     """Build the lab's cluster, run its setups, apply ``fix``, run every task; the cluster is always torn down."""
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
     cluster = Cluster.from_file([str(p) for p in lab.topology], backend=backend or lab.backend, progress=progress)
     report = LabReport(lab.name, cluster.name, cluster.backend)

@@ -60,6 +60,6 @@ def run(cluster, results):
 
 
 if __name__ == "__main__":
-    import emu.experiment
+    import emu.cli
 
-    sys.exit(emu.experiment.main(__file__))
+    sys.exit(emu.cli.run_file(__file__))

@@ -204,6 +204,6 @@ def plot(results_csv, out_dir):
 
 
 if __name__ == "__main__":
-    import emu.experiment
+    import emu.cli
 
-    sys.exit(emu.experiment.main(__file__))
+    sys.exit(emu.cli.run_file(__file__))

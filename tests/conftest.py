@@ -1,5 +1,10 @@
 """Shared fixtures of the live (root) tests: skip markers, live clusters, and snapshots of the machine's kernel state.
 
+Every test that needs root carries the ``root`` marker, so that ``python -m pytest -m "not root"`` is a run an
+ordinary user can make: a test gets it by itself when it carries ``requires_root`` or uses a fixture made with
+``root_fixture`` (``cluster_fixture`` is one), and a test skipped because it "needs root" without the marker fails,
+saying so. ``requires_matplotlib`` skips a test that draws figures where matplotlib is missing.
+
 The live tests build real clusters (Mininet hosts, veths, bridges, VXLAN devices, iptables rules) and need root.
 Each cluster is built once per test module (module-scoped fixture, one build per backend) under a name of its own
 (``<topology name>-lt<pid>-<backend>``), so its tag, switch and state directory never collide with a cluster
@@ -16,6 +21,7 @@ warnings, never silently dropped.
 """
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -55,8 +61,65 @@ def _root_problem() -> str:
 
 ROOT_PROBLEM = _root_problem()
 
-#: Skip marker for every test that needs root and a live kernel.
+#: Skip marker for every test that needs root and a live kernel (a test carrying it also gets the ``root`` marker).
 requires_root = pytest.mark.skipif(bool(ROOT_PROBLEM), reason=ROOT_PROBLEM or "root available")
+
+#: Skip marker for a test that draws figures (matplotlib is optional: only ``emu plot`` and diagrams need it).
+requires_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason=f"needs matplotlib, which {sys.executable} cannot import (apt-get install python3-matplotlib, or "
+    "pip install .[plot])",
+)
+
+
+def root_fixture(*args, **kwargs) -> Callable:  # type: ignore[no-untyped-def]
+    """``pytest.fixture`` for a fixture that needs root (it builds namespaces, a cluster, ...): every test that uses
+    it, directly or through another fixture, gets the ``root`` marker.
+
+        @root_fixture(scope="module")
+        def netns(): ...
+    """
+
+    def decorate(function: Callable) -> Callable:
+        function.needs_root = True  # type: ignore[attr-defined]  # read by pytest_collection_modifyitems
+        return pytest.fixture(*args, **kwargs)(function)
+
+    return decorate
+
+
+def _needs_root(item: pytest.Item) -> bool:
+    """Whether ``item`` carries ``requires_root`` or uses a fixture made with ``root_fixture``."""
+    if any(mark == requires_root.mark for mark in item.iter_markers("skipif")):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs if info is not None else {}
+    return any(
+        getattr(definition.func, "needs_root", False)
+        for name in getattr(item, "fixturenames", ())
+        for definition in definitions.get(name, ())
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: `pytest -m "not root"` then leaves these out
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    """Give the ``root`` marker to every test that needs root (see ``_needs_root``), so that
+    ``pytest -m "not root"`` is a run an ordinary user can make."""
+    for item in items:
+        if item.get_closest_marker("root") is None and _needs_root(item):
+            item.add_marker(pytest.mark.root)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    """A test skipped because it "needs root" must carry the ``root`` marker: else it fails, saying so."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("root") is None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "needs root" in reason:
+            report.outcome = "failed"
+            report.longrepr = (f"{item.nodeid} needs root ({reason}) but has no root marker: give it "
+                               "@pytest.mark.root, conftest.requires_root or a conftest.root_fixture")
 
 
 def _udp_problem() -> str:
@@ -101,18 +164,27 @@ test_cluster_name.__test__ = False  # type: ignore[attr-defined]  # not a test, 
 
 def load_spec(topology: str, backend: str, name: Optional[str] = None):  # type: ignore[no-untyped-def]
     """The topology's spec on ``backend``, renamed to a name of this test run's own."""
+    from emu.plan.build import with_backend
     from emu.spec.load import load
 
     spec, _warnings = load([str(TOPOLOGIES / topology)])
-    spec = spec.with_backend(backend)
+    if backend != spec.network.backend.type:
+        spec = with_backend(spec, backend)
     return dataclasses.replace(spec, name=name or test_cluster_name(spec.name, backend))
+
+
+def load_plan(topology: str, backend: str, name: Optional[str] = None):  # type: ignore[no-untyped-def]
+    """The plan of ``topology`` on ``backend`` under a name of this test run's own (see load_spec)."""
+    from emu.plan.build import build_plan
+
+    return build_plan(load_spec(topology, backend, name))
 
 
 def make_cluster(topology: str, backend: str):  # type: ignore[no-untyped-def]
     """An unstarted emu.Cluster of ``topology`` on ``backend`` under a unique name."""
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
-    return Cluster(load_spec(topology, backend), backend=backend)
+    return Cluster(load_plan(topology, backend))
 
 
 def cluster_fixture(topologies: Union[str, Sequence[str]], backends: Iterable = tuple(BACKENDS)) -> Callable:
@@ -132,7 +204,7 @@ def cluster_fixture(topologies: Union[str, Sequence[str]], backends: Iterable = 
             ident = value if len(names) == 1 else f"{Path(topology).stem}-{value}"
             params.append(pytest.param((topology, value), id=ident, marks=marks))
 
-    @pytest.fixture(scope="module", params=params)
+    @root_fixture(scope="module", params=params)
     def fixture(request):  # type: ignore[no-untyped-def]
         if ROOT_PROBLEM:
             pytest.skip(ROOT_PROBLEM)

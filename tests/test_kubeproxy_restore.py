@@ -12,6 +12,7 @@ import subprocess
 from typing import Dict, Iterator, List
 
 import pytest
+from conftest import root_fixture
 
 from emu.plan.iptables import normalize_save, parse_save, render_restore
 from emu.proxy.iptables import Endpoint, Service, ServicePort, kube_proxy_tables
@@ -29,7 +30,7 @@ def _missing() -> str:
     return ""
 
 
-pytestmark = pytest.mark.skipif(bool(_missing()), reason=_missing() or "ok")
+pytestmark = [pytest.mark.skipif(bool(_missing()), reason=_missing() or "ok"), pytest.mark.root]
 
 _counter = itertools.count()
 
@@ -38,7 +39,7 @@ def run(argv: List[str], stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
+@root_fixture()
 def netns() -> Iterator[str]:
     name = f"emutest-kp-{os.getpid()}-{next(_counter)}"
     made = run(["ip", "netns", "add", name])

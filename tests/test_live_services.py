@@ -157,14 +157,15 @@ def root_iptables() -> str:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def cluster(request, root_iptables: str) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
+    from emu.plan.build import build_plan
     from emu.spec.load import load
 
     backend = request.param
     spec, _warnings = load([str(TOPOLOGY)])
     # A name of this run's own: its switch, tag and state directory collide with nobody else's cluster.
-    spec = dataclasses.replace(spec.with_backend(backend), name=f"svc-{os.getpid()}-{backend}")
-    with Cluster(spec) as live:
+    spec = dataclasses.replace(spec, name=f"svc-{os.getpid()}-{backend}")
+    with Cluster(build_plan(spec, backend=backend)) as live:
         yield live
 
 
@@ -199,10 +200,13 @@ def node_addresses(cluster: Any, node: str) -> Set[str]:
 
 def assert_rules_are_replanned(cluster: Any) -> None:
     """Every node's live iptables-save equals the rules re-planned from the live pods."""
-    from emu.plan.build import replan_services
+    import dataclasses
+
+    from emu.plan.changes import replan
     from emu.plan.iptables import normalize_save
 
-    replanned = replan_services(cluster.plan, cluster.spec, [p.plan for p in cluster.pods])
+    live = {p.name for p in cluster.pods}
+    replanned = replan(cluster.plan, dataclasses.replace(cluster.spec, pods=tuple(p for p in cluster.spec.pods if p.name in live)))
     assert replanned.services == cluster.plan.services
     for node in cluster.nodes:
         saved = node.exec(["iptables-save"])

@@ -123,11 +123,12 @@ import dataclasses, sys, time
 sys.path.insert(0, sys.argv[1])
 import emu.apply.underlay
 emu.apply.underlay.FLANNEL_RUN_DIR = sys.argv[5]
-from emu.apply.cluster import Cluster
+from emu.controller import Cluster
+from emu.plan.build import build_plan
 from emu.spec.load import load
 spec, _ = load([sys.argv[2]])
-spec = dataclasses.replace(spec.with_backend(sys.argv[4]), name=sys.argv[3])
-Cluster(spec, backend=sys.argv[4]).start()
+spec = dataclasses.replace(spec, name=sys.argv[3])
+Cluster(build_plan(spec, backend=sys.argv[4])).start()
 print("built", flush=True)
 time.sleep(60)
 """

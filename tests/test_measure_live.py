@@ -21,6 +21,7 @@ import time
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
+from conftest import root_fixture
 
 from emu.measure import ExecResult, MeasurementError
 from emu.measure.iperf import iperf3
@@ -98,7 +99,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@root_fixture()
 def pair() -> Iterator[Tuple[NetnsEndpoint, NetnsEndpoint]]:
     """Two fresh namespaces joined by a veth; deleted afterwards, whatever happened."""
     prefix = f"emutest-meas-{os.getpid()}"

@@ -208,6 +208,7 @@ def test_flannel_masquerade_rules_name_the_node_subnet(tmp_path: Path) -> None:
         assert f"-A FLANNEL-FWD -s {plan.pod_cidr}" in node.iptables
 
 
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables-restore"), reason="needs root and iptables")
 def test_every_node_document_is_accepted_by_iptables_restore(tmp_path: Path) -> None:
     for backend in BACKENDS:

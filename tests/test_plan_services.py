@@ -11,10 +11,13 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from emu.plan.build import build_plan, node_iptables, plan_added_pod, replan_services
+from emu.plan.build import build_plan
+from emu.plan.changes import diff, replan
 from emu.plan.ipam import IpamError
 from emu.plan.iptables import parse_save
 from emu.plan.model import Plan, PodPlan, Route
+from emu.plan.pods import plan_added_pod
+from emu.plan.services import node_iptables
 from emu.proxy.iptables import endpoint_chain, probabilities
 from emu.spec.errors import SpecError
 from emu.spec.load import load, load_added_pod
@@ -84,19 +87,21 @@ def manifest(name: str, labels: Optional[Dict[str, str]] = None, node: Optional[
 
 
 def add(spec: ClusterSpec, plan: Plan, doc: dict) -> "tuple[ClusterSpec, Plan, PodPlan]":
-    """What Cluster.add_pod does, without the kernel: validate, place, plan, re-plan the Services."""
+    """What Cluster.add_pod does, without the kernel: validate, place, re-plan; the diff names the new pod."""
     pod = load_added_pod(doc, spec)
-    pod_plan = plan_added_pod(plan, spec, pod)
     spec = dataclasses.replace(spec, pods=spec.pods + (pod,))
-    plan = dataclasses.replace(plan, pods=plan.pods + (pod_plan,))
-    return spec, replan_services(plan, spec, plan.pods), pod_plan
+    new = replan(plan, spec)
+    change = diff(plan, new)
+    assert [p.name for p in change.added_pods] == [pod.name] and not change.removed_pods
+    return spec, new, change.added_pods[0]
 
 
 def remove(spec: ClusterSpec, plan: Plan, name: str) -> "tuple[ClusterSpec, Plan]":
-    """What Cluster.delete_pod does to the spec and plan."""
-    live = [p for p in plan.pods if p.name != name]
+    """What Cluster.delete_pod does to the spec and plan; the diff names the removed pod."""
     spec = dataclasses.replace(spec, pods=tuple(p for p in spec.pods if p.name != name))
-    return spec, replan_services(plan, spec, live)
+    new = replan(plan, spec)
+    assert [p.name for p in diff(plan, new).removed_pods] == [name]
+    return spec, new
 
 
 def errors(exc: "pytest.ExceptionInfo[SpecError]") -> List[str]:

@@ -25,6 +25,8 @@ from conftest import (
     requires_root,
 )
 
+from emu.plan.build import build_plan
+
 pytestmark = requires_root
 
 
@@ -54,16 +56,16 @@ def test_fifty_build_teardown_cycles_do_not_grow_anything() -> None:
     own file descriptors and threads are back where they were, its memory and the root conntrack table do not
     grow with the cycles. (Machine-wide counts are attributed to the cluster as in conftest.leftovers, since
     other runs may share this machine.)"""
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
     spec = load_spec("two_nodes.yaml", "vxlan", name=f"cycle-{os.getpid()}")
-    with Cluster(spec):  # a first cycle warms caches (imports, Mininet's class setup)
+    with Cluster(build_plan(spec)):  # a first cycle warms caches (imports, Mininet's class setup)
         pass
     time.sleep(0.6)
     before, counts, conntrack = kernel_snapshot(), _process_counts(), _conntrack()
     owned = Ownership()
     for _ in range(50):
-        with Cluster(spec) as cluster:
+        with Cluster(build_plan(spec)) as cluster:
             owned.add_plan(cluster.plan)
             owned.add_state(cluster.state.processes)
             assert cluster.pod("client-0").exec(["true"]).returncode == 0
@@ -79,17 +81,17 @@ def test_fifty_build_teardown_cycles_do_not_grow_anything() -> None:
 
 
 def test_a_second_cluster_of_the_same_name_is_refused_and_the_first_survives(tmp_path: Path) -> None:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
     from emu.errors import EnvironmentProblem
 
     name = f"twice-{os.getpid()}"
     topology = _write_topology(name, tmp_path)
     spec = load_spec("two_nodes.yaml", "vxlan", name=name)
-    with Cluster(spec) as first:
+    with Cluster(build_plan(spec)) as first:
         target = first.pod("web-1").ip
         # the same name in this very process
         with pytest.raises(EnvironmentProblem, match="already running"):
-            Cluster(spec).start()
+            Cluster(build_plan(spec)).start()
         # and from another emu process, through the CLI
         result = subprocess.run(
             [sys.executable, "-m", "emu", "up", str(topology), "--run", "pods"],
@@ -108,11 +110,11 @@ def test_a_second_cluster_of_the_same_name_is_refused_and_the_first_survives(tmp
 
 
 def test_two_clusters_of_different_names_run_side_by_side() -> None:
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
     a = load_spec("two_nodes.yaml", "vxlan", name=f"side-a-{os.getpid()}")
     b = load_spec("two_nodes.yaml", "host-gw", name=f"side-b-{os.getpid()}")
-    with Cluster(a, backend="vxlan") as first, Cluster(b, backend="host-gw") as second:
+    with Cluster(build_plan(a)) as first, Cluster(build_plan(b)) as second:
         assert first.plan.switch != second.plan.switch
         for cluster in (first, second):
             target = cluster.pod("web-1").ip  # the same address in both: separate namespaces
@@ -146,11 +148,11 @@ def _routes_into(plan) -> List[str]:  # type: ignore[no-untyped-def]
 def test_traffic_stays_inside_the_emulation() -> None:
     """The root namespace gets no route into the pod, Service or node ranges; the emulation has no route out; a
     packet for an outside address from a pod or a node goes nowhere (captured on the switch's root-side ports)."""
-    from emu.apply.cluster import Cluster
+    from emu.controller import Cluster
 
     outside = "203.0.113.7"  # TEST-NET-3: in no emulated range, and never routed anywhere
     spec = load_spec("two_nodes.yaml", "vxlan", name=f"inside-{os.getpid()}")
-    with Cluster(spec) as cluster:
+    with Cluster(build_plan(spec)) as cluster:
         plan = cluster.plan
         assert _routes_into(plan) == []
         for node in cluster.nodes:
@@ -203,7 +205,7 @@ def test_emu_up_interrupted_leaves_nothing(tmp_path: Path, sig: int, moment: str
     """Ctrl-C (to the whole process group, as a terminal sends it) or SIGTERM (to emu alone, as kill sends it)
     at three moments of `emu up`: half way through the build, while a CLI command runs in a pod, during the
     teardown. Nothing of emu remains afterwards, without `emu clean`."""
-    from emu.plan.build import build_plan
+
     from emu.plan.names import cluster_tag
 
     name = f"intr-{moment[:4]}-{int(sig)}-{os.getpid()}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+from conftest import requires_matplotlib
 
 from emu.measure.iperf import parse_iperf3_json
 from emu.measure.ping import PingResult, parse_ping
@@ -277,6 +278,7 @@ def assert_valid_figures(paths: List[Path]) -> None:
             assert root.tag.endswith("svg"), path
 
 
+@requires_matplotlib
 def test_plot_results_small(tmp_path: Path) -> None:
     from emu.report.plots import plot_results
 
@@ -288,6 +290,7 @@ def test_plot_results_small(tmp_path: Path) -> None:
     assert "<use" in svg or "<text" in svg
 
 
+@requires_matplotlib
 def test_plot_single_run_and_missing_metrics(tmp_path: Path) -> None:
     from emu.report.plots import plot_results
 
@@ -303,6 +306,7 @@ def test_plot_single_run_and_missing_metrics(tmp_path: Path) -> None:
     assert_valid_figures(paths)
 
 
+@requires_matplotlib
 def test_plot_without_variant_columns(tmp_path: Path) -> None:
     from emu.report.plots import plot_results
 

@@ -21,9 +21,10 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -129,9 +130,11 @@ def run_emu(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     )
 
 
-def check(path_arg: str, exp: Expectation) -> List[Line]:
-    """Run ``emu validate`` on ``path_arg`` and assert everything a bad (or warning) case promises."""
-    proc = run_emu("validate", path_arg)
+def check(path_arg: str, exp: Expectation, proc: Optional[subprocess.CompletedProcess] = None) -> List[Line]:
+    """Run ``emu validate`` on ``path_arg`` (unless ``proc`` is that run already) and assert everything a bad (or
+    warning) case promises."""
+    if proc is None:
+        proc = run_emu("validate", path_arg)
     output = proc.stdout + proc.stderr
     context = f"emu validate {path_arg} said:\n{output}"
     assert "Traceback" not in output, context
@@ -177,9 +180,20 @@ def test_corpus_is_large_and_every_case_says_what_it_expects() -> None:
         assert exp.errors or exp.warnings or exp.notices, f"{path.name} has no '# expect:' (or warning/notice) line"
 
 
+@pytest.fixture(scope="module")
+def corpus_runs(request: pytest.FixtureRequest) -> Dict[Path, subprocess.CompletedProcess]:
+    """``emu validate`` of every case this session runs, a few at a time: each run is a Python starting up, and the
+    corpus is large (the cases are still run one file per process, as a user would)."""
+    wanted = [item.callspec.params["path"] for item in request.session.items
+              if getattr(item, "originalname", "") == "test_bad_input" and hasattr(item, "callspec")]
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        runs = {path: pool.submit(run_emu, "validate", str(path.relative_to(ROOT))) for path in wanted}
+    return {path: run.result() for path, run in runs.items()}
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
-def test_bad_input(path: Path) -> None:
-    check(str(path.relative_to(ROOT)), read_expectation(path))
+def test_bad_input(path: Path, corpus_runs: Dict[Path, subprocess.CompletedProcess]) -> None:
+    check(str(path.relative_to(ROOT)), read_expectation(path), corpus_runs.get(path))
 
 
 def test_three_independent_errors_give_three_lines() -> None:

@@ -56,8 +56,8 @@ def test_defaults_are_flannel_and_kubeadm_ones(tmp_path: Path) -> None:
     assert net.pod_cidr == IPv4Network("10.244.0.0/16")
     assert net.subnet_len == 24
     assert net.service_cidr == IPv4Network("10.96.0.0/12")
-    assert (net.backend.type, net.backend.vni, net.backend.port) == ("vxlan", 1, 8472)
-    assert net.backend.direct_routing is False and net.backend.mtu is None
+    assert (net.backend.type, net.backend.options.vni, net.backend.options.port) == ("vxlan", 1, 8472)
+    assert net.backend.options.direct_routing is False and net.backend.mtu is None
     assert spec.underlay.cidr == IPv4Network("192.168.56.0/24")
     assert spec.underlay.mtu == 1500
     assert [n.ip for n in spec.nodes] == [IPv4Address(f"192.168.56.{11 + i}") for i in range(3)]
@@ -67,14 +67,15 @@ def test_defaults_are_flannel_and_kubeadm_ones(tmp_path: Path) -> None:
 
 def test_udp_backend_defaults_to_port_8285(tmp_path: Path) -> None:
     spec, _ = load_text(tmp_path, cluster_text(extra="network:\n  backend: {Type: udp}\n"))
-    assert (spec.network.backend.type, spec.network.backend.port) == ("udp", 8285)
+    assert (spec.network.backend.type, spec.network.backend.options.port) == ("udp", 8285)
 
 
 @pytest.mark.parametrize("backend", ["vxlan", "host-gw", "udp"])
 def test_backend_string_shorthand(tmp_path: Path, backend: str) -> None:
     spec, _ = load_text(tmp_path, cluster_text(extra=f"network:\n  backend: {backend}\n"))
     assert spec.network.backend.type == backend
-    assert spec.network.backend.port == (8285 if backend == "udp" else 8472)
+    # each backend's own defaults: udp's port is 8285, vxlan's 8472, and host-gw has no port at all
+    assert getattr(spec.network.backend.options, "port", None) == {"udp": 8285, "vxlan": 8472}.get(backend)
 
 
 def test_backend_lower_camel_case_keys(tmp_path: Path) -> None:
@@ -82,7 +83,8 @@ def test_backend_lower_camel_case_keys(tmp_path: Path) -> None:
         extra="network:\n  backend: {type: vxlan, vni: 42, port: 4789, directRouting: true, mtu: 1400}\n"
     )
     backend = load_text(tmp_path, text)[0].network.backend
-    assert (backend.type, backend.vni, backend.port, backend.direct_routing, backend.mtu) == (
+    options = backend.options
+    assert (backend.type, options.vni, options.port, options.direct_routing, backend.mtu) == (
         "vxlan",
         42,
         4789,
@@ -247,7 +249,8 @@ def test_env_command_args_ports_and_volumes_are_applied(tmp_path: Path) -> None:
 
 
 def test_container_without_command_gets_an_idle_placeholder(tmp_path: Path) -> None:
-    from emu.plan.build import PLACEHOLDER_ARGV, build_plan
+    from emu.plan.build import build_plan
+    from emu.plan.pods import PLACEHOLDER_ARGV
 
     pod = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db}\nspec: {containers: [{name: redis, image: redis}]}\n"
     spec, _ = load_text(tmp_path, cluster_text() + pod)

@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Set
 import pytest
 import yaml
 
-from emu.spec import load as loader
+from emu import registry
+from emu.spec import cluster as loader
+from emu.spec import reader
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "schema" / "cluster.schema.json"
@@ -46,7 +48,7 @@ def test_schema_is_draft_07_json() -> None:
         ("Network", loader.NETWORK_FIELDS),
         ("Backend", loader.BACKEND_FIELDS),
         ("Underlay", loader.UNDERLAY_FIELDS),
-        ("Link", loader.LINK_FIELDS),
+        ("Link", reader.LINK_FIELDS),
         ("Node", loader.NODE_FIELDS),
     ],
 )
@@ -72,7 +74,7 @@ def test_schema_defaults_are_the_loaders() -> None:
     assert network["subnetLen"]["default"] == loader.DEFAULT_SUBNET_LEN
     assert network["serviceCIDR"]["default"] == loader.DEFAULT_SERVICE_CIDR
     assert definitions["Underlay"]["properties"]["cidr"]["default"] == loader.DEFAULT_UNDERLAY
-    assert definitions["BackendType"]["enum"] == list(loader.BACKENDS)
+    assert definitions["BackendType"]["enum"] == list(registry.BACKENDS)
     assert definitions["Cluster"]["properties"]["name"]["maxLength"] == loader.MAX_CLUSTER_NAME
     assert definitions["NodeName"]["maxLength"] == loader.MAX_NODE_NAME
     assert definitions["Cluster"]["properties"]["nodes"]["maxItems"] == loader.MAX_NODES

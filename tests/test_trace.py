@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BACKENDS as LIVE_BACKENDS
-from conftest import cluster_fixture, requires_root
+from conftest import cluster_fixture, requires_matplotlib, requires_root
 
 from emu.plan.build import build_plan
 from emu.proxy import iptables as kubeproxy
@@ -135,7 +135,7 @@ def test_pod_to_service_follows_each_endpoint(backend: str) -> None:
 
 
 def _kube(plan):  # type: ignore[no-untyped-def]
-    from emu.plan.build import kube_services
+    from emu.plan.services import kube_services
 
     return kube_services(plan.services)[0]
 
@@ -310,6 +310,27 @@ def test_live_deleted_route_is_the_first_hop_not_seen(two_nodes) -> None:  # typ
 
 
 @requires_root
+@pytest.mark.root
+def test_live_trace_to_a_deleted_pod_follows_the_address_it_had() -> None:
+    """A pod deleted while the cluster runs: the trace still knows its address, says so, and the packet is not
+    delivered; a deleted pod cannot be a source."""
+    from conftest import make_cluster
+
+    from emu.errors import EmuError
+
+    with make_cluster("two_nodes.yaml", "vxlan") as cluster:
+        address = cluster.pod("web-1").ip
+        cluster.delete_pod("web-1")
+        assert cluster.former_pod("web-1") is not None and cluster.former_pod("client-0") is None
+        result = _trace(cluster, "client-0", "web-1")
+        assert f"pod web-1 is not running: tracing to the address it had, {address}" in result.notes
+        assert not result.ok
+        with pytest.raises(EmuError, match="not running"):
+            _trace(cluster, "web-1", "client-0")
+
+
+@requires_root
+@requires_matplotlib
 @pytest.mark.root
 def test_live_cli_json_and_diagram(tmp_path: Path) -> None:
     diagram = tmp_path / "trace.svg"

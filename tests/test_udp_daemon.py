@@ -7,7 +7,7 @@ real daemon in each, once with its default data path (flannel's proxy.c loop) an
 
     p1 10.244.1.2 --veth-- n1 [flannel0 10.244.1.0/32] 192.168.56.11 ==veth== 192.168.56.12 [flannel0 10.244.2.0/32] n2 --veth-- p2 10.244.2.2
 
-Run: ``sudo python -m pytest tests/test_udp_daemon.py -q``.
+Run, from the repository's top directory: ``sudo python -m pytest tests/test_udp_daemon.py -q``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import time
 from typing import Dict, Iterator, List, Optional
 
 import pytest
+from conftest import root_fixture
 
 from emu.backends.udp import batched, device, helper
 from emu.backends.udp import packets as fu
@@ -359,7 +360,7 @@ class Nodes:
         delete_namespaces(list(self.ns.values()))
 
 
-@pytest.fixture(scope="class", params=list(MODES))
+@root_fixture(scope="class", params=list(MODES))
 def nodes(request: pytest.FixtureRequest) -> Iterator[Nodes]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces and TUN devices")
@@ -395,6 +396,7 @@ def read_pcap(path: str) -> List[bytes]:
 
 
 @needs_root
+@pytest.mark.root
 class TestTwoNodes:
     """Pod-to-pod traffic through a real daemon on each node, in both loop styles."""
 
@@ -499,6 +501,7 @@ class TestTwoNodes:
 
 
 @needs_root
+@pytest.mark.root
 def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> None:
     ns = f"{PREFIX}term"
     ready_file = os.path.join(str(tmp_path), "ready")
@@ -528,6 +531,7 @@ def test_sigterm_exits_zero_and_removes_device(tmp_path: "os.PathLike[str]") -> 
 
 
 @needs_root
+@pytest.mark.root
 def test_without_the_c_loop_python_takes_over() -> None:
     """No C loop (EMU_UDP_HELPER names nothing): by default the daemon says so and runs the Python loop;
     with --loop c it refuses, with one line and exit 1."""

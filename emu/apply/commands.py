@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, TypeVar, Union
 
 from emu.errors import BuildError
-from emu.measure import ExecResult
+from emu.types import ExecResult
 
 Command = Union[str, Sequence[str]]
 

@@ -3,32 +3,25 @@
 Sysctls, ``cni0``, the backend's devices (``flannel.1`` / ``flannel0``), addresses, routes and permanent
 neighbour entries in one ``ip -batch``, FDB entries in one ``bridge -batch``, ``/run/flannel/subnet.env`` in
 the node's private /run/flannel, and the node's whole iptables document in one ``iptables-restore``.
-The udp backend's TUN device is created by its daemon, so the daemon is started first (``start_daemon``).
+A backend's daemons (udp's flanneld, which creates flannel0 itself) are started first (``start_daemons``); the
+devices of a backend are created with the lines its module gives (``emu.registry``).
 """
 
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from emu import registry
 from emu.apply.commands import Namespaces, check, ip_batch
 from emu.plan.model import Device, NodePlan
 
 
 def device_lines(device: Device) -> List[str]:
-    """``ip -batch`` lines creating ``device`` (a tun device already exists: its daemon made it)."""
-    mac = f" address {device.mac}" if device.mac else ""
+    """``ip -batch`` lines creating ``device``: cni0 here, a backend's devices by its module (``emu.registry``)."""
     if device.kind == "bridge":
+        mac = f" address {device.mac}" if device.mac else ""
         lines = [f"link add {device.name}{mac} mtu {device.mtu} type bridge"]
-    elif device.kind == "vxlan":
-        learning = "learning" if device.option("learning") == "on" else "nolearning"
-        lines = [
-            f"link add {device.name}{mac} mtu {device.mtu} type vxlan id {device.option('id')}"
-            f" local {device.option('local')} dev {device.option('dev')} dstport {device.option('dstport')}"
-            f" {learning}"
-        ]
-    elif device.kind == "tun":
-        lines = [f"link set {device.name} mtu {device.mtu}"]
     else:
-        raise ValueError(f"unknown device kind {device.kind!r}")
+        lines = list(registry.backend_of_device(device.kind).device_lines(device))
     lines += [f"addr add {address} dev {device.name}" for address in device.addresses]
     lines.append(f"link set {device.name} up")
     return lines
@@ -38,9 +31,13 @@ def apply_node(
     node: NodePlan,
     ns: Namespaces,
     state_dir: Path,
-    start_daemon: Optional[Callable[[NodePlan], None]] = None,
+    start_daemons: Optional[Callable[[NodePlan], None]] = None,
 ) -> None:
-    """Program ``node`` in the namespaces ``ns`` (its Mininet shell's)."""
+    """Program ``node`` in the namespaces ``ns`` (its Mininet shell's).
+
+    start_daemons: starts the backend's daemons in the node (and waits until they are ready) before its devices
+        are configured: udp's flanneld creates flannel0 itself.
+    """
     check(
         f"{node.name}: sysctls",
         ["sysctl", "-q", "-w"] + [f"{key}={value}" for key, value in node.sysctls],
@@ -49,8 +46,8 @@ def apply_node(
     env_file = state_dir / "nodes" / node.name / "flannel" / "subnet.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
     env_file.write_text(node.subnet_env)
-    if node.udp is not None and start_daemon is not None:
-        start_daemon(node)
+    if start_daemons is not None:
+        start_daemons(node)
     lines: List[str] = []
     for device in node.devices:
         lines += device_lines(device)

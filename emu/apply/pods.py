@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu.apply.commands import GATE, Namespaces, base_env, ip_batch, popen, release
+from emu.apply.netlink import NetlinkError, RouteSocket
 from emu.errors import BuildError
 from emu.plan.model import ContainerPlan, PodPlan
 
@@ -138,8 +139,6 @@ def wire_pods(node: str, pods: Sequence[PodPlan], pause_pids: Dict[str, int], no
 def configure_pod(pod: PodPlan, pause_pid: int) -> None:
     """Inside the pod: ``ip link set lo up``, ``addr add IP/LEN dev eth0``, ``link set eth0 up``, then the
     pod's routes; sent over rtnetlink from emu itself (emu.apply.netlink), not by an ``ip`` per pod."""
-    from emu.apply.netlink import NetlinkError, RouteSocket
-
     address = f"{pod.ip}/{pod.prefixlen}"
     steps: List[Tuple[str, Callable[[RouteSocket], None]]] = [
         ("link set lo up", lambda s: s.link_up("lo")),

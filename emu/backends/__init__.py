@@ -1,23 +1,20 @@
-"""Flannel backends as plan modules: one module per backend, one small interface.
+"""flannel's backends, one module each: ``vxlan`` (flannel.1), ``host_gw`` (plain routes), ``udp`` (flannel0 and
+its daemon).
 
-A backend module defines:
-- ``NAME``: the flannel backend type (``vxlan``, ``host-gw``, ``udp``);
-- ``OVERHEAD``: bytes of encapsulation, so the pod MTU is the underlay MTU minus it;
-- ``plan_node(ctx, lease) -> NodeDataplane``: the devices, routes, neighbour and FDB entries, and for udp the
-  daemon table, that flannel programs on the node holding ``lease``.
-Adding a backend is adding a module here and its name to ``MODULES``.
+A backend module owns everything about its backend (the contract is in ``emu.features``): its options under
+``network.backend`` and their validation, its plan fragment (devices, routes, neighbour and FDB entries, daemons
+per node), the ``ip`` lines that create its devices, its kernel needs, and its hops in ``emu trace``. This package
+holds what they share: the inputs of ``plan_node`` (a node's ``Lease`` and the ``BackendContext``) and its output
+(``NodeDataplane``). ``emu.registry`` lists the modules.
 """
 
-import importlib
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from types import ModuleType
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from emu.plan.model import Device, FdbEntry, Neighbour, Route, UdpDaemon
-from emu.spec.model import Backend
 
-MODULES = {"vxlan": "vxlan", "host-gw": "host_gw", "udp": "udp"}
+__all__ = ["Lease", "BackendContext", "NodeDataplane", "pod_mtu"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +29,10 @@ class Lease:
 
 @dataclass(frozen=True)
 class BackendContext:
-    backend: Backend
+    """What every node's plan is made from: the backend's options, the pod MTU, the networks and every lease."""
+
+    options: Any  # the backend module's own options object (its read_options() result)
+    pod_mtu: int
     network: IPv4Network
     underlay: IPv4Network
     underlay_dev: str
@@ -45,6 +45,8 @@ class BackendContext:
 
 @dataclass(frozen=True)
 class NodeDataplane:
+    """A backend's fragment of one node's plan."""
+
     devices: Tuple[Device, ...] = ()
     routes: Tuple[Route, ...] = ()
     neighbours: Tuple[Neighbour, ...] = ()
@@ -52,14 +54,6 @@ class NodeDataplane:
     udp: Optional[UdpDaemon] = None
 
 
-def module(name: str) -> ModuleType:
-    if name not in MODULES:
-        raise KeyError(f"unknown backend {name!r} (one of {', '.join(MODULES)})")
-    return importlib.import_module(f"emu.backends.{MODULES[name]}")
-
-
-def pod_mtu(backend: Backend, underlay_mtu: int) -> int:
-    """Flannel's MTU for pods: the underlay's minus the backend's encapsulation, unless configured."""
-    if backend.mtu is not None:
-        return backend.mtu
-    return underlay_mtu - module(backend.type).OVERHEAD
+def pod_mtu(configured: Optional[int], overhead: int, underlay_mtu: int) -> int:
+    """flannel's MTU for pods: the underlay's minus the backend's encapsulation, unless configured."""
+    return configured if configured is not None else underlay_mtu - overhead

@@ -5,20 +5,26 @@ This package owns *what a measurement endpoint is* and how a measurement fails:
 - ``Endpoint``: the duck type every measurement takes as source and destination (a pod, a container, a node,
   a Service, or a hand-made network namespace in a test). It has ``name``, ``ip``, ``node``, ``exec()`` and
   ``popen()``; nothing else is assumed.
-- ``ExecResult``: what ``Endpoint.exec`` returns (stdout, stderr, exit status). The apply layer uses it too.
+- ``ExecResult`` (from ``emu.types``, shared with the apply layer): what ``Endpoint.exec`` returns.
 - ``MeasurementError``: a measurement could not be made (tool missing, peer unreachable, iperf3 error, timeout).
   It carries the tool's own message.
 
 The tools live in their own modules, each with a pure parser tested on real captured output:
 ``emu.measure.ping`` (``ping()``, ``parse_ping()``) and ``emu.measure.iperf`` (``iperf3()``,
-``parse_iperf3_json()``). This layer imports nothing from the rest of emu: only the standard library.
+``parse_iperf3_json()``). This layer imports nothing from the rest of emu but the shared ``emu.types``.
+
+- ``python_module_argv``: the argv that runs one of emu's helper programs (a module with a ``main``, such as
+  ``emu.measure.rr_peers``) inside an endpoint, with ``python3 -m``.
 """
 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+import sys
+from pathlib import Path
 from typing import List, Optional
+
+from emu.types import ExecResult
 
 try:  # Python 3.8 has typing.Protocol; runtime_checkable lets isinstance() check the shape.
     from typing import Protocol, runtime_checkable
@@ -29,7 +35,14 @@ except ImportError:  # pragma: no cover - older Pythons are not supported, but s
         return cls
 
 
-__all__ = ["Endpoint", "ExecResult", "MeasurementError", "run_checked_timeout", "TIMEOUT_STATUS"]
+__all__ = [
+    "Endpoint",
+    "ExecResult",
+    "MeasurementError",
+    "run_checked_timeout",
+    "python_module_argv",
+    "TIMEOUT_STATUS",
+]
 
 #: The exit status an ``exec`` that gave up waiting reports (as GNU ``timeout`` does); see ``Endpoint.exec``.
 TIMEOUT_STATUS = 124
@@ -37,20 +50,6 @@ TIMEOUT_STATUS = 124
 
 class MeasurementError(RuntimeError):
     """A measurement could not be made; the message names the endpoints and quotes the tool's own error."""
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """The outcome of a command run to completion inside an endpoint's network namespace."""
-
-    stdout: str
-    stderr: str
-    returncode: int
-
-    @property
-    def ok(self) -> bool:
-        """True when the command exited 0."""
-        return self.returncode == 0
 
 
 @runtime_checkable
@@ -96,3 +95,17 @@ def run_checked_timeout(endpoint: Endpoint, argv: List[str], timeout: Optional[f
         detail = (result.stderr or "").strip().splitlines()
         raise MeasurementError(f"{what}: no result{within} (timed out)" + (f": {detail[-1]}" if detail else ""))
     return result
+
+
+#: The directory that holds the ``emu`` package (a helper program finds emu there, whatever its working directory).
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+def python_module_argv(module: str, *args: str) -> List[str]:
+    """The argv that runs ``python3 -m module args...`` in an endpoint: the Python running emu, told where emu is.
+
+    An endpoint's command starts with a working directory and an environment of its own (``/`` and a container's
+    variables), so the package's directory is passed in ``PYTHONPATH`` by ``env``, which then execs Python: the
+    process an endpoint's ``popen`` returns is the helper program itself.
+    """
+    return ["env", f"PYTHONPATH={PACKAGE_ROOT}", sys.executable, "-m", module, *args]

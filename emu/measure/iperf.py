@@ -244,6 +244,31 @@ def _reap(server: "subprocess.Popen", grace: float) -> Tuple[str, str, bool]:
                 stream.close()
 
 
+def _client_argv(
+    address: str,
+    port: int,
+    seconds: int,
+    protocol: str,
+    parallel: int,
+    bitrate: Optional[Union[str, int, float]],
+    reverse: bool,
+    omit: int,
+) -> List[str]:
+    """The iperf3 client's command line (JSON output), as ``iperf3()``'s parameters ask for it."""
+    client: List[str] = ["iperf3", "-c", address, "-p", str(port), "-J", "-t", str(seconds)]
+    if parallel != 1:
+        client += ["-P", str(parallel)]
+    if protocol == "udp":
+        client.append("-u")
+    if bitrate is not None:
+        client += ["-b", str(bitrate) if isinstance(bitrate, str) else str(int(bitrate))]
+    if reverse:
+        client.append("-R")
+    if omit:
+        client += ["-O", str(omit)]
+    return client
+
+
 def iperf3(
     src: Any,
     dst: Union[Any, Tuple[Any, str]],
@@ -286,17 +311,7 @@ def iperf3(
     address = connect_to or str(dst.ip)
     what = f"iperf3 {protocol} {src.name} -> {dst.name} ({address}:{port})"
 
-    client: List[str] = ["iperf3", "-c", address, "-p", str(port), "-J", "-t", str(seconds)]
-    if parallel != 1:
-        client += ["-P", str(parallel)]
-    if protocol == "udp":
-        client.append("-u")
-    if bitrate is not None:
-        client += ["-b", str(bitrate) if isinstance(bitrate, str) else str(int(bitrate))]
-    if reverse:
-        client.append("-R")
-    if omit:
-        client += ["-O", str(omit)]
+    client = _client_argv(address, port, seconds, protocol, parallel, bitrate, reverse, omit)
     if _supports_connect_timeout(src):
         client += ["--connect-timeout", str(int(connect_timeout * 1000))]
     if timeout is None:

@@ -3,8 +3,8 @@
 Ping cannot measure a path through a Service: kube-proxy's rules translate TCP and UDP, not ICMP, so a ClusterIP
 does not answer ping. A TCP round trip can, and it is measured the same way on every placement, so the figures
 compare. An echo server runs in the destination, a client in the source sends ``count`` messages of ``size``
-bytes one after the other on one connection and times each reply (``time.perf_counter``). Both are small
-``python3`` programs passed as ``-c`` arguments; nothing reaches a shell.
+bytes one after the other on one connection and times each reply (``time.perf_counter``). Both are the
+programs of ``emu.measure.rr_peers``, run with ``python3 -m``; nothing reaches a shell.
 """
 
 import json
@@ -13,50 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Tuple
 
-from emu.measure import MeasurementError
+from emu.measure import MeasurementError, python_module_argv
 from emu.measure.ping import percentile
 
-SERVER = r"""
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
-print("listening", flush=True)
-c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-size = int(sys.argv[2]); buf = bytearray(size); view = memoryview(buf)
-while True:
-    got = 0
-    while got < size:
-        n = c.recv_into(view[got:])
-        if not n:
-            sys.exit(0)
-        got += n
-    c.sendall(buf)
-"""
-
-CLIENT = r"""
-import json, socket, sys, time
-host, port, count, size, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-deadline = time.monotonic() + timeout
-while True:
-    try:
-        c = socket.create_connection((host, port), timeout=2)
-        break
-    except OSError as e:
-        if time.monotonic() > deadline:
-            print(json.dumps({"error": "connect: %s" % e})); sys.exit(1)
-        time.sleep(0.05)
-c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-msg = b"x" * size; buf = bytearray(size); view = memoryview(buf); rtts = []
-for _ in range(count + 5):
-    t = time.perf_counter(); c.sendall(msg); got = 0
-    while got < size:
-        n = c.recv_into(view[got:])
-        if not n:
-            print(json.dumps({"error": "connection closed", "rtts": rtts})); sys.exit(1)
-        got += n
-    rtts.append((time.perf_counter() - t) * 1000.0)
-print(json.dumps({"peer": c.getpeername()[0], "rtts": rtts[5:]}))
-"""
+#: The module of the two programs (echo server, timing client).
+PEERS = "emu.measure.rr_peers"
 
 
 @dataclass(frozen=True)
@@ -78,7 +39,7 @@ class RRResult:
 def tcp_rr(src: Any, dst: Any, port: int = 5202, count: int = 200, size: int = 64, timeout: float = 10.0) -> RRResult:
     """Round-trip times of ``count`` ``size``-byte messages from ``src`` to ``dst`` (an endpoint whose ``ip``
     is the address to connect to: a pod, a container at 127.0.0.1, a node, or a Service's cluster IP)."""
-    server = dst.popen(["python3", "-c", SERVER, str(port), str(size)])
+    server = dst.popen(python_module_argv(PEERS, "server", str(port), str(size)))
     try:
         line = server.stdout.readline() if server.stdout else ""
         if "listening" not in line:
@@ -86,7 +47,7 @@ def tcp_rr(src: Any, dst: Any, port: int = 5202, count: int = 200, size: int = 6
             raise MeasurementError(f"echo server in {dst.name} did not start: {err.strip() or line.strip()}")
         started = time.monotonic()
         result = src.exec(
-            ["python3", "-c", CLIENT, dst.ip, str(port), str(count), str(size), str(timeout)],
+            python_module_argv(PEERS, "client", dst.ip, str(port), str(count), str(size), str(timeout)),
             timeout=timeout + count * 0.5 + 5,
         )
         try:

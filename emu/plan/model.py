@@ -4,7 +4,7 @@ Nothing here computes anything; ``emu.plan.build`` fills these records and ``emu
 ``to_dict`` gives the stable JSON form that ``emu plan --format json`` prints (documented in docs/plan-json.md).
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Dict, Optional, Tuple
 
 
@@ -191,6 +191,12 @@ class Plan:
     nodes: Tuple[NodePlan, ...]
     pods: Tuple[PodPlan, ...]
     services: Tuple[ServicePlan, ...] = field(default=())
+    #: Every enabled add-on's plan fragment, in registry order: (name, its fragment or None). In the JSON as an
+    #: object ``{name: fragment}``, left out when no add-on is enabled.
+    addons: Tuple[Tuple[str, Any], ...] = field(default=())
+    #: The ClusterSpec this plan was made from (what the controller re-plans from when the cluster changes).
+    #: Not part of the plan's JSON, nor of its equality: two plans are equal when their kernel objects are.
+    spec: Any = field(default=None, compare=False, repr=False)
 
     def node(self, name: str) -> NodePlan:
         for node in self.nodes:
@@ -207,10 +213,25 @@ class Plan:
     def pods_on(self, node: str) -> Tuple[PodPlan, ...]:
         return tuple(p for p in self.pods if p.node == node)
 
+    def addon(self, name: str) -> Any:
+        """The plan fragment of add-on ``name`` (None when it has none, or is not enabled)."""
+        return dict(self.addons).get(name)
+
     def to_dict(self) -> Dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: _as_data(getattr(self, f.name)) for f in fields(self) if f.name != "spec"}
+        if not self.addons:
+            del data["addons"]
         data["format"] = "emu-plan/v1"
         return _lists(data)
+
+
+def _as_data(value: Any) -> Any:
+    """``dataclasses.asdict`` for one field's value (records and tuples of records)."""
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_data(v) for v in value)
+    return value
 
 
 def _lists(value: Any) -> Any:
@@ -222,7 +243,7 @@ def _lists(value: Any) -> Any:
     return value
 
 
-_PAIR_FIELDS = {"options", "sysctls", "labels", "backend_options", "env"}
+_PAIR_FIELDS = {"options", "sysctls", "labels", "backend_options", "env", "addons"}
 
 
 def _pairs_to_dict(value: Any) -> Dict[str, Any]:

@@ -38,14 +38,14 @@ kube-proxy passes to iptables-restore, so a plan can be compared line for line w
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from emu.features import KernelNeed, Tool
 from emu.plan.iptables import Chain, Table, save_quote
+from emu.proxy.services import Endpoint, Service, ServicePort, hash16, service_port_name
 
 __all__ = [
     "Endpoint",
@@ -62,6 +62,10 @@ __all__ = [
     "MASQUERADE_BIT",
     "LARGE_CLUSTER_ENDPOINTS",
 ]
+
+NAME = "iptables"
+KERNEL_NEEDS: Tuple[KernelNeed, ...] = ()
+TOOLS = (Tool("iptables-restore", "iptables"), Tool("iptables-save", "iptables"))
 
 #: kube-proxy's default --masquerade-bit: the SNAT mark is 1 << 14 = 0x4000.
 MASQUERADE_BIT = 14
@@ -85,95 +89,20 @@ AFFINITIES = ("None", "ClientIP")
 _RECENT_TAIL = "--mask 255.255.255.255 --rsource"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One ready endpoint of a service port.
-
-    pod: the pod's name (informational).
-    ip: the pod's IPv4 address.
-    port: the resolved target port on the pod.
-    node: the node the pod runs on (informational; Cluster traffic policy ignores it).
-    """
-
-    pod: str
-    ip: str
-    port: int
-    node: str
-
-    @property
-    def address(self) -> str:
-        """``ip:port``, kube-proxy's endpoint string (the DNAT target)."""
-        return f"{self.ip}:{self.port}"
-
-
-@dataclass(frozen=True)
-class ServicePort:
-    """One port of a Service, with its endpoints.
-
-    name: the port's name ("" for a single unnamed port, as Kubernetes allows).
-    protocol: "TCP" or "UDP".
-    port: the Service port on the clusterIP.
-    target: the targetPort as written (a number as a string, or a named port); informational, endpoints
-        carry the resolved port.
-    node_port: the allocated nodePort (NodePort services only).
-    endpoints: the ready endpoints, in any order (kube-proxy sorts them by ``ip:port`` string).
-    """
-
-    name: str
-    protocol: str
-    port: int
-    target: str
-    node_port: Optional[int] = None
-    endpoints: Tuple[Endpoint, ...] = ()
-
-
-@dataclass(frozen=True)
-class Service:
-    """A Service as kube-proxy sees it.
-
-    namespace, name: the Service's namespace and name.
-    type: "ClusterIP" or "NodePort".
-    cluster_ip: the virtual IP; "None" or "" (headless) makes kube-proxy ignore the Service.
-    ports: the Service's ports.
-    session_affinity: "None" or "ClientIP".
-    affinity_timeout: sessionAffinityConfig.clientIP.timeoutSeconds (ClientIP only).
-    """
-
-    namespace: str
-    name: str
-    type: str
-    cluster_ip: str
-    ports: Tuple[ServicePort, ...]
-    session_affinity: str = "None"
-    affinity_timeout: int = 10800
-
-
-# ---------------------------------------------------------------------------------------------- names
-
-
-def service_port_name(namespace: str, name: str, port_name: str) -> str:
-    """kube-proxy's ServicePortName string: ``ns/name:port``, or ``ns/name`` for an unnamed port."""
-    return f"{namespace}/{name}" + (f":{port_name}" if port_name else "")
-
-
-def _hash16(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
-
-
 def service_port_chain(namespace: str, name: str, port_name: str, protocol: str) -> str:
     """The ``KUBE-SVC-<hash>`` chain of a service port (proxier.go ``servicePortPolicyClusterChain``)."""
-    return "KUBE-SVC-" + _hash16(service_port_name(namespace, name, port_name) + protocol.lower())
+    return "KUBE-SVC-" + hash16(service_port_name(namespace, name, port_name) + protocol.lower())
 
 
 def external_chain(namespace: str, name: str, port_name: str, protocol: str) -> str:
     """The ``KUBE-EXT-<hash>`` chain of a service port (same hash as its KUBE-SVC chain)."""
-    return "KUBE-EXT-" + _hash16(service_port_name(namespace, name, port_name) + protocol.lower())
+    return "KUBE-EXT-" + hash16(service_port_name(namespace, name, port_name) + protocol.lower())
 
 
 def endpoint_chain(namespace: str, name: str, port_name: str, protocol: str, endpoint_ip_port: str) -> str:
     """The ``KUBE-SEP-<hash>`` chain of one endpoint (``ip:port``) of a service port."""
     text = service_port_name(namespace, name, port_name) + protocol.lower() + endpoint_ip_port
-    return "KUBE-SEP-" + _hash16(text)
+    return "KUBE-SEP-" + hash16(text)
 
 
 # --------------------------------------------------------------------------------------- probabilities
@@ -199,6 +128,11 @@ def probabilities(n: int) -> List[Optional[str]]:
     if n < 0:
         raise ValueError(f"number of endpoints must be >= 0, not {n}")
     return [_probability(n - i) for i in range(n - 1)] + ([None] if n else [])
+
+
+def node_tables(services: Sequence[Service], cluster_cidr: str, node_ip: str) -> Dict[str, Table]:
+    """The proxy mode's rules in a node (the contract of ``emu.features``): kube-proxy's defaults."""
+    return kube_proxy_tables(services, cluster_cidr, node_ip)
 
 
 def required_sysctls(localhost_nodeports: bool = True) -> Dict[str, str]:
@@ -359,6 +293,41 @@ def kube_proxy_tables(
     plans = _plan_ports(services)
     large = sum(len(p.endpoints) for p in plans) > large_cluster_endpoints
 
+    filter_rules, nat_rules = _jump_and_masquerade_rules(mark, localhost_nodeports, random_fully)
+    nat_chains: List[str] = []
+    for p in plans:
+        port_filter, port_nat, chains = _service_port_rules(p, cidr, large)
+        filter_rules += port_filter
+        nat_rules += port_nat
+        nat_chains += chains
+    # Tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
+    not_loopback = "" if localhost_nodeports else " ! -d 127.0.0.0/8"
+    nat_rules.append(
+        f"-A {KUBE_SERVICES}{not_loopback} "
+        f"{_comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
+        f" -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
+    # KUBE-FORWARD: drop INVALID (kubernetes issue 74839), accept marked and established traffic.
+    filter_rules += [
+        f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
+        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding rules')} -m mark --mark {mark}/{mark} -j ACCEPT",
+        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding conntrack rule')}"
+        " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]
+
+    # Built-in chains are declared with policy "-": kube-proxy never sets a policy, the node keeps its own.
+    filter_chains = [Chain(n) for n in ("INPUT", "FORWARD", "OUTPUT", KUBE_SERVICES, KUBE_EXTERNAL_SERVICES,
+                                        KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_FIREWALL)]
+    nat = [Chain(n) for n in ["PREROUTING", "OUTPUT", "POSTROUTING", KUBE_SERVICES, KUBE_NODEPORTS,
+                              KUBE_POSTROUTING, KUBE_MARK_MASQ] + nat_chains]
+    return {
+        "filter": Table("filter", filter_chains, filter_rules),
+        "nat": Table("nat", nat, nat_rules),
+    }
+
+
+def _jump_and_masquerade_rules(mark: str, localhost_nodeports: bool, random_fully: bool) -> Tuple[List[str], List[str]]:
+    """The filter and nat rules every node has whatever its Services: the jumps from the built-in chains, the
+    masquerade chains and kubelet's localnet rule."""
     # Jumps from the built-in chains. kube-proxy *prepends* each jump of iptablesJumpChains in turn, so
     # a chain ends up with them in reverse order; kubelet's KUBE-FIREWALL jumps predate kube-proxy's.
     new = "-m conntrack --ctstate NEW "
@@ -395,79 +364,65 @@ def kube_proxy_tables(
         filter_rules.append(
             f"-A {KUBE_FIREWALL} ! -s 127.0.0.0/8 -d 127.0.0.0/8 {_comment('block incoming localnet connections')}"
             " -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP")
+    return filter_rules, nat_rules
+
+
+def _service_port_rules(p: "_PortPlan", cidr: str, large: bool) -> Tuple[List[str], List[str], List[str]]:
+    """One service port's filter rules, nat rules and nat chains: REJECT without endpoints; else KUBE-SERVICES'
+    match, KUBE-EXT for a NodePort, KUBE-SVC (masquerade from outside the pod network, affinity, random pick) and a
+    KUBE-SEP per endpoint (hairpin masquerade, DNAT)."""
 
     def ep_comment(text: str) -> str:
         # Per-endpoint comments, which kube-proxy leaves out in large-cluster mode.
         return "" if large else " " + _comment(text)
 
+    filter_rules: List[str] = []
+    nat_rules: List[str] = []
     nat_chains: List[str] = []
-    for p in plans:
-        cip, port, proto, spn = p.service.cluster_ip, p.port.port, p.proto, p.spn
-        if not p.endpoints:
-            # No endpoints: nothing in nat; refuse new connections in filter (proxier.go: "has no endpoints").
-            why = _comment(f"{spn} has no endpoints")
-            filter_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {why} -m {proto} --dport {port}"
-                                " -j REJECT --reject-with icmp-port-unreachable")
-            if p.node_port is not None:
-                filter_rules.append(f"-A {KUBE_EXTERNAL_SERVICES} -p {proto} {why} -m addrtype --dst-type LOCAL"
-                                    f" -m {proto} --dport {p.node_port} -j REJECT --reject-with icmp-port-unreachable")
-            continue
-        cluster_ip_comment = _comment(f"{spn} cluster IP")
-        nat_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
-                         f" --dport {port} -j {p.svc_chain}")
+    cip, port, proto, spn = p.service.cluster_ip, p.port.port, p.proto, p.spn
+    if not p.endpoints:
+        # No endpoints: nothing in nat; refuse new connections in filter (proxier.go: "has no endpoints").
+        why = _comment(f"{spn} has no endpoints")
+        filter_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {why} -m {proto} --dport {port}"
+                            " -j REJECT --reject-with icmp-port-unreachable")
         if p.node_port is not None:
-            nat_chains.append(p.ext_chain)
-            nat_rules += [
-                f"-A {KUBE_NODEPORTS} -p {proto} {_comment(spn)} -m {proto} --dport {p.node_port} -j {p.ext_chain}",
-                f"-A {p.ext_chain} {_comment(f'masquerade traffic for {spn} external destinations')}"
-                f" -j {KUBE_MARK_MASQ}",
-                f"-A {p.ext_chain} -j {p.svc_chain}",
-            ]
-        # KUBE-SVC: masquerade what does not come from a pod, then pick an endpoint.
-        nat_chains.append(p.svc_chain)
-        nat_rules.append(f"-A {p.svc_chain} ! -s {cidr} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
-                         f" --dport {port} -j {KUBE_MARK_MASQ}")
-        affinity = p.service.session_affinity == "ClientIP"
-        if affinity:
-            for e in p.endpoints:
-                nat_rules.append(
-                    f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')} -m recent --rcheck"
-                    f" --seconds {p.service.affinity_timeout} --reap --name {e.chain} {_RECENT_TAIL} -j {e.chain}")
+            filter_rules.append(f"-A {KUBE_EXTERNAL_SERVICES} -p {proto} {why} -m addrtype --dst-type LOCAL"
+                                f" -m {proto} --dport {p.node_port} -j REJECT --reject-with icmp-port-unreachable")
+        return filter_rules, [], []
+    cluster_ip_comment = _comment(f"{spn} cluster IP")
+    nat_rules.append(f"-A {KUBE_SERVICES} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
+                     f" --dport {port} -j {p.svc_chain}")
+    if p.node_port is not None:
+        nat_chains.append(p.ext_chain)
+        nat_rules += [
+            f"-A {KUBE_NODEPORTS} -p {proto} {_comment(spn)} -m {proto} --dport {p.node_port} -j {p.ext_chain}",
+            f"-A {p.ext_chain} {_comment(f'masquerade traffic for {spn} external destinations')}"
+            f" -j {KUBE_MARK_MASQ}",
+            f"-A {p.ext_chain} -j {p.svc_chain}",
+        ]
+    # KUBE-SVC: masquerade what does not come from a pod, then pick an endpoint.
+    nat_chains.append(p.svc_chain)
+    nat_rules.append(f"-A {p.svc_chain} ! -s {cidr} -d {cip}/32 -p {proto} {cluster_ip_comment} -m {proto}"
+                     f" --dport {port} -j {KUBE_MARK_MASQ}")
+    affinity = p.service.session_affinity == "ClientIP"
+    if affinity:
         for e in p.endpoints:
-            stat = f" -m statistic --mode random --probability {e.probability}" if e.probability else ""
-            nat_rules.append(f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')}{stat} -j {e.chain}")
-        # KUBE-SEP: hairpin masquerade, then DNAT (recording the client for affinity).
-        for e in p.endpoints:
-            nat_chains.append(e.chain)
-            recent = f" -m recent --set --name {e.chain} {_RECENT_TAIL}" if affinity else ""
-            nat_rules += [
-                f"-A {e.chain} -s {e.endpoint.ip}/32{ep_comment(spn)} -j {KUBE_MARK_MASQ}",
-                f"-A {e.chain} -p {proto}{ep_comment(spn)}{recent} -m {proto} -j DNAT"
-                f" --to-destination {e.endpoint.address}",
-            ]
-    # Tail call to KUBE-NODEPORTS: must stay the last rule of KUBE-SERVICES.
-    not_loopback = "" if localhost_nodeports else " ! -d 127.0.0.0/8"
-    nat_rules.append(
-        f"-A {KUBE_SERVICES}{not_loopback} "
-        f"{_comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')}"
-        f" -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
-    # KUBE-FORWARD: drop INVALID (kubernetes issue 74839), accept marked and established traffic.
-    filter_rules += [
-        f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
-        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding rules')} -m mark --mark {mark}/{mark} -j ACCEPT",
-        f"-A {KUBE_FORWARD} {_comment('kubernetes forwarding conntrack rule')}"
-        " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-    ]
-
-    # Built-in chains are declared with policy "-": kube-proxy never sets a policy, the node keeps its own.
-    filter_chains = [Chain(n) for n in ("INPUT", "FORWARD", "OUTPUT", KUBE_SERVICES, KUBE_EXTERNAL_SERVICES,
-                                        KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL, KUBE_FIREWALL)]
-    nat = [Chain(n) for n in ["PREROUTING", "OUTPUT", "POSTROUTING", KUBE_SERVICES, KUBE_NODEPORTS,
-                              KUBE_POSTROUTING, KUBE_MARK_MASQ] + nat_chains]
-    return {
-        "filter": Table("filter", filter_chains, filter_rules),
-        "nat": Table("nat", nat, nat_rules),
-    }
+            nat_rules.append(
+                f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')} -m recent --rcheck"
+                f" --seconds {p.service.affinity_timeout} --reap --name {e.chain} {_RECENT_TAIL} -j {e.chain}")
+    for e in p.endpoints:
+        stat = f" -m statistic --mode random --probability {e.probability}" if e.probability else ""
+        nat_rules.append(f"-A {p.svc_chain}{ep_comment(f'{spn} -> {e.endpoint.address}')}{stat} -j {e.chain}")
+    # KUBE-SEP: hairpin masquerade, then DNAT (recording the client for affinity).
+    for e in p.endpoints:
+        nat_chains.append(e.chain)
+        recent = f" -m recent --set --name {e.chain} {_RECENT_TAIL}" if affinity else ""
+        nat_rules += [
+            f"-A {e.chain} -s {e.endpoint.ip}/32{ep_comment(spn)} -j {KUBE_MARK_MASQ}",
+            f"-A {e.chain} -p {proto}{ep_comment(spn)}{recent} -m {proto} -j DNAT"
+            f" --to-destination {e.endpoint.address}",
+        ]
+    return filter_rules, nat_rules, nat_chains
 
 
 # ------------------------------------------------------------------------------------------ describe

@@ -6,9 +6,8 @@ never has to guess. Instances are immutable; they are produced only by ``emu.spe
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-BACKENDS = ("vxlan", "host-gw", "udp")
 SERVICE_TYPES = ("ClusterIP", "NodePort")
 PROTOCOLS = ("TCP", "UDP")
 
@@ -37,13 +36,16 @@ class LinkProps:
 
 @dataclass(frozen=True)
 class Backend:
-    """Flannel's backend configuration (its net-conf.json ``Backend`` object)."""
+    """flannel's backend configuration (its net-conf.json ``Backend`` object).
 
-    type: str = "vxlan"
-    vni: int = 1
-    port: int = 8472  # vxlan: 8472 (Linux default for flannel); udp: 8285
-    direct_routing: bool = False
-    mtu: Optional[int] = None  # pod MTU override; default: underlay MTU minus the encapsulation overhead
+    type: the backend's name (a key of ``emu.registry.BACKENDS``).
+    mtu: the pod MTU, when configured; by default the underlay MTU minus the backend's encapsulation.
+    options: the backend module's own options object (``read_options``), e.g. VNI and port for vxlan.
+    """
+
+    type: str
+    mtu: Optional[int] = None
+    options: Any = None
 
 
 @dataclass(frozen=True)
@@ -150,19 +152,20 @@ class ClusterSpec:
     pods: Tuple[Pod, ...]
     services: Tuple[Service, ...]
     files: Tuple[str, ...] = field(default=())
+    #: The enabled add-ons, in registry order: (name, the settings its read_settings() returned).
+    addons: Tuple[Tuple[str, Any], ...] = field(default=())
+    #: Objects of the kinds add-ons read (NetworkPolicy, ...), in file order: (kind, the add-on's object).
+    objects: Tuple[Tuple[str, Any], ...] = field(default=())
+
+    def addon(self, name: str) -> Any:
+        """The settings of add-on ``name`` when it is enabled, else None."""
+        return dict(self.addons).get(name)
+
+    def objects_of(self, kind: str) -> Tuple[Any, ...]:
+        return tuple(obj for k, obj in self.objects if k == kind)
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise KeyError(name)
-
-    def with_backend(self, backend_type: str) -> "ClusterSpec":
-        """The same cluster on another flannel backend (``--backend``), with that backend's default port."""
-        from dataclasses import replace
-
-        if backend_type == self.network.backend.type:
-            return self
-        port = 8285 if backend_type == "udp" else 8472
-        backend = replace(self.network.backend, type=backend_type, port=port, direct_routing=False)
-        return replace(self, network=replace(self.network, backend=backend))

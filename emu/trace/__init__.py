@@ -1,106 +1,17 @@
 """``emu trace``: a packet's path through the cluster, hop by hop, predicted from the plan and checked live.
 
 - ``emu.trace.predict`` (pure, no root): the predicted hops of a packet between pods, nodes and Services, from a
-  Plan alone: longest-prefix routing, the bridge, flannel's backends, kube-proxy's DNAT.
+  Plan alone: longest-prefix routing, the bridge, flannel's backends, kube-proxy's DNAT. Its parts:
+  ``model`` (the records), ``routing`` (tables and lookup), ``walk`` (the packet's walk, one method per device
+  kind).
 - ``emu.trace.verify`` (root, a live cluster): sends real packets and marks each hop seen or NOT SEEN from
   kernel evidence (device counters, tcpdump, iptables counters, live routes), and says why the first hop not
-  seen was not reached.
+  seen was not reached. Its parts: ``traffic`` (listener, clients), ``probe`` (the client and listener
+  programs, run with ``python3 -m``), ``capture`` (tcpdumps), ``evidence`` (counters, live routes), ``judge``
+  (seen or not), ``diagnose`` (why not), ``result`` (``TraceResult`` and its JSON).
 - ``emu.trace.render``: the numbered text list and the matplotlib diagram.
-This module holds ``run_trace``, the ``emu trace`` verb's work.
+- ``emu.trace.command``: ``run_trace``, the ``emu trace`` verb's work, and ``trace_line``, the interactive CLI's
+  ``trace`` command.
+
+The package itself imports nothing, so that the programs of ``emu.trace.probe`` start light in a pod.
 """
-
-import sys
-from typing import Optional
-
-__all__ = ["run_trace"]
-
-
-def run_trace(
-    file: str,
-    src: str,
-    dst: str,
-    backend: Optional[str] = None,
-    port: Optional[int] = None,
-    proto: Optional[str] = None,
-    count: int = 5,
-    size: Optional[int] = None,
-    output_format: str = "text",
-    diagram: Optional[str] = None,
-    predict_only: bool = False,
-) -> int:
-    """Build the cluster of ``file``, trace ``src`` -> ``dst``, print (text or JSON), draw, tear down.
-
-    With ``predict_only`` nothing is built (no root): the predicted path is printed. Exit status: 0 when every
-    hop was seen and the packet is delivered (predicted to be, with ``predict_only``), 1 otherwise; bad input
-    raises TraceInputError or SpecError (exit 2).
-    """
-    import json
-
-    from emu.plan.build import build_plan
-    from emu.spec.load import load
-    from emu.trace.predict import predict
-    from emu.trace.render import draw, to_text
-
-    spec, warnings = load([file])
-    for warning in warnings:
-        print(str(warning), file=sys.stderr)
-    if backend is not None:
-        spec = spec.with_backend(backend)
-    prediction = predict(build_plan(spec), src, dst, port, proto, size=size)  # bad questions fail before a build
-    if predict_only:
-        text = json.dumps(prediction.to_dict(), indent=2, sort_keys=True) + "\n"
-        sys.stdout.write(text if output_format == "json" else to_text(prediction))
-        if diagram:
-            print(f"diagram: {draw(prediction, diagram)}", file=sys.stderr)
-        return 0 if prediction.delivered else 1
-
-    from emu.apply.cluster import Cluster
-    from emu.trace.verify import trace
-
-    with Cluster(spec) as cluster:
-        result = trace(cluster, src, dst, port=port, proto=proto, count=count, size=size)
-    sys.stdout.write(result.to_json() if output_format == "json" else to_text(result))
-    if diagram:
-        print(f"diagram: {draw(result, diagram)}", file=sys.stderr)
-    return 0 if result.ok else 1
-
-
-def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
-    """The interactive CLI's ``trace`` command on a live cluster: parse ``line``, trace, print; the exit status."""
-    import argparse
-    import shlex
-
-    from emu.trace.predict import TraceInputError
-    from emu.trace.render import draw, to_text
-    from emu.trace.verify import DEFAULT_COUNT, trace
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:  # type: ignore[override]
-            raise ValueError(message)
-
-    parser = Parser(prog="trace", add_help=False)
-    parser.add_argument("src")
-    parser.add_argument("dst")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--proto", choices=("icmp", "tcp", "udp"))
-    parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("--diagram")
-    try:
-        args = parser.parse_args(shlex.split(line))
-    except ValueError as exc:
-        print(f"*** trace: {exc}", file=sys.stderr)
-        print("*** usage: trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size BYTES] "
-              "[--format text|json] [--diagram FILE]", file=sys.stderr)
-        return 2
-    try:
-        result = trace(cluster, args.src, args.dst, port=args.port, proto=args.proto, count=args.count,
-                       size=args.size)
-    except TraceInputError as exc:
-        print(f"*** {exc}", file=sys.stderr)
-        return 2
-    sys.stdout.write(result.to_json() if args.format == "json" else to_text(result))
-    if args.diagram:
-        print(f"diagram: {draw(result, args.diagram)}")
-    return 0 if result.ok else 1

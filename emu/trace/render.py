@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
-from emu.trace.predict import Hop, Prediction
-
-if TYPE_CHECKING:
-    from emu.trace.verify import TraceResult
+from emu import registry
+from emu.errors import EnvironmentProblem
+from emu.trace.model import Hop, Prediction, TraceInputError
+from emu.trace.result import TraceResult
 
 WIDTH = 112
 _MARK_WIDTH = 9
@@ -85,12 +85,9 @@ _SHORT = {
     "bridge-up": "up to the node (cni0)",
     "bridge-forward": "bridge forwards by MAC",
     "bridge-out": "routed out of cni0",
-    "tun": "into flannel0 (flanneld)",
     "underlay-out": "out on the underlay",
     "switch": "switch forwards",
     "underlay-in": "in from the underlay",
-    "decap": "vxlan decapsulation",
-    "tun-in": "out of flannel0",
     "deliver": "delivered",
 }
 
@@ -102,8 +99,10 @@ def short_label(hop: Hop, limit: int = 34) -> str:
                 "no route" if hop.route.kind == "none" else f"route {hop.route.prefix} {hop.route.dev}")
     elif hop.step == "kube-proxy":
         what = f"kube-proxy DNAT {hop.service.dnat}" if hop.service else "kube-proxy: no rule"
-    elif hop.step == "encap":
-        what = "vxlan encap -> " + hop.action.split(" -> ")[1].split()[0] if " -> " in hop.action else "vxlan encap"
+    elif hop.step in registry.trace_labels():  # a backend's own hop (encapsulation and the like)
+        what = registry.trace_labels()[hop.step]
+        if hop.direction == "tx" and " -> " in hop.action:
+            what += " -> " + hop.action.split(" -> ")[1].split()[0]
     elif hop.step == "drop":
         what = "DROPPED"
     else:
@@ -114,6 +113,15 @@ def short_label(hop: Hop, limit: int = 34) -> str:
     return f"{head}\n{what}"
 
 
+def _diagram_title(result: Union["TraceResult", Prediction]) -> str:
+    """The title over a drawing: the trace, then its verdict (or that it is a prediction)."""
+    if isinstance(result, Prediction):
+        return _title(result) + "\npredicted from the plan"
+    if result.first_not_seen is not None:
+        return _title(result.prediction) + f"\nfirst hop NOT SEEN: {result.first_not_seen}: {result.reason}"
+    return _title(result.prediction) + "\nevery hop seen"
+
+
 def draw(result: Union["TraceResult", Prediction], path: str) -> Path:
     """Draw the hops to ``path`` (.png, .svg or .pdf): lanes per pod/node/switch, hops top to bottom."""
     try:
@@ -121,15 +129,11 @@ def draw(result: Union["TraceResult", Prediction], path: str) -> Path:
         from matplotlib.lines import Line2D
         from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
     except ImportError:
-        from emu.errors import EnvironmentProblem
-
         raise EnvironmentProblem(f"drawing {path} needs matplotlib, which {sys.executable} cannot import (install "
                                  "python3-matplotlib, or pip install .[plot])") from None
 
     out = Path(path)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        from emu.trace.predict import TraceInputError
-
         raise TraceInputError(f"--diagram: {path}: give a .png, .svg or .pdf file")
     if isinstance(result, Prediction):
         prediction, seen = result, None
@@ -173,15 +177,7 @@ def draw(result: Union["TraceResult", Prediction], path: str) -> Path:
         ax.add_patch(FancyArrowPatch(start, (x1, y1 + box_h / 2), arrowstyle="-|>", mutation_scale=11,
                                      linewidth=1.1, color="black", linestyle="--" if state is False else "-",
                                      shrinkA=1, shrinkB=1))
-    title = _title(prediction)
-    if seen is not None:
-        res = result  # type: ignore[assignment]
-        if res.first_not_seen is not None:  # type: ignore[union-attr]
-            title += f"\nfirst hop NOT SEEN: {res.first_not_seen}: {res.reason}"  # type: ignore[union-attr]
-        else:
-            title += "\nevery hop seen"
-    else:
-        title += "\npredicted from the plan"
+    title = _diagram_title(result)
     wrap = int(16 * max(6.0, width))
     ax.set_title("\n".join(line for part in title.split("\n") for line in textwrap.wrap(part, width=wrap)),
                  fontsize=9, loc="left")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional
 
 from emu.apply.commands import Command
-from emu.measure import ExecResult
+from emu.types import ExecResult
 
 ORDER = ("same-pod", "same-node", "cross-node", "pod-to-service", "node-to-pod", "node-to-node")
 

@@ -16,8 +16,12 @@ from typing import Iterable, List, Optional
 
 from mininet.cli import CLI
 
-from emu.apply.cluster import Cluster
+from emu.controller import Cluster
 from emu.errors import EmuError
+from emu.plan.render import to_text
+from emu.spec.errors import SpecError
+from emu.spec.yamlsrc import read_documents
+from emu.trace.command import trace_line
 
 
 class ClusterCLI(CLI):
@@ -215,9 +219,6 @@ class ClusterCLI(CLI):
 
     def do_apply(self, line: str) -> None:
         """apply -f FILE: create the Pods of a YAML file; every Service that selects one gets it as an endpoint."""
-        from emu.spec.errors import SpecError
-        from emu.spec.yamlsrc import read_documents
-
         words = shlex.split(line)
         if len(words) != 2 or words[0] not in ("-f", "--filename"):
             print("*** usage: apply -f FILE", file=sys.stderr)
@@ -241,16 +242,12 @@ class ClusterCLI(CLI):
 
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""
-        from emu.plan.render import to_text
-
         node = line.strip() or None
         sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None))
 
     def do_trace(self, line: str) -> None:
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:
         send packets from SRC to DST and show each hop of the planned path, seen or NOT SEEN (see emu.trace)."""
-        from emu.trace import trace_line
-
         self.last_status = trace_line(self.cluster, line)
 
     def do_EOF(self, line: str) -> bool:

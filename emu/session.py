@@ -5,7 +5,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from emu.spec.model import ClusterSpec
+from emu.controller import Cluster
+from emu.errors import InputError
+from emu.plan.model import Plan
+from emu.shell import ClusterCLI
 
 
 def _progress(message: str) -> None:
@@ -35,22 +38,20 @@ def _rows(rows: List[tuple]) -> List[str]:
     return ["   ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
-def up(spec: ClusterSpec, run: Optional[List[str]] = None, script: Optional[str] = None, quiet: bool = False) -> int:
-    from emu.apply.cluster import Cluster
-    from emu.apply.shell import ClusterCLI
-    from emu.cli import UsageError
+def up(plan: Plan, run: Optional[List[str]] = None, script: Optional[str] = None, quiet: bool = False) -> int:
+    """Build ``plan``, print a summary, run ``run``/``script`` lines or the interactive CLI, tear down."""
 
     lines: Optional[List[str]] = None
     if script is not None:
         path = Path(script)
         if not path.is_file():
-            raise UsageError(f"--script: no such file: {script}")
+            raise InputError(f"--script: no such file: {script}")
         lines = path.read_text().splitlines()
     elif run:
         lines = list(run)
 
     started = time.monotonic()
-    with Cluster(spec, progress=None if quiet else _progress) as cluster:
+    with Cluster(plan, progress=None if quiet else _progress) as cluster:
         if not quiet:
             sys.stdout.write(summary(cluster))
             sys.stdout.flush()
@@ -63,5 +64,5 @@ def up(spec: ClusterSpec, run: Optional[List[str]] = None, script: Optional[str]
             cli.interact()
             status = 0
     if not quiet:
-        _progress(f"cluster {spec.name} torn down ({time.monotonic() - started:.1f} s in all)")
+        _progress(f"cluster {plan.cluster} torn down ({time.monotonic() - started:.1f} s in all)")
     return status

@@ -1,0 +1,250 @@
+"""``emu.Cluster``: a cluster built from one Plan, with handles on its parts, changed while it runs.
+
+    with emu.Cluster.from_file("topologies/two_nodes.yaml", backend="host-gw") as cluster:
+        web = cluster.pod("web-0")
+        print(cluster.pod("client-0").exec(["curl", "-s", f"http://{web.ip}:8080/"]).stdout)
+
+The plan is made once (``Cluster.from_file``, or by the caller: ``Cluster(build_plan(spec, backend))``) and the
+apply layer (``emu.apply.live``) builds exactly it. Changes while the cluster runs go one way: the spec layer
+validates them (``load_added_pod``), ``emu.plan.changes.replan`` computes the new plan purely, and the live
+cluster applies the difference. The same happens, unasked, when a pod's pause process dies (its endpoints go, as
+kube-proxy's do when the kubelet reports it); see docs/services.md.
+"""
+
+import os
+import re
+import signal
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+
+from emu.apply.handles import Node, Pod, Service
+from emu.apply.live import LiveCluster, Progress
+from emu.apply.processes import sigterm_to_exit
+from emu.controller.placements import Placement, placements
+from emu.errors import EmuError
+from emu.plan.build import build_plan
+from emu.plan.changes import diff, replan
+from emu.plan.model import Plan
+from emu.spec.errors import Problem, SpecError
+from emu.spec.load import load, load_added_pod
+from emu.spec.model import ClusterSpec
+
+if TYPE_CHECKING:
+    from emu.spec.yamlsrc import Document
+
+
+class Cluster:
+    """A cluster built from a Plan: use as a context manager, or call start() and stop()."""
+
+    def __init__(self, plan: Plan, progress: Optional[Progress] = None) -> None:
+        if plan.spec is None:
+            raise EmuError("the plan carries no spec: make it with emu.plan.build.build_plan(spec)")
+        self.live = LiveCluster(plan, progress=progress, on_pod_died=self._pod_died)
+        self.spec: ClusterSpec = plan.spec
+        self._previous_sigterm: Any = None
+
+    @classmethod
+    def from_file(
+        cls,
+        path: Union[str, "os.PathLike[str]", Sequence[str]],
+        backend: Optional[str] = None,
+        progress: Optional[Progress] = None,
+    ) -> "Cluster":
+        """Load and validate a topology (plus manifests) and plan it, on ``backend`` when given; nothing is built
+        yet. Raises SpecError for a bad topology."""
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        spec, _warnings = load([str(p) for p in paths])
+        return cls(build_plan(spec, backend=backend), progress=progress)
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> "Cluster":
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, sigterm_to_exit)
+        try:
+            self.start()
+        except BaseException:
+            self._restore_sigterm()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self.stop()
+        finally:
+            self._restore_sigterm()
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+    def start(self) -> "Cluster":
+        """Build the cluster (undone again if any step fails: BuildError names it)."""
+        self.live.start()
+        return self
+
+    def stop(self) -> None:
+        """Tear everything down; safe to call twice and after a failed build."""
+        self.live.stop()
+
+    # --------------------------------------------------------------------------------------------- accessors
+
+    @property
+    def plan(self) -> Plan:
+        """The plan the cluster runs now (it changes as pods come and go)."""
+        return self.live.plan
+
+    @property
+    def name(self) -> str:
+        return self.plan.cluster
+
+    @property
+    def backend(self) -> str:
+        return self.plan.backend
+
+    @property
+    def net(self) -> Any:
+        """The Mininet network underneath (its hosts are the nodes), for Mininet-style use and its CLI."""
+        return self.live.net
+
+    @property
+    def state(self) -> Any:
+        """What the cluster owns, as ``emu clean`` would read it (``emu.apply.state.ClusterState``)."""
+        return self.live.state
+
+    @property
+    def build_seconds(self) -> float:
+        return self.live.build_seconds
+
+    @property
+    def problems(self) -> List[str]:
+        """What has gone wrong since the build (dead daemons, dead pods)."""
+        return self.live.problems
+
+    def check_health(self) -> List[str]:
+        """What has gone wrong since the build (dead daemons, dead pods); empty when all is well."""
+        return list(self.live.problems)
+
+    @property
+    def nodes(self) -> List[Node]:
+        return list(self.live.nodes.values())
+
+    @property
+    def pods(self) -> List[Pod]:
+        return [p for p in self.live.pods.values() if not p.deleted]
+
+    def node(self, name: str) -> Node:
+        return self.live.node(name)
+
+    def pod(self, name: str) -> Pod:
+        return self.live.pod(name)
+
+    def former_pod(self, name: str) -> Optional[Pod]:
+        """The pod ``name`` if it was deleted or died while the cluster ran (its handle still knows its address),
+        else None."""
+        pod = self.live.pods.get(name)
+        return pod if pod is not None and not pod.alive else None
+
+    @property
+    def services(self) -> List[Service]:
+        return self.live.services
+
+    def service(self, name: str) -> Service:
+        for s in self.plan.services:
+            if s.name == name:
+                return Service(s)
+        raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
+
+    def resolve(self, word: str) -> str:
+        """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
+        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``."""
+        match = re.match(r"^([a-z]+://)?([a-z0-9][a-z0-9.-]*)([:/].*)?$", word)
+        if match and match.group(2) != word:
+            address = self._address(match.group(2))
+            if address != match.group(2):
+                return (match.group(1) or "") + address + (match.group(3) or "")
+        return self._address(word)
+
+    def _address(self, name: str) -> str:
+        pod = self.live.pods.get(name)
+        if pod is not None and not pod.deleted:
+            return pod.ip
+        if name in self.live.nodes:
+            return self.live.nodes[name].ip
+        for s in self.plan.services:
+            if s.name == name:
+                return s.cluster_ip
+        return name
+
+    def placements(self) -> List[Placement]:
+        """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this
+        cluster's pods make possible; see emu.controller.placements."""
+        return list(placements(self))
+
+    # ------------------------------------------------------------------------------------------ changes
+
+    def delete_pod(self, name: str) -> None:
+        """Delete a pod as the kubelet would: kube-proxy drops it from every Service, then its processes stop."""
+        self.pod(name)  # a KeyError naming the live pods when there is none
+        self._change(replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name != name)))
+
+    def add_pod(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Pod:
+        """Create a pod in the running cluster, as ``kubectl apply`` of a Pod object would.
+
+        It is validated with the loader's rules, placed on ``spec.nodeName`` or by the same spread scheduler,
+        given the lowest free address of its node's subnet, and built like the others (pause, veth on cni0,
+        containers). Once its declared ports listen, every Service that selects it gets it as an endpoint (every
+        node's rules are reloaded). ``spec`` and ``plan`` then include it.
+
+        manifest: a Kubernetes Pod object as a dict, as loaded from YAML.
+        document: the YAML document it comes from (``emu.spec.yamlsrc``), so that errors name its file and line.
+        Raises SpecError (nothing is created) for an invalid manifest, BuildError (what was made is removed
+        again) when the kernel refuses a step.
+        """
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running: cannot add a pod")
+            pod = load_added_pod(manifest, self.spec, document)
+            self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
+            return self.live.pod(pod.name)
+
+    def apply(self, documents: Sequence["Document"]) -> List[str]:
+        """``kubectl apply -f``: create the objects of ``documents`` (Pods), one change each; returns a line per
+        object created. Raises SpecError for an invalid one (those before it are created)."""
+        created: List[str] = []
+        for document in documents:
+            kind = document.data.get("kind") if isinstance(document.data, dict) else None
+            if kind != "Pod":
+                what = f"kind {kind!r}" if kind else "an object without a kind"
+                problem = Problem(
+                    document.file, document.line(("kind",)), "kind", f"{what} cannot be applied to a running cluster",
+                    "kind: Pod (Deployments and Services are read when the cluster is built)",
+                )
+                raise SpecError([problem])
+            pod = self.add_pod(document.data, document)
+            created.append(f'pod "{pod.name}" created ({pod.ip} on {pod.node})')
+        return created
+
+    def delete(self, kind: str, name: str) -> None:
+        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods)."""
+        if kind.lower() in ("pod", "pods", "po"):
+            self.delete_pod(name)
+            return
+        raise EmuError(f"cannot delete a {kind} from a running cluster (pods can be deleted)")
+
+    def _change(self, spec: ClusterSpec) -> None:
+        """Re-plan for ``spec`` and have the live cluster apply the difference; ``spec`` is kept once done."""
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running")
+            old = self.live.plan
+            new = replan(old, spec)
+            self.live.apply(diff(old, new), new)
+            self.spec = spec
+
+    def _pod_died(self, name: str) -> None:
+        """The watcher saw a pod's pause process die: the pod is gone, and with it its endpoints."""
+        if any(p.name == name for p in self.spec.pods):
+            self._change(replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name != name)))

@@ -1,0 +1,132 @@
+"""Pods as the CNI bridge plugin and the kubelet wire them, as plan data.
+
+Every pod of a node gets the next free address of the node's subnet from host-local (from .2; the .1 is cni0),
+a veth pair named after the pod (``veth`` + 8 hex digits on the node's side, ``eth0`` in the pod), the MAC the
+bridge plugin derives from the address (``0a:58:...``), the pod MTU, and flannel's CNI routes (default via the
+gateway, and the whole pod Network). A hostNetwork pod takes its node's address and devices. The kubelet's
+``/etc/hosts`` and hostname, and each container's process, come with it.
+"""
+
+from ipaddress import IPv4Address, IPv4Network
+from typing import Dict, List
+
+from emu.plan import names
+from emu.plan.ipam import HostLocal, gateway
+from emu.plan.model import ContainerPlan, Mount, Plan, PodPlan, Route
+from emu.spec.model import ClusterSpec, Container, Pod
+
+UNDERLAY_DEV = "eth0"
+POD_IFNAME = "eth0"
+PLACEHOLDER_ARGV = ("sleep", "infinity")
+
+KUBELET_HOSTS = (
+    "# Kubernetes-managed hosts file.\n"
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "fe00::0\tip6-mcastprefix\n"
+    "fe00::1\tip6-allnodes\n"
+    "fe00::2\tip6-allrouters\n"
+)
+
+
+def plan_pods(spec: ClusterSpec, subnet_of: Dict[str, IPv4Network], mtu: int) -> List[PodPlan]:
+    """Every pod of ``spec``, addressed in order from each node's host-local pool."""
+    ipam = {node: HostLocal(subnet) for node, subnet in subnet_of.items()}
+    node_ip = {node.name: node.ip for node in spec.nodes}
+    out: List[PodPlan] = []
+    for pod in spec.pods:
+        ip = node_ip[pod.node] if pod.host_network else ipam[pod.node].allocate()
+        out.append(pod_plan(spec, pod, subnet_of[pod.node], ip, mtu))
+    return out
+
+
+def plan_added_pod(plan: Plan, spec: ClusterSpec, pod: Pod) -> PodPlan:
+    """The plan of ``pod``, added to the running cluster ``plan`` (as ``kubectl apply`` of a Pod would).
+
+    plan: the cluster's plan now (its pods are the live ones).
+    spec: the cluster's spec (names, pod network, underlay); ``pod`` need not be in it yet.
+    pod: the validated pod, already placed on a node (``emu.spec.load.load_added_pod``).
+    The pod gets the lowest address of its node's subnet, from .2, that no pod of ``plan`` holds (host-local
+    hands out addresses in order; emu reuses a freed one first, which host-local does only after a wrap);
+    a hostNetwork pod gets its node's address. Raises ValueError for a pod name already in the plan or an
+    unknown node, IpamError when the node's subnet is full.
+    """
+    if any(p.name == pod.name for p in plan.pods):
+        raise ValueError(f"pod {pod.name!r} is already in the plan")
+    node = plan.node(pod.node)
+    subnet = IPv4Network(node.subnet)
+    if pod.host_network:
+        return pod_plan(spec, pod, subnet, IPv4Address(node.ip), plan.pod_mtu)
+    taken = {IPv4Address(p.ip) for p in plan.pods if p.node == pod.node and not p.host_network}
+    ipam = HostLocal(subnet)
+    ip = ipam.allocate()
+    while ip in taken:
+        ip = ipam.allocate()
+    return pod_plan(spec, pod, subnet, ip, plan.pod_mtu)
+
+
+def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, mtu: int) -> PodPlan:
+    """One pod's plan at address ``ip`` of its node's ``subnet`` (the node's own address for hostNetwork)."""
+    containers = tuple(_plan_container(c) for c in pod.containers)
+    if pod.host_network:
+        return PodPlan(
+            name=pod.name,
+            namespace=pod.namespace,
+            node=pod.node,
+            host_network=True,
+            ip=str(ip),
+            prefixlen=spec.underlay.cidr.prefixlen,
+            gateway="",
+            mac="",
+            mtu=spec.underlay.mtu,
+            ifname=UNDERLAY_DEV,
+            host_veth="",
+            host_veth_mac="",
+            routes=(),
+            hostname=pod.node,
+            hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.node}\n",
+            labels=pod.labels,
+            containers=containers,
+            volumes=pod.volumes,
+        )
+    gw = gateway(subnet)
+    return PodPlan(
+        name=pod.name,
+        namespace=pod.namespace,
+        node=pod.node,
+        host_network=False,
+        ip=str(ip),
+        prefixlen=subnet.prefixlen,
+        gateway=str(gw),
+        mac=names.mac_from_ip(ip),
+        mtu=mtu,
+        ifname=POD_IFNAME,
+        host_veth=names.host_veth(spec.name, pod.namespace, pod.name),
+        host_veth_mac=names.mac_from_name(spec.name, pod.namespace, pod.name, "host"),
+        # flannel's CNI config: the bridge plugin with isDefaultGateway, and host-local with a route to
+        # the whole Network.
+        routes=(
+            Route("default", POD_IFNAME, via=str(gw)),
+            Route(str(spec.network.pod_cidr), POD_IFNAME, via=str(gw)),
+        ),
+        hostname=pod.name,
+        hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.name}\n",
+        labels=pod.labels,
+        containers=containers,
+        volumes=pod.volumes,
+    )
+
+
+def _plan_container(container: Container) -> ContainerPlan:
+    argv = container.argv
+    return ContainerPlan(
+        name=container.name,
+        image=container.image,
+        argv=argv or PLACEHOLDER_ARGV,
+        env=container.env,
+        ports=tuple((p.container_port, p.protocol, p.name) for p in container.ports),
+        mounts=tuple(Mount(m.name, m.mount_path, m.read_only) for m in container.volume_mounts),
+        working_dir=container.working_dir,
+        placeholder=not argv,
+    )

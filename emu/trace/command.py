@@ -1,0 +1,93 @@
+"""The ``emu trace`` verb (``run_trace``: load, plan once, predict, build, trace, print, tear down) and the
+interactive CLI's ``trace`` command on a live cluster (``trace_line``)."""
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Optional
+
+from emu.plan.build import build_plan
+from emu.spec.load import load
+from emu.trace.model import TraceInputError
+from emu.trace.predict import predict
+from emu.trace.render import draw, to_text
+from emu.trace.verify import DEFAULT_COUNT, trace
+
+__all__ = ["run_trace", "trace_line"]
+
+
+def run_trace(
+    file: str,
+    src: str,
+    dst: str,
+    backend: Optional[str] = None,
+    port: Optional[int] = None,
+    proto: Optional[str] = None,
+    count: int = 5,
+    size: Optional[int] = None,
+    output_format: str = "text",
+    diagram: Optional[str] = None,
+    predict_only: bool = False,
+) -> int:
+    """Build the cluster of ``file``, trace ``src`` -> ``dst``, print (text or JSON), draw, tear down.
+
+    With ``predict_only`` nothing is built (no root): the predicted path is printed. Exit status: 0 when every
+    hop was seen and the packet is delivered (predicted to be, with ``predict_only``), 1 otherwise; bad input
+    raises TraceInputError or SpecError (exit 2).
+    """
+    spec, warnings = load([file])
+    for warning in warnings:
+        print(str(warning), file=sys.stderr)
+    plan = build_plan(spec, backend=backend)  # the run's one plan: predicted from, built, verified against
+    prediction = predict(plan, src, dst, port, proto, size=size)  # bad questions fail before a build
+    if predict_only:
+        text = json.dumps(prediction.to_dict(), indent=2, sort_keys=True) + "\n"
+        sys.stdout.write(text if output_format == "json" else to_text(prediction))
+        if diagram:
+            print(f"diagram: {draw(prediction, diagram)}", file=sys.stderr)
+        return 0 if prediction.delivered else 1
+
+    from emu.controller import Cluster  # imports Mininet: only a live trace needs it
+
+    with Cluster(plan) as cluster:
+        result = trace(cluster, src, dst, port=port, proto=proto, count=count, size=size)
+    sys.stdout.write(result.to_json() if output_format == "json" else to_text(result))
+    if diagram:
+        print(f"diagram: {draw(result, diagram)}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
+    """The interactive CLI's ``trace`` command on a live cluster: parse ``line``, trace, print; the exit status."""
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            raise ValueError(message)
+
+    parser = Parser(prog="trace", add_help=False)
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--proto", choices=("icmp", "tcp", "udp"))
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT)
+    parser.add_argument("--size", type=int)
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--diagram")
+    try:
+        args = parser.parse_args(shlex.split(line))
+    except ValueError as exc:
+        print(f"*** trace: {exc}", file=sys.stderr)
+        print("*** usage: trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size BYTES] "
+              "[--format text|json] [--diagram FILE]", file=sys.stderr)
+        return 2
+    try:
+        result = trace(cluster, args.src, args.dst, port=args.port, proto=args.proto, count=args.count,
+                       size=args.size)
+    except TraceInputError as exc:
+        print(f"*** {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(result.to_json() if args.format == "json" else to_text(result))
+    if args.diagram:
+        print(f"diagram: {draw(result, args.diagram)}")
+    return 0 if result.ok else 1

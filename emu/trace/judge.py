@@ -1,0 +1,88 @@
+"""Marking each predicted hop of a live trace seen or not, from the evidence read before and after the packets.
+
+A device hop needs its counter in the hop's direction to grow by the packets sent (and as many IPv4 packets
+captured there, when tcpdump watched it); a routing hop needs the live route to be the planned one and the packets
+to have got there; a kube-proxy hop needs its KUBE-SERVICES and KUBE-SEP DNAT rule counters to grow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Tuple
+
+from emu.trace.capture import Captured
+from emu.trace.evidence import Snapshot, describe_live, route_get, route_matches, rule_delta
+from emu.trace.model import Hop, Prediction
+from emu.trace.result import HopResult
+
+if TYPE_CHECKING:
+    from emu.controller import Cluster
+
+__all__ = ["judge"]
+
+
+def judge(cluster: "Cluster", prediction: Prediction, before: Snapshot, after: Snapshot, expected: int,
+           captured: Captured) -> List[HopResult]:
+    results: List[HopResult] = []
+    reached = True
+    for hop in prediction.hops:
+        if hop.step == "route":
+            assert hop.route is not None
+            if hop.route.kind == "none":
+                seen, evidence = reached, "no route in the plan either"
+            else:
+                entry, error = route_get(cluster, hop)
+                if entry is None:
+                    seen, evidence = False, f"live: {error or 'no answer'}"
+                else:
+                    seen = route_matches(hop, entry)
+                    evidence = f"live: {describe_live(entry)}"
+                    if not seen:
+                        evidence += f" (the plan says {hop.route.text})"
+                if seen and not reached:
+                    seen, evidence = False, evidence + "; but the packets did not get here"
+        elif hop.step == "kube-proxy":
+            seen, evidence = _judge_kube_proxy(hop, before, after, reached)
+        elif hop.step == "drop":
+            seen = reached
+            evidence = "the packets end here, as the plan says" if reached else "not reached"
+        elif hop.direction:
+            old = (before.links.get((hop.location, hop.location_kind)) or {}).get(hop.device)
+            new = (after.links.get((hop.location, hop.location_kind)) or {}).get(hop.device)
+            if old is None or new is None:
+                seen, evidence = False, f"{hop.device} not found in {hop.location}"
+            else:
+                delta = new[hop.direction] - old[hop.direction]
+                seen = delta >= expected
+                evidence = f"{hop.direction} counter +{delta}"
+                if captured.covers(hop.location, hop.device):
+                    count = captured.counts.get((hop.location, hop.device, hop.direction), 0)
+                    seen = seen and count >= expected
+                    evidence += f", tcpdump {count} IPv4 packet{'s' if count != 1 else ''}"
+                evidence += f" (needs {expected})"
+        else:
+            seen, evidence = reached, "no counter tells (ARP only)"
+        sample = ""
+        if hop.step == "underlay-out" and hop.direction:
+            key = (hop.location, hop.device, hop.direction)
+            if key in captured.samples:
+                sample = f"tcpdump -ni {hop.device}: {captured.samples[key]}"
+        results.append(HopResult(hop, seen, evidence, sample))
+        reached = seen
+    return results
+
+
+def _judge_kube_proxy(hop: Hop, before: Snapshot, after: Snapshot, reached: bool) -> Tuple[bool, str]:
+    choice = hop.service
+    if choice is None:
+        return reached, "no rule applies, as the plan says" if reached else "not reached"
+    node = hop.location
+    svc = rule_delta(before, after, node, lambda t, c, r: t == "nat" and c == "KUBE-SERVICES"
+                      and r.endswith(f"-j {choice.svc_chain}"))
+    picked = {
+        sep: rule_delta(before, after, node, lambda t, c, r, sep=sep, dnat=dnat: t == "nat" and c == sep
+                         and r.endswith(f"-j DNAT --to-destination {dnat}"))
+        for sep, dnat, _pod, _p in choice.alternatives
+    }
+    counts = ", ".join(f"{sep} +{n}" for sep, n in picked.items())
+    evidence = f"nat KUBE-SERVICES -> {choice.svc_chain} +{svc}; DNAT rules: {counts}"
+    return svc >= 1 and picked.get(choice.sep_chain, 0) >= 1, evidence
