@@ -10,9 +10,9 @@ packets, as flannel0 has it). The socket buffers do not, by default (``SOCK_BUF`
 gives the kernel's 208 KiB): on a real node the receiving flanneld has that host's CPUs to itself, while here
 every node's daemon shares the machine's few cores with the other nodes, their pods and the sender's softirq
 work, and waits for a CPU far longer than it would on its own host. With the kernel's default, that wait alone
-overflows the receive buffer (bench/udp_daemon.py, 1 Gbit/s underlay: 10,000 TCP retransmits in 4 s and 0.17
-Gbit/s, against 0.29 Gbit/s with 4 MiB, for emu's daemon and the C reference alike): a loss the emulation
-would add, not one flannel had. The buffer only absorbs bursts; it does not change the cost of a packet.
+overflows the receive buffer (bench/README.md: with a 1 Gbit/s underlay, 7,000 to 13,500 TCP retransmits in 5 s
+against a few hundred with 4 MiB, for emu's daemon and the C reference alike): a loss the emulation would add,
+not one flannel had. The buffer only absorbs bursts; it does not change the cost of a packet.
 
 It also owns what both forwarding loops share: the packet counters, the error log (``-v``, flannel's
 ``-v=1``) and the ICMP "net unreachable" written back into the TUN.
