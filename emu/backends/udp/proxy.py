@@ -1,5 +1,6 @@
-"""The udp backend daemon's default data path: flannel's ``backend/udp/proxy.c`` ``run_proxy``, packet by packet.
+"""The udp backend daemon's default data path in Python: flannel's ``backend/udp/proxy.c`` ``run_proxy``.
 
+The daemon runs it when its C twin (``udp_proxy.c``, see ``helper``) is not built, or with ``--loop python``.
 One thread, and the same loop as proxy.c:
     ``poll`` on the TUN device and the UDP socket until either is readable; then alternate ``tun_to_udp`` and
     ``udp_to_tun``, one packet each, until both find nothing to read, and only then ``poll`` again (while there
@@ -7,7 +8,7 @@ One thread, and the same loop as proxy.c:
 ``tun_to_udp``   one ``read`` of one IP packet from the TUN (non-blocking, as proxy.c sets it); the node that
                  owns the destination's subnet; none -> ICMP net unreachable back into the TUN; TTL - 1 (drop at
                  0: proxy.c sends no time exceeded); one ``sendto`` of the bare packet as one datagram to
-                 ``<node ip>:8285`` (a blocking socket, as flanneld's ``conn.File()`` left it).
+                 ``<node ip>:8285``, which waits while the socket's buffer is full (flanneld's socket blocks).
 ``udp_to_tun``   one non-blocking ``read`` (proxy.c: ``recv`` with MSG_DONTWAIT) of one datagram; TTL - 1; one
                  ``write`` into the TUN.
 No batching, no offloads, no second thread: every packet costs its own system calls and its own wake-ups, the
