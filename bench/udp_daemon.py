@@ -181,6 +181,15 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def _cpu_text(got: List[Sample]) -> Tuple[str, str]:
+    """The daemons' CPU: "total (node 1 + node 2)" cores, and us per packet; "-" where no daemon ran."""
+    if not any(s.cpu for s in got):
+        return "-", "-"
+    total = median([sum(s.cpu) for s in got])
+    per_node = "+".join(f"{median([s.cpu[k] for s in got]):.2f}" for k in range(len(got[0].cpu)))
+    return f"{total:.2f} ({per_node})", f"{median([s.us_per_packet for s in got]):.1f}"
+
+
 def report(samples: List[Sample], rates: Sequence[int], impls: Sequence[str]) -> str:
     """Per rate: each implementation's figures, then emu/reference and udp/vxlan with 95 % intervals."""
     lines: List[str] = []
@@ -201,9 +210,7 @@ def report(samples: List[Sample], rates: Sequence[int], impls: Sequence[str]) ->
             p50 = bootstrap_interval([s.rtts for s in got])
             mean = bootstrap_interval([s.rtts for s in got], stat=_mean)
             gbps = bootstrap_interval([[s.gbps] for s in got])
-            cpu = [sum(s.cpu) for s in got if s.cpu]
-            cpu_text = f"{median(cpu):.2f} ({'+'.join(f'{median([s.cpu[k] for s in got]):.2f}' for k in range(len(got[0].cpu)))})" if cpu else "-"
-            per_packet = f"{median([s.us_per_packet for s in got]):.1f}" if cpu else "-"
+            cpu_text, per_packet = _cpu_text(got)
             lines.append(f"{impl:16s} {_fmt(p50, 1000, 0):>24s} {_fmt(mean, 1000, 0):>24s} {_fmt(gbps, 1, 3):>22s} "
                          f"{cpu_text:>20s} {per_packet:>14s}")
         pairs = [("emu", "reference", "0.8-1.25" if not rate else ""), ("daemon", "reference", ""),
