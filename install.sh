@@ -13,11 +13,14 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-# mininet brings mnexec and the 'mininet' module for the system python3; the rest are the kernel tools emu drives.
-# gcc and libc6-dev build the udp backend daemon's C loop (below) and bench/udp_reference.c, the C forwarder
-# bench/udp_daemon.py measures it against.
+# mininet brings mnexec and the 'mininet' module for the system python3; the rest are the kernel tools emu drives
+# (nftables: kube-proxy's nftables mode; conntrack: kube-proxy's deletion of stale UDP flows). dnsmasq-base is
+# cluster DNS's server (the binary only: no system service, the machine's resolver untouched); dnsutils brings dig
+# and nslookup for the pods. gcc and libc6-dev build the udp backend daemon's C loop (below) and
+# bench/udp_reference.c, the C forwarder bench/udp_daemon.py measures it against.
 apt-get install -y --no-install-recommends \
-    mininet iproute2 iptables iperf3 iputils-ping tcpdump curl ethtool procps util-linux kmod \
+    mininet iproute2 iptables nftables conntrack iperf3 iputils-ping tcpdump curl ethtool procps util-linux kmod \
+    dnsmasq-base dnsutils \
     python3 python3-yaml python3-matplotlib python3-pytest python3-jsonschema python-is-python3 sudo \
     gcc libc6-dev
 

@@ -2,7 +2,7 @@
 # The same two-node pod network emu builds from topologies/cross_node.yaml, written by hand with `ip`: the
 # baseline bench/dataplane.py measures emu against (see bench/README.md).
 #
-#   sudo bench/baseline.sh up BACKEND [kube] [-- ARGS]  # BACKEND: vxlan | host-gw | udp | udp-ref
+#   sudo bench/baseline.sh up BACKEND [kube|twin] [-- ARGS]  # BACKEND: vxlan | host-gw | udp | udp-ref
 #   sudo bench/baseline.sh service on|off      # the Service: one DNAT rule in node 1 (10.96.0.10 -> server)
 #   sudo bench/baseline.sh shape MBIT|off      # the underlay links shaped as emu's underlay.link.bw does
 #   sudo bench/baseline.sh down                # remove everything (also after a half-done up)
@@ -25,7 +25,10 @@
 # also has: kube-proxy's and flanneld's iptables rules (the very documents emu loads, taken from `emu plan`;
 # they include the Service's DNAT) and net.bridge.bridge-nf-call-iptables=1 / route_localnet=1.
 #
-# Every name starts with emubench; `down` removes both copies and stops only the processes that run inside
+# `up BACKEND twin` builds a third copy, emubencht-*, identical to the kube one: bench/dataplane.py measures it
+# against its twin (an A/A comparison) to show how far two identical setups differ on this machine.
+#
+# Every name starts with emubench; `down` removes every copy and stops only the processes that run inside
 # these namespaces (iperf3, ping, the udp daemon).
 set -euo pipefail
 
@@ -67,6 +70,7 @@ down_copy() {
 }
 
 down() {
+    down_copy emubencht
     down_copy emubenchk
     down_copy emubench
     rm -rf "$RUN"
@@ -114,7 +118,8 @@ up() {
         *) echo "unknown backend $backend (vxlan, host-gw, udp, udp-ref)" >&2; exit 2 ;;
     esac
     case "$variant" in
-        "") names emubench ;; kube) names emubenchk ;; *) echo "unknown variant $variant (kube)" >&2; exit 2 ;;
+        "") names emubench ;; kube) names emubenchk ;; twin) names emubencht ;;
+        *) echo "unknown variant $variant (kube, twin)" >&2; exit 2 ;;
     esac
     down_copy "$P"
     names "$P"
@@ -163,15 +168,15 @@ up() {
             ;;
         esac
     done
-    if [ "$variant" = kube ]; then kube "${backend%-ref}"; fi
+    if [ "$variant" = kube ] || [ "$variant" = twin ]; then kube "${backend%-ref}"; fi
     trap - INT TERM ERR
 }
 
-# shape MBIT|off: what Mininet's TCLink does for underlay.link.bw, on both ends of every node's link of both
-# copies: an HTB root qdisc (handle 5:, default class 1) and one class at the rate with a 15 kB burst
+# shape MBIT|off: what Mininet's TCLink does for underlay.link.bw, on both ends of every node's link of every
+# copy: an HTB root qdisc (handle 5:, default class 1) and one class at the rate with a 15 kB burst
 shape() {
     local prefix k
-    for prefix in emubench emubenchk; do
+    for prefix in emubench emubenchk emubencht; do
         names "$prefix"
         for k in 0 1; do
             [ -e "/run/netns/${NODES[$k]}" ] || continue
@@ -236,6 +241,6 @@ case "${1:-}" in
             *) MBIT=$2 ;;
         esac
         shape ;;
-    *) echo "usage: $0 up vxlan|host-gw|udp|udp-ref [kube] [-- DAEMON ARGS] | service on|off | shape MBIT|off | down" >&2
+    *) echo "usage: $0 up vxlan|host-gw|udp|udp-ref [kube|twin] [-- DAEMON ARGS] | service on|off | shape MBIT|off | down" >&2
        exit 2 ;;
 esac

@@ -5,6 +5,7 @@
     emu> exec client-0 -c shell -- cat /etc/hostname
     emu> pods | nodes | services | logs web-0 -c http | delete pod web-0
     emu> apply -f pod.yaml                    # create pods; Services that select them get new endpoints
+    emu> link node-1 loss=1%                  # impair node-1's underlay link in place; link node-1 down / up
 
 Every Mininet command (``net``, ``dump``, ``pingall``, ``sh``, ``py``, ...) still works on the nodes.
 """
@@ -16,8 +17,10 @@ from typing import Iterable, List, Optional
 
 from mininet.cli import CLI
 
+from emu.apply.routers import flanneld_log
 from emu.controller import Cluster
 from emu.errors import EmuError
+from emu.plan.impair import ImpairError, parse_change
 from emu.plan.render import to_text
 from emu.spec.errors import SpecError
 from emu.spec.yamlsrc import read_documents
@@ -41,6 +44,10 @@ class ClusterCLI(CLI):
         "  apply -f FILE                 create the Pods of a YAML file (Services that select them get them)\n"
         "  plan [NODE]                   the planned dataplane, to compare with what you see\n"
         "  trace SRC DST [--port P] [--proto tcp|udp|icmp]   a packet's path, each hop seen or NOT SEEN\n"
+        "  link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]\n"
+        "                                impair an underlay link in place (no change: show it as tc/ip do)\n"
+        "  routers                       the routers of a routed underlay, with their addresses\n"
+        "  logs NODE                     what flanneld logged on the node (a route it could not add)\n"
         "In commands, pod, node and Service names are replaced by their IP addresses.\n"
         "Mininet's own commands (net, dump, pingall, sh, py, ...) work on the nodes. exit or Ctrl-D leaves\n"
         "(and tears the cluster down).\n"
@@ -124,15 +131,17 @@ class ClusterCLI(CLI):
         if not args:
             print(f"*** Please enter a command for pod {first}: {first} CMD ARGS", file=sys.stderr)
             return None
-        self._run_in_pod(first, None, self._words(args))
+        self._run_in_pod(first, None, self._words(args, first))
         return None
 
-    def _words(self, text: str) -> List[str]:
+    def _words(self, text: str, pod: str) -> List[str]:
+        """The command's words, pod and node names replaced by their addresses (Service names too, unless the
+        pod resolves them through cluster DNS)."""
         try:
             words = shlex.split(text)
         except ValueError as exc:
             raise EmuError(f"cannot parse the command: {exc}") from None
-        return [self.cluster.resolve(w) for w in words]
+        return [self.cluster.resolve(w, in_pod=pod) for w in words]
 
     def _run_in_pod(self, pod_name: str, container: Optional[str], argv: List[str]) -> None:
         pod = self.cluster.pod(pod_name)
@@ -196,26 +205,32 @@ class ClusterCLI(CLI):
         pod = self.cluster.pod(head[0])
         if container is None:
             container = next(iter(pod.containers), None)
-        self._run_in_pod(head[0], container, [self.cluster.resolve(w) for w in argv])
+        self._run_in_pod(head[0], container, [self.cluster.resolve(w, in_pod=head[0]) for w in argv])
 
     def do_logs(self, line: str) -> None:
-        """logs POD [-c CONTAINER]: print a container's output."""
+        """logs POD [-c CONTAINER]: print a container's output; logs NODE: what flanneld logged there."""
         words = shlex.split(line)
         if not words:
-            print("*** usage: logs POD [-c CONTAINER]", file=sys.stderr)
+            print("*** usage: logs POD [-c CONTAINER] | logs NODE", file=sys.stderr)
+            return
+        if words[0] in self.cluster.live.nodes:
+            text = flanneld_log(self.cluster.state.directory, words[0])
+            sys.stdout.write(text or f"(flanneld logged no errors on {words[0]})\n")
             return
         container = words[words.index("-c") + 1] if "-c" in words[:-1] else None
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete pod NAME: delete a pod; kube-proxy drops it from every Service's endpoints."""
+        """delete pod|svc NAME: delete a pod (kube-proxy drops it from every Service's endpoints, cluster DNS
+        from its records) or a Service (its rules and records go)."""
         words = line.split()
-        if len(words) != 2 or words[0] not in ("pod", "pods", "po"):
-            print("*** usage: delete pod NAME", file=sys.stderr)
+        kinds = ("pod", "pods", "po", "service", "services", "svc")
+        if len(words) != 2 or words[0] not in kinds:
+            print("*** usage: delete pod|svc NAME", file=sys.stderr)
             self.last_status = 2
             return
-        self.cluster.delete_pod(words[1])
-        print(f'pod "{words[1]}" deleted')
+        self.cluster.delete(words[0], words[1])
+        print(f'{"pod" if words[0].startswith("po") else "service"} "{words[1]}" deleted')
 
     def do_apply(self, line: str) -> None:
         """apply -f FILE: create the Pods of a YAML file; every Service that selects one gets it as an endpoint."""
@@ -243,12 +258,34 @@ class ClusterCLI(CLI):
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""
         node = line.strip() or None
-        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None))
+        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None, nftables=node is not None))
 
     def do_trace(self, line: str) -> None:
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:
         send packets from SRC to DST and show each hop of the planned path, seen or NOT SEEN (see emu.trace)."""
         self.last_status = trace_line(self.cluster, line)
+
+    def do_link(self, line: str) -> None:
+        """link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]: impair an underlay
+        link in place; with no change, show its ends as tc and ip show them (see emu.controller.Cluster.link)."""
+        words = line.split()
+        if not words:
+            print("*** usage: link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]",
+                  file=sys.stderr)
+            self.last_status = 2
+            return
+        try:
+            print(self.cluster.change_link(words[0], parse_change(words[1:])))
+        except ImpairError as exc:
+            print(f"*** link: {exc}", file=sys.stderr)
+            self.last_status = 2
+
+    def do_routers(self, _line: str) -> None:
+        """List the routers: NAME INTERFACES (address on each segment)."""
+        rows = [("NAME", "INTERFACES")]
+        for router in self.cluster.routers:
+            rows.append((router.name, ", ".join(f"{p.dev} {p.address} ({p.segment})" for p in router.plan.ports)))
+        _table(rows)
 
     def do_EOF(self, line: str) -> bool:
         print()

@@ -1,4 +1,5 @@
-"""Handles on a live cluster's parts: its nodes, pods, containers and Services, as users and measurements see them.
+"""Handles on a live cluster's parts: its nodes, routers, pods, containers and Services, as users and measurements
+see them.
 
 A handle reads its plan (addresses, names) and runs commands in the namespaces of the processes that hold it: a
 node's Mininet shell, a pod's pause process, a container's own process. ``exec`` gives ``ExecResult`` (stdout,
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 from emu.apply import commands
 from emu.apply.commands import Command, Namespaces, as_argv
 from emu.errors import EmuError
-from emu.plan.model import NodePlan, PodPlan, ServicePlan
+from emu.plan.model import NodePlan, PodPlan, RouterPlan, ServicePlan
 from emu.types import ExecResult
 
 if TYPE_CHECKING:
@@ -44,6 +45,36 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.ip}>"
+
+
+class Router:
+    """A live router of a routed underlay (a Mininet host): run commands in its network namespace."""
+
+    def __init__(self, plan: RouterPlan, host) -> None:  # type: ignore[no-untyped-def]
+        self.plan = plan
+        self.host = host
+
+    name = property(lambda self: self.plan.name)
+    pid = property(lambda self: self.host.pid)
+    node = ""
+
+    @property
+    def ip(self) -> str:
+        """Its address on its first segment."""
+        return self.plan.ports[0].address.split("/")[0]
+
+    @property
+    def namespaces(self) -> Namespaces:
+        return Namespaces(net_pid=self.host.pid)
+
+    def exec(self, cmd: Command, timeout: Optional[float] = None) -> ExecResult:
+        return commands.run(as_argv(cmd), self.namespaces, timeout=timeout)
+
+    def popen(self, argv: Command) -> "subprocess.Popen[str]":
+        return commands.popen(as_argv(argv), self.namespaces)
+
+    def __repr__(self) -> str:
+        return f"<Router {self.name} {', '.join(p.address for p in self.plan.ports)}>"
 
 
 class Container:
@@ -94,8 +125,8 @@ class Pod:
             if proc.poll() is not None:
                 raise EmuError(f"container {container} of pod {self.name} has exited (see its log)")
             return Namespaces(net_pid=proc.pid, mount_pid=proc.pid, uts=True)
-        node_pid = self.cluster.node(self.node).pid
-        return Namespaces(net_pid=self.pause.pid, mount_pid=node_pid, uts=True)
+        # The pause process's mount namespace: the node's files, with the pod's /etc/hosts and /etc/resolv.conf
+        return Namespaces(net_pid=self.pause.pid, mount_pid=self.pause.pid, uts=True)
 
     def exec_env(self, container: Optional[str]) -> Dict[str, str]:
         """The environment a command gets: a container's own (as ``kubectl exec`` gives), else a root shell's."""

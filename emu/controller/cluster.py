@@ -16,22 +16,37 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from emu.apply.handles import Node, Pod, Service
+from emu.apply.handles import Node, Pod, Router, Service
+from emu.apply.impair import EndReport
 from emu.apply.live import LiveCluster, Progress
 from emu.apply.processes import sigterm_to_exit
 from emu.controller.placements import Placement, placements
 from emu.errors import EmuError
+from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
+from emu.spec.added import load_added_service, pinned
 from emu.spec.errors import Problem, SpecError
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
 
 if TYPE_CHECKING:
     from emu.spec.yamlsrc import Document
+
+
+class LinkReport(list):  # type: ignore[type-arg]
+    """What ``Cluster.link`` did: the ends (``EndReport``) as the tools show them now, and notes on what Kubernetes
+    would show. ``str()`` gives the text the CLI prints."""
+
+    def __init__(self, ends: Sequence[EndReport], notes: Sequence[str] = ()) -> None:
+        super().__init__(ends)
+        self.notes = list(notes)
+
+    def __str__(self) -> str:
+        return "\n".join([end.text() for end in self] + [f"note: {n}" for n in self.notes])
 
 
 class Cluster:
@@ -50,12 +65,13 @@ class Cluster:
         path: Union[str, "os.PathLike[str]", Sequence[str]],
         backend: Optional[str] = None,
         progress: Optional[Progress] = None,
+        proxy_mode: Optional[str] = None,
     ) -> "Cluster":
-        """Load and validate a topology (plus manifests) and plan it, on ``backend`` when given; nothing is built
-        yet. Raises SpecError for a bad topology."""
+        """Load and validate a topology (plus manifests) and plan it, on ``backend`` and with kube-proxy in
+        ``proxy_mode`` when given; nothing is built yet. Raises SpecError for a bad topology."""
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         spec, _warnings = load([str(p) for p in paths])
-        return cls(build_plan(spec, backend=backend), progress=progress)
+        return cls(build_plan(spec, backend=backend, proxy_mode=proxy_mode), progress=progress)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -105,6 +121,11 @@ class Cluster:
         return self.plan.backend
 
     @property
+    def proxy_mode(self) -> str:
+        """kube-proxy's mode in this cluster (``iptables``, ``nftables``)."""
+        return self.plan.proxy_mode
+
+    @property
     def net(self) -> Any:
         """The Mininet network underneath (its hosts are the nodes), for Mininet-style use and its CLI."""
         return self.live.net
@@ -117,6 +138,16 @@ class Cluster:
     @property
     def build_seconds(self) -> float:
         return self.live.build_seconds
+
+    @property
+    def rule_load_seconds(self) -> Dict[str, float]:
+        """Seconds each node's rules (iptables-restore, nft -f) took to load when the cluster was built."""
+        return dict(self.live.rule_load_seconds)
+
+    @property
+    def last_rule_update(self) -> Dict[str, Tuple[float, float]]:
+        """The last change's rule loading: node -> (time.monotonic() at its start, at its end)."""
+        return dict(self.live.last_rule_update)
 
     @property
     def problems(self) -> List[str]:
@@ -138,6 +169,14 @@ class Cluster:
     def node(self, name: str) -> Node:
         return self.live.node(name)
 
+    @property
+    def routers(self) -> List[Router]:
+        """The routers of a routed underlay (none on the single switch)."""
+        return list(self.live.routers.values())
+
+    def router(self, name: str) -> Router:
+        return self.live.router(name)
+
     def pod(self, name: str) -> Pod:
         return self.live.pod(name)
 
@@ -157,26 +196,42 @@ class Cluster:
                 return Service(s)
         raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
 
-    def resolve(self, word: str) -> str:
+    def resolve(self, word: str, in_pod: Optional[str] = None) -> str:
         """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
-        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``."""
+        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``.
+
+        in_pod: the pod the word is used in; when it resolves names through cluster DNS, Service names are left
+        for its resolver (as in a real pod), and only pod and node names (which DNS does not know) are replaced.
+        """
         match = re.match(r"^([a-z]+://)?([a-z0-9][a-z0-9.-]*)([:/].*)?$", word)
         if match and match.group(2) != word:
-            address = self._address(match.group(2))
+            address = self._address(match.group(2), in_pod)
             if address != match.group(2):
                 return (match.group(1) or "") + address + (match.group(3) or "")
-        return self._address(word)
+        return self._address(word, in_pod)
 
-    def _address(self, name: str) -> str:
+    def _address(self, name: str, in_pod: Optional[str] = None) -> str:
         pod = self.live.pods.get(name)
         if pod is not None and not pod.deleted:
             return pod.ip
         if name in self.live.nodes:
             return self.live.nodes[name].ip
+        if name in self.live.routers:
+            return self.live.routers[name].ip
+        if in_pod is not None and self._uses_cluster_dns(in_pod):
+            return name
         for s in self.plan.services:
-            if s.name == name:
+            if s.name == name and s.cluster_ip not in ("None", ""):  # headless, ExternalName: DNS names only
                 return s.cluster_ip
         return name
+
+    def _uses_cluster_dns(self, pod_name: str) -> bool:
+        """Whether the pod's resolver is a Service of the cluster (cluster DNS), which then resolves names."""
+        pod = self.live.pods.get(pod_name)
+        if pod is None or not pod.plan.resolv_conf:
+            return False
+        servers = {line.split()[1] for line in pod.plan.resolv_conf.splitlines() if line.startswith("nameserver ")}
+        return any(s.cluster_ip in servers for s in self.plan.services)
 
     def placements(self) -> List[Placement]:
         """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this
@@ -210,17 +265,42 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
+    def add_service(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Service:
+        """Create a Service in the running cluster, as ``kubectl apply`` of a Service object would: validated with
+        the loader's rules, given the next free cluster IP (or its own), kube-proxy's rules loaded in every node,
+        its records in cluster DNS. No other Service's address moves. Raises SpecError for an invalid one."""
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running: cannot add a Service")
+            spec = pinned(self.spec, self.plan.services)
+            service = load_added_service(manifest, spec, document)
+            self._change(replace(spec, services=spec.services + (service,)))
+            return self.service(service.name)
+
+    def delete_service(self, name: str, namespace: str = "default") -> None:
+        """Delete a Service: its rules go from every node, its records from cluster DNS; the others keep theirs."""
+        with self.live.lock:
+            spec = pinned(self.spec, self.plan.services)
+            kept = tuple(s for s in spec.services if (s.namespace, s.name) != (namespace, name))
+            if len(kept) == len(spec.services):
+                raise KeyError(f"no Service named {name!r} in namespace {namespace!r}")
+            self._change(replace(spec, services=kept))
+
     def apply(self, documents: Sequence["Document"]) -> List[str]:
-        """``kubectl apply -f``: create the objects of ``documents`` (Pods), one change each; returns a line per
-        object created. Raises SpecError for an invalid one (those before it are created)."""
+        """``kubectl apply -f``: create the objects of ``documents`` (Pods, Services), one change each; returns a
+        line per object created. Raises SpecError for an invalid one (those before it are created)."""
         created: List[str] = []
         for document in documents:
             kind = document.data.get("kind") if isinstance(document.data, dict) else None
+            if kind == "Service":
+                service = self.add_service(document.data, document)
+                created.append(f'service "{service.name}" created ({service.cluster_ip})')
+                continue
             if kind != "Pod":
                 what = f"kind {kind!r}" if kind else "an object without a kind"
                 problem = Problem(
                     document.file, document.line(("kind",)), "kind", f"{what} cannot be applied to a running cluster",
-                    "kind: Pod (Deployments and Services are read when the cluster is built)",
+                    "kind: Pod or Service (Deployments are read when the cluster is built)",
                 )
                 raise SpecError([problem])
             pod = self.add_pod(document.data, document)
@@ -228,11 +308,63 @@ class Cluster:
         return created
 
     def delete(self, kind: str, name: str) -> None:
-        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods)."""
+        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods, Services)."""
         if kind.lower() in ("pod", "pods", "po"):
             self.delete_pod(name)
             return
-        raise EmuError(f"cannot delete a {kind} from a running cluster (pods can be deleted)")
+        if kind.lower() in ("service", "services", "svc"):
+            self.delete_service(name)
+            return
+        raise EmuError(f"cannot delete a {kind} from a running cluster (pods and Services can be deleted)")
+
+    def link(
+        self,
+        target: str,
+        bw: Any = impair.UNCHANGED,
+        delay: Any = impair.UNCHANGED,
+        jitter: Any = impair.UNCHANGED,
+        loss: Any = impair.UNCHANGED,
+        up: Optional[bool] = None,
+        reset: bool = False,
+        show: bool = True,
+    ) -> LinkReport:
+        """Impair an underlay link while the cluster runs, in place (no rebuild); the ends as tc/ip show them.
+
+        target: ``NODE``, ``ROUTER`` or ``SEGMENT`` (all its link ends), or ``A:B`` (A's end of its link to B;
+            the single switch's segment is ``switch``). What an end is given shapes what it sends.
+        bw: Mbit/s (HTB); delay, jitter: like "5ms" (netem: refused without it, ImpairRefused); loss: percent
+            (netem, else random drop rules); None clears one; up: False pulls the link's cable, True plugs it
+            back; reset: back to the topology's shaping first; show: False skips reading the ends back from the
+            kernel (for a change timed to the millisecond: the report then says what was asked).
+        Raises ImpairError (bad input), ImpairRefused (this kernel cannot), EmuError (not running).
+        A node cut off keeps its pods and their Service endpoints: there is no control plane to notice (in
+        Kubernetes the node turns NotReady after about 40 s and its pods' endpoints are removed then).
+        """
+        return self.change_link(target, impair.change_of(bw, delay, jitter, loss, up, reset), show)
+
+    def change_link(self, target: str, change: impair.Change, show: bool = True) -> LinkReport:
+        """``link`` with the change already parsed (``emu.plan.impair.parse_change`` of the CLI's words); an empty
+        change only reports."""
+        reports = self.live.link(target, change, show)
+        return LinkReport(reports, self._cut_off_notes(reports))
+
+    def _cut_off_notes(self, reports: Sequence[EndReport]) -> List[str]:
+        """What Kubernetes would show for every node whose link is down (and what it would not, here)."""
+        notes = []
+        down = sorted({r.end.owner if r.end.kind == "node" else r.end.peer for r in reports if not r.impairment.up}
+                      & set(self.live.nodes))
+        for node in down:
+            pods = [p.name for p in self.pods if p.node == node and not p.plan.host_network]
+            services = sorted({s.name for s in self.plan.services for port in s.ports for e in port.endpoints
+                               if e.node == node})
+            note = f"node {node} is cut off: its pods ({', '.join(pods) or 'none'}) are unreachable from the others"
+            if services:
+                which = f"Service {services[0]} keeps its" if len(services) == 1 else \
+                    f"Services {', '.join(services)} keep their"
+                note += (f"; {which} endpoints on it (no control plane here: in Kubernetes the node would turn "
+                         "NotReady after about 40 s and those endpoints be removed)")
+            notes.append(note)
+        return notes
 
     def _change(self, spec: ClusterSpec) -> None:
         """Re-plan for ``spec`` and have the live cluster apply the difference; ``spec`` is kept once done."""

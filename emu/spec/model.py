@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Dict, Optional, Tuple
 
-SERVICE_TYPES = ("ClusterIP", "NodePort")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "ExternalName")
 PROTOCOLS = ("TCP", "UDP")
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -50,17 +52,79 @@ class Backend:
 
 @dataclass(frozen=True)
 class Network:
+    """The cluster network: the pod range and its node subnets, the Service range, flannel's backend, and the
+    mode kube-proxy runs in (a key of ``emu.registry.PROXY_MODES``)."""
+
     pod_cidr: IPv4Network
     subnet_len: int
     service_cidr: IPv4Network
     backend: Backend
+    proxy_mode: str = "iptables"
+    #: The kubelet's clusterDomain: the zone of cluster DNS and the end of every pod's search path.
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A named L2 segment of a routed underlay: one switch, its own CIDR and MTU.
+
+    link: the shaping of every node link on it (over ``underlay.link``; a node's own ``link`` over this).
+    """
+
+    name: str
+    cidr: IPv4Network
+    mtu: int
+    link: LinkProps = field(default_factory=LinkProps)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RouterLink:
+    """A router's link to a segment: its address there, the MTU of its interface, and the link's shaping."""
+
+    segment: str
+    ip: IPv4Address
+    mtu: int
+    link: LinkProps = field(default_factory=LinkProps)
+
+
+@dataclass(frozen=True)
+class Router:
+    """A router joining segments: a Mininet host that forwards, with static routes derived from the segments.
+
+    fragmentation_needed: "send" (the router answers a too-big packet with DF set with ICMP "fragmentation
+    needed", as routers do) or "drop" (it sends none and drops those it forwards: a path that breaks path MTU
+    discovery, as an ICMP-filtering firewall does).
+    """
+
+    name: str
+    links: Tuple[RouterLink, ...]
+    fragmentation_needed: str = "send"
+    line: int = 0
 
 
 @dataclass(frozen=True)
 class Underlay:
+    """The node network: one switch (``segments`` empty: every node on ``cidr``), or routed segments.
+
+    With segments, ``cidr`` is the first segment's and ``mtu`` the default MTU of every segment.
+    """
+
     cidr: IPv4Network
     mtu: int
     link: LinkProps
+    segments: Tuple[Segment, ...] = ()
+    routers: Tuple[Router, ...] = ()
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.segments)
+
+    def segment(self, name: str) -> Segment:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -69,6 +133,7 @@ class Node:
     ip: IPv4Address
     link: LinkProps
     line: int = 0
+    segment: str = ""  # the node's segment on a routed underlay ("" on the single switch)
 
 
 @dataclass(frozen=True)
@@ -103,6 +168,15 @@ class Container:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    """A pod's ``spec.dnsConfig``: merged by the kubelet into the resolv.conf its dnsPolicy gives."""
+
+    nameservers: Tuple[str, ...] = ()
+    searches: Tuple[str, ...] = ()
+    options: Tuple[Tuple[str, str], ...] = ()  # (name, value or "")
+
+
+@dataclass(frozen=True)
 class Pod:
     name: str
     namespace: str
@@ -114,6 +188,12 @@ class Pod:
     owner: str = ""  # Deployment name, when expanded from one
     file: str = ""
     line: int = 0
+    hostname: str = ""  # spec.hostname (a StatefulSet's pods: their own name); "" is the pod's name
+    subdomain: str = ""  # spec.subdomain (a StatefulSet's pods: its serviceName)
+    dns_policy: str = "ClusterFirst"
+    dns_config: Optional[DnsConfig] = None
+    #: A topologySpreadConstraint over hostnames: the labels whose pods the scheduler spreads this one from.
+    spread: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def label_map(self) -> Dict[str, str]:
@@ -137,6 +217,8 @@ class Service:
     selector: Tuple[Tuple[str, str], ...]
     ports: Tuple[ServicePort, ...]
     cluster_ip: Optional[IPv4Address] = None  # allocated by the plan when not given
+    headless: bool = False  # clusterIP: None (no virtual IP: DNS answers with the endpoints)
+    external_name: str = ""  # type ExternalName: the name DNS answers with a CNAME
     session_affinity: str = "None"
     affinity_timeout: int = 10800
     file: str = ""
