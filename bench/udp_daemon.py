@@ -1,6 +1,6 @@
 """The udp backend against flannel's proxy.c: emu's udp backend and a C reference forwarder, in the same run.
 
-    sudo python bench/udp_daemon.py [--quick] [--repeats 5] [--rates 0,1000] [--impls LIST] [--out bench/results]
+    sudo python bench/udp_daemon.py [--quick] [--repeats 6] [--rates 0,1000] [--impls LIST] [--out bench/results]
 
 What is compared, each built afresh for every measurement and torn down after it:
 
@@ -11,6 +11,7 @@ What is compared, each built afresh for every measurement and torn down after it
   with kube-proxy's and flanneld's rules (as emu has them), and ``bench/udp_reference.c`` as the daemon: a
   forwarder with the structure of flannel's ``backend/udp/proxy.c``, in C (poll, one read and one sendto per
   packet, the kernel's TUN queue), given the same socket buffers as emu's daemon;
+- ``reference-twin``: the reference again, the A/A row: how far two identical setups differ in one run;
 - ``emu-vxlan``, ``reference-vxlan``: the same two with the vxlan backend, for the udp/vxlan ratios;
 - optional: ``daemon`` (emu's daemon on the reference's hand-built nodes: the daemon alone, without the rest of
   emu), ``python`` (the same with ``--loop python``: the loop emu falls back to when its C loop is not built),
@@ -19,15 +20,20 @@ What is compared, each built afresh for every measurement and torn down after it
   them, instead of emu's 4 MiB: see ``emu.backends.udp.device`` for why emu's differ).
 
 Underlay rates (``--rates``, Mbit/s, 0 = unshaped): both ends of every node's link shaped with HTB, by emu's
-``underlay.link.bw`` (Mininet's TCLink) and by ``baseline.sh shape`` (the same tc commands). For each rate, the
-implementations take turns (A B C D, B C D A, ...) over the repeats, so the machine's noise hits each alike.
-A measurement: ``emu.ping`` (pod to pod across nodes, 5 ms apart) for the RTT, then ``emu.iperf3`` (one TCP
-stream) for the throughput, while the daemons' CPU time is read from ``/proc/PID/stat`` (utime + stime).
+``underlay.link.bw`` (Mininet's TCLink) and by ``baseline.sh shape`` (the same tc commands). For each rate,
+the implementations take turns in rounds (A B C D, B C D A, ...: ``emu.schedule.rotation``), so the machine's
+noise hits each alike and round r of every implementation is measured within a minute. A measurement:
+``emu.ping`` (pod to pod across nodes, 5 ms apart) for the RTT (its p50 and mean are the round's figures),
+then ``emu.iperf3`` (one TCP stream) for the throughput, while the daemons' CPU time is read from
+``/proc/PID/stat`` (utime + stime).
 
-It prints medians with 95 % bootstrap intervals, the ratios emu/reference (target unshaped: 0.8 to 1.25 for
-throughput and RTT) and udp/vxlan (target at 1000 Mbit/s: throughput 0.45 to 0.70, RTT 1.4 to 2.8; published
-for flannel: 0.6 and 1.6), each with its interval, and the CPU the daemons used. Every figure goes to
-``bench/results/udp-<UTC>.csv``. Needs root and a C compiler (cc) for the reference. Ctrl-C tears down.
+It prints each implementation's medians over the rounds with 95 % intervals, and the ratios paired by round
+(``emu.report.stats``: the median of the rounds' ratios, order-statistic interval; 6 rounds, the default, are
+the fewest with one) with verdicts: emu/reference (target unshaped: 0.8 to 1.25 for throughput and RTT p50)
+beside the A/A row, and udp/vxlan (target at 1000 Mbit/s: throughput 0.45 to 0.70, RTT p50 1.4 to 2.8;
+published for flannel: 0.6 and 1.6), and the CPU the daemons used. A band target is met when the whole
+interval lies inside it, missed when the whole interval lies outside, unresolved otherwise. Every figure goes
+to ``bench/results/udp-<UTC>.csv``. Needs root and a C compiler (cc) for the reference. Ctrl-C tears down.
 """
 
 import argparse
@@ -42,7 +48,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
-from common import bootstrap_interval, bootstrap_ratio, exclusive, median, settle  # bench/ is sys.path[0]
+from common import exclusive, settle  # bench/ is sys.path[0]
 from dataplane import NsEndpoint, baseline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,11 +58,14 @@ TOPOLOGY = REPO / "topologies" / "cross_node.yaml"
 RUN_DIR = Path("/run/emubench")
 IPERF_PORT = 5201
 from emu.backends.udp.device import SOCK_BUF  # noqa: E402  (emu's daemon's socket buffers; the reference's too)
+from emu.report.stats import Interval, median, median_ci, ratio_ci, verdict  # noqa: E402
+from emu.schedule import rotation  # noqa: E402
 
 #: name -> (who builds it, backend, extra daemon arguments)
 IMPLS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "emu": ("emu", "udp", ()),
     "reference": ("baseline", "udp-ref", ("--sock-buf", str(SOCK_BUF))),
+    "reference-twin": ("baseline", "udp-ref", ("--sock-buf", str(SOCK_BUF))),
     "emu-vxlan": ("emu", "vxlan", ()),
     "reference-vxlan": ("baseline", "vxlan", ()),
     "daemon": ("baseline", "udp", ()),
@@ -65,7 +74,19 @@ IMPLS: Dict[str, Tuple[str, str, Tuple[str, ...]]] = {
     "reference-kbuf": ("baseline", "udp-ref", ()),
     "daemon-kbuf": ("baseline", "udp", ("--sock-buf", "0")),
 }
-DEFAULT_IMPLS = "emu,reference,emu-vxlan,reference-vxlan"
+DEFAULT_IMPLS = "emu,reference,reference-twin,emu-vxlan,reference-vxlan"
+#: (numerator, denominator, {rate: (low, high) band of the target}); every ratio is also printed without one
+PAIRS: Tuple[Tuple[str, str, Dict[int, Tuple[float, float]], Dict[int, Tuple[float, float]]], ...] = (
+    ("emu", "reference", {0: (0.8, 1.25)}, {0: (0.8, 1.25)}),
+    ("reference-twin", "reference", {}, {}),
+    ("daemon", "reference", {}, {}),
+    ("python", "reference", {}, {}),
+    ("daemon-kbuf", "reference-kbuf", {}, {}),
+    ("reference-kbuf", "reference", {}, {}),
+    ("emu", "emu-vxlan", {1000: (0.45, 0.70)}, {1000: (1.4, 2.8)}),
+    ("reference", "reference-vxlan", {}, {}),
+    ("batched", "emu-vxlan", {}, {}),
+)
 MSS = {"udp": 1420, "udp-ref": 1420, "vxlan": 1398}  # TCP payload per packet (MTU - 40 - 12 of timestamps)
 
 
@@ -172,13 +193,23 @@ def measure(impl: str, mbit: int, repeat: int, seconds: int, pings: int) -> Samp
 
 
 # ------------------------------------------------------------------------------------------- reporting
-def _fmt(value: Tuple[float, float, float], scale: float = 1.0, digits: int = 2) -> str:
-    point, low, high = (v * scale for v in value)
-    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def _ci(ci: Interval, digits: int = 2) -> str:
+    if not ci.resolved:
+        return f"{ci.estimate:.{digits}f} (n={ci.n}: no interval)"
+    return f"{ci.estimate:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
+
+
+def band_verdict(ci: Interval, band: Tuple[float, float]) -> str:
+    """A target band (low, high): "met" when the whole interval lies inside it, "missed" when the whole
+    interval lies outside, "unresolved" when it straddles an end (or there is no interval)."""
+    above, below = verdict(ci, band[0], "higher"), verdict(ci, band[1], "lower")
+    if "missed" in (above, below):
+        return "missed"
+    return "met" if above == below == "met" else "unresolved"
 
 
 def _cpu_text(got: List[Sample]) -> Tuple[str, str]:
@@ -190,42 +221,47 @@ def _cpu_text(got: List[Sample]) -> Tuple[str, str]:
     return f"{total:.2f} ({per_node})", f"{median([s.us_per_packet for s in got]):.1f}"
 
 
+def _figures(s: "Sample") -> Dict[str, float]:
+    """One round's figures of one implementation: RTT p50 and mean (ms), throughput (Gbit/s)."""
+    return {"rtt_p50": median(s.rtts), "rtt_mean": _mean(s.rtts), "throughput": s.gbps}
+
+
 def report(samples: List[Sample], rates: Sequence[int], impls: Sequence[str]) -> str:
-    """Per rate: each implementation's figures, then emu/reference and udp/vxlan with 95 % intervals."""
+    """Per rate: each implementation's medians over the rounds (95 % intervals), then the ratios paired by
+    round with their intervals and the verdicts of the targets."""
     lines: List[str] = []
 
-    def of(rate: int, impl: str) -> List[Sample]:
-        return [s for s in samples if s.rate == rate and s.impl == impl]
+    def by_round(rate: int, impl: str) -> Dict[int, Sample]:
+        return {s.repeat: s for s in samples if s.rate == rate and s.impl == impl}
 
     for rate in rates:
         label = f"{rate} Mbit/s underlay" if rate else "unshaped underlay"
-        lines += ["", f"{label}: median [95 % bootstrap interval] over {max(len(of(rate, i)) for i in impls)} "
-                      "repeats; RTT over every ping of every repeat",
-                  f"{'impl':16s} {'RTT p50 us':>24s} {'RTT mean us':>24s} {'TCP Gbit/s':>22s} "
+        lines += ["", f"{label}: median over the rounds [95 % interval]",
+                  f"{'impl':16s} {'RTT p50 us':>22s} {'RTT mean us':>22s} {'TCP Gbit/s':>24s} "
                   f"{'daemon CPU (cores)':>20s} {'CPU us/packet':>14s}"]
         for impl in impls:
-            got = of(rate, impl)
+            got = list(by_round(rate, impl).values())
             if not got:
                 continue
-            p50 = bootstrap_interval([s.rtts for s in got])
-            mean = bootstrap_interval([s.rtts for s in got], stat=_mean)
-            gbps = bootstrap_interval([[s.gbps] for s in got])
+            p50, mean, gbps = (median_ci([_figures(s)[k] for s in got]) for k in ("rtt_p50", "rtt_mean", "throughput"))
             cpu_text, per_packet = _cpu_text(got)
-            lines.append(f"{impl:16s} {_fmt(p50, 1000, 0):>24s} {_fmt(mean, 1000, 0):>24s} {_fmt(gbps, 1, 3):>22s} "
-                         f"{cpu_text:>20s} {per_packet:>14s}")
-        pairs = [("emu", "reference", "0.8-1.25" if not rate else ""), ("daemon", "reference", ""),
-                 ("python", "reference", ""),
-                 ("daemon-kbuf", "reference-kbuf", ""), ("reference-kbuf", "reference", ""),
-                 ("emu", "emu-vxlan", "0.45-0.70 / 1.4-2.8" if rate == 1000 else ""),
-                 ("reference", "reference-vxlan", ""), ("batched", "emu-vxlan", "")]
-        for top, bottom, target in pairs:
-            if not (of(rate, top) and of(rate, bottom)):
+            lines.append(f"{impl:16s} {_ci(p50.scaled(1000), 0):>22s} {_ci(mean.scaled(1000), 0):>22s} "
+                         f"{_ci(gbps, 3):>24s} {cpu_text:>20s} {per_packet:>14s}")
+        lines.append("ratios, paired by round (median of the rounds' ratios [95 % interval]; target: verdict)")
+        for top, bottom, tput_band, rtt_band in PAIRS:
+            a, b = by_round(rate, top), by_round(rate, bottom)
+            shared = sorted(set(a) & set(b))
+            if not shared:
                 continue
-            tput = bootstrap_ratio([[s.gbps] for s in of(rate, top)], [[s.gbps] for s in of(rate, bottom)])
-            p50 = bootstrap_ratio([s.rtts for s in of(rate, top)], [s.rtts for s in of(rate, bottom)])
-            mean = bootstrap_ratio([s.rtts for s in of(rate, top)], [s.rtts for s in of(rate, bottom)], stat=_mean)
-            lines.append(f"  {top + '/' + bottom:26s} throughput {_fmt(tput)}  RTT p50 {_fmt(p50)}  "
-                         f"mean {_fmt(mean)}" + (f"  (target {target})" if target else ""))
+            parts = []
+            for metric, name, bands in (("throughput", "throughput", tput_band), ("rtt_p50", "RTT p50", rtt_band),
+                                        ("rtt_mean", "mean", {})):
+                ci = ratio_ci([_figures(a[r])[metric] for r in shared], [_figures(b[r])[metric] for r in shared],
+                              paired=True)
+                band = bands.get(rate)
+                judged = f" ({band[0]}-{band[1]}: {band_verdict(ci, band)})" if band else ""
+                parts.append(f"{name} {_ci(ci)}{judged}")
+            lines.append(f"  {top + ' / ' + bottom:28s} " + "  ".join(parts))
     return "\n".join(lines)
 
 
@@ -248,8 +284,9 @@ def write_csv(samples: List[Sample], out: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 repeats, 100 pings, 3 s of iperf3")
-    parser.add_argument("--repeats", type=int, default=5, help="measurements per rate and implementation (5)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds (no intervals: a smoke test), 100 pings, "
+                                                              "3 s of iperf3")
+    parser.add_argument("--repeats", type=int, default=6, help="rounds per rate: 6 or more give 95 %% intervals (6)")
     parser.add_argument("--rates", default="0,1000", help="underlay rates in Mbit/s, 0 = unshaped (0,1000)")
     parser.add_argument("--impls", default=DEFAULT_IMPLS, help=f"comma list of {', '.join(IMPLS)} ({DEFAULT_IMPLS})")
     parser.add_argument("--seconds", type=int, default=5, help="iperf3 seconds, after 1 s omitted (5)")
@@ -267,7 +304,7 @@ def main() -> int:
               "(Mininet shapes up to 1000)", file=sys.stderr)
         return 2
     if args.quick:
-        args.repeats, args.pings, args.seconds = 2, 100, 3
+        args.repeats, args.pings, args.seconds = 3, 100, 3
     if os.geteuid() != 0:
         print("bench/udp_daemon.py needs root: sudo python bench/udp_daemon.py", file=sys.stderr)
         return 1
@@ -287,8 +324,7 @@ def main() -> int:
     try:
         for rate in rates:
             for repeat in range(args.repeats):
-                shift = repeat % len(impls)
-                for impl in impls[shift:] + impls[:shift]:
+                for impl in rotation(impls, repeat):
                     s = measure(impl, rate, repeat, args.seconds, args.pings)
                     samples.append(s)
                     print(f"  {rate or 'unshaped':>8} #{repeat} {impl:16s} RTT p50 {median(s.rtts) * 1000:6.0f} us  "
