@@ -1,8 +1,8 @@
 """The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
 
 Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
-other failure. Only ``up``, ``run``, ``trace``, ``check``, ``link`` and ``clean`` need root; ``validate``, ``plan``,
-``plot`` and ``doctor`` work from files alone.
+other failure. Only ``up``, ``run``, ``trace``, ``check``, ``conformance``, ``link`` and ``clean`` need root;
+``validate``, ``plan``, ``plot`` and ``doctor`` work from files alone.
 """
 
 import argparse
@@ -165,6 +165,8 @@ def _repeat_arguments(p: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="stop repeating before this time is spent, e.g. 10m (default: the experiment's BUDGET, else 10m)",
     )
+
+
 def cmd_link(args: argparse.Namespace) -> int:
     from emu.linkctl import link_command
 
@@ -215,7 +217,14 @@ def _add_plan_verb(sub: Any) -> None:
     p.set_defaults(func=cmd_plan)
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from emu.conformance import conformance_command
+
+    return conformance_command(args.files, backend=args.backend, focus=args.focus, junit_path=args.junit)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # long: one block per verb, in the order `emu --help` lists them; splitting it would scatter the CLI's shape
     parser = argparse.ArgumentParser(
         prog="emu",
         description="Kubernetes pod networking (pods, cni0, flannel, kube-proxy), emulated on Mininet.",
@@ -285,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     _add_link_parser(sub)
+    p = sub.add_parser("conformance", help="the Kubernetes e2e [sig-network] checks against the cluster (root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    p.add_argument("--focus", metavar="REGEX", help="only the checks whose upstream name matches")
+    p.add_argument("--junit", metavar="PATH", help="also write the results as JUnit XML (as sonobuoy does)")
+    p.set_defaults(func=cmd_conformance)
+
 
     _add_machine_parsers(sub)
     return parser
