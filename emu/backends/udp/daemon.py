@@ -185,6 +185,13 @@ def run_per_packet(args: argparse.Namespace, listen: Tuple[str, int], routes: Ro
             tunnel.close()
 
 
+def run_default(args: argparse.Namespace, listen: Tuple[str, int], routes: RouteTable) -> int:
+    """proxy.c's loop: in C when it is built (this process is replaced), else in Python."""
+    if args.loop != "python" and exec_c_loop(args, listen, routes) != 0:
+        return 1
+    return run_per_packet(args, listen, routes)
+
+
 def run_batched(args: argparse.Namespace, listen: Tuple[str, int], routes: RouteTable) -> int:
     """``--offload auto|on``: the batching loops on two threads; the main thread waits for a signal."""
     try:
@@ -196,7 +203,7 @@ def run_batched(args: argparse.Namespace, listen: Tuple[str, int], routes: Route
     if not batched.supported(tunnel):  # "auto" on a kernel without RWF_NOWAIT on TUN or UDP GRO
         tunnel.close()
         sys.stderr.write(f"{PROG}: --offload auto: the kernel cannot batch; using the per-packet loop\n")
-        return run_per_packet(args, listen, routes)
+        return run_default(args, listen, routes)
 
     # Workers inherit the signal mask: only the main thread takes SIGTERM/SIGINT (and SIGUSR1 from a worker).
     wait_for = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
@@ -230,9 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the daemon until SIGTERM/SIGINT. Exit 0 then, 1 on a runtime error, 2 on bad arguments."""
     args, listen, routes = parse_args(argv)
     if args.offload == "off":
-        if args.loop != "python" and exec_c_loop(args, listen, routes) != 0:
-            return 1
-        return run_per_packet(args, listen, routes)
+        return run_default(args, listen, routes)
     return run_batched(args, listen, routes)
 
 
