@@ -2,7 +2,8 @@
 
 Pure tests (no root) check the header helpers against full recomputations, and the batched path's TCP merging.
 Root tests build two nodes by hand (namespaces ``emutest-udp-<pid>-*``, always deleted in teardown) and run the
-real daemon in each, once with its default data path (flannel's proxy.c loop) and once with ``--offload auto``
+real daemon in each: as the udp backend starts it (no option: flannel's proxy.c loop, in C when install.sh has
+built it), with that loop forced to C (``--loop c``) and to Python (``--loop python``), and with ``--offload auto``
 (the batching option)::
 
     p1 10.244.1.2 --veth-- n1 [flannel0 10.244.1.0/32] 192.168.56.11 ==veth== 192.168.56.12 [flannel0 10.244.2.0/32] n2 --veth-- p2 10.244.2.2
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import random
 import re
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from conftest import root_fixture
@@ -315,8 +317,10 @@ def delete_namespaces(names: List[str]) -> None:
             run(["ip", "netns", "del", name], check=False)
 
 
-#: the data paths under test: the default (proxy.c's loop) in C and in Python, and the batching option
-MODES = {"c": ["--loop", "c"], "python": ["--loop", "python"], "batched": ["--offload", "auto"]}
+#: the data paths under test: the daemon as the udp backend starts it (no option: proxy.c's loop, in C when it is
+#: built), the same loop forced to C and to Python, and the batching option
+MODES = {"default": [], "c": ["--loop", "c"], "python": ["--loop", "python"], "batched": ["--offload", "auto"]}
+PER_PACKET = ("default", "c", "python")
 
 
 class Nodes:
@@ -395,6 +399,37 @@ def read_pcap(path: str) -> List[bytes]:
     return frames
 
 
+def bulk_transfer(nodes: Nodes, size: int) -> Tuple[int, str]:
+    """Send ``size`` pseudo-random bytes over one TCP connection p1 -> p2; what p2 got: (bytes, sha256)."""
+    server_code = ("import socket,hashlib;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+                   f"s.bind(('{POD_IPS[2]}',5000));s.listen(1);print('up',flush=True);c,_=s.accept();h=hashlib.sha256();n=0\n"
+                   "while True:\n b=c.recv(1<<16)\n if not b: break\n h.update(b);n+=len(b)\n"
+                   "print(n,h.hexdigest(),flush=True)")
+    client_code = ("import socket,random;d=random.Random(7).getrandbits(8*%d).to_bytes(%d,'little');"
+                   "s=socket.create_connection(('%s',5000),timeout=20);s.sendall(d);s.close()" % (size, size, POD_IPS[2]))
+    server = subprocess.Popen(nsx(nodes.ns["p2"], [sys.executable, "-c", server_code]), stdout=subprocess.PIPE,
+                              text=True)
+    STARTED.append(server)
+    try:
+        assert server.stdout.readline().strip() == "up"
+        run(nsx(nodes.ns["p1"], [sys.executable, "-c", client_code]), timeout=60)
+        out, _ = server.communicate(timeout=60)
+    finally:
+        stop(server)
+    n, digest = out.split()
+    return int(n), digest
+
+
+def expected_digest(size: int) -> str:
+    return hashlib.sha256(random.Random(7).getrandbits(8 * size).to_bytes(size, "little")).hexdigest()
+
+
+def link_packets(ns: str, dev: str) -> Tuple[int, int]:
+    """The kernel's (rx, tx) packet counters of ``dev`` in namespace ``ns``."""
+    stats = json.loads(run(nsx(ns, ["ip", "-s", "-j", "link", "show", "dev", dev])).stdout)[0]["stats64"]
+    return stats["rx"]["packets"], stats["tx"]["packets"]
+
+
 @needs_root
 @pytest.mark.root
 class TestTwoNodes:
@@ -448,25 +483,28 @@ class TestTwoNodes:
         assert "From 10.244.1.0" in res.stdout  # from flannel0's address, as proxy.c
 
     def test_tcp_bulk_transfer_intact(self, nodes: Nodes) -> None:
-        size = 8 << 20
-        server_code = ("import socket,hashlib;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
-                       f"s.bind(('{POD_IPS[2]}',5000));s.listen(1);print('up',flush=True);c,_=s.accept();h=hashlib.sha256();n=0\n"
-                       "while True:\n b=c.recv(1<<16)\n if not b: break\n h.update(b);n+=len(b)\n"
-                       "print(n,h.hexdigest(),flush=True)")
-        client_code = ("import socket,random;d=random.Random(7).getrandbits(8*%d).to_bytes(%d,'little');"
-                       "s=socket.create_connection(('%s',5000),timeout=20);s.sendall(d);s.close()" % (size, size, POD_IPS[2]))
-        server = subprocess.Popen(nsx(nodes.ns["p2"], [sys.executable, "-c", server_code]), stdout=subprocess.PIPE,
-                                  text=True)
-        STARTED.append(server)
-        try:
-            assert server.stdout.readline().strip() == "up"
-            run(nsx(nodes.ns["p1"], [sys.executable, "-c", client_code]), timeout=60)
-            out, _ = server.communicate(timeout=60)
-        finally:
-            stop(server)
-        n, digest = out.split()
-        assert int(n) == size
-        assert digest == hashlib.sha256(random.Random(7).getrandbits(8 * size).to_bytes(size, "little")).hexdigest()
+        n, digest = bulk_transfer(nodes, 8 << 20)
+        assert n == 8 << 20 and digest == expected_digest(8 << 20)
+
+    def test_one_datagram_per_packet_kernel_counters(self, nodes: Nodes) -> None:
+        """The kernel's own packet counters, not the daemon's, around a 4 MiB TCP transfer p1 -> p2: by default
+        every packet the sending daemon reads from flannel0 leaves n1's underlay as a datagram of its own, and
+        every datagram n2's underlay takes in is one write into n2's flannel0. The batching option sends runs of
+        packets as one UDP GSO buffer (the veth underlay carries it uncut, as a NIC would cut it) and writes
+        merged TCP segments: far fewer underlay packets than TUN packets."""
+        before = {(i, dev): link_packets(nodes.ns[f"n{i}"], dev) for i in (1, 2) for dev in ("flannel0", "eth0")}
+        n, digest = bulk_transfer(nodes, 4 << 20)
+        assert n == 4 << 20 and digest == expected_digest(4 << 20)
+        after = {key: link_packets(nodes.ns[f"n{key[0]}"], key[1]) for key in before}
+        delta = {key: (after[key][0] - before[key][0], after[key][1] - before[key][1]) for key in before}
+        tun_read, underlay_sent = delta[(1, "flannel0")][1], delta[(1, "eth0")][1]  # (rx, tx) each
+        underlay_received, tun_written = delta[(2, "eth0")][0], delta[(2, "flannel0")][0]
+        assert tun_read > 2500, delta  # 4 MiB in packets of at most 1432 bytes of payload
+        if nodes.mode in PER_PACKET:
+            assert tun_read <= underlay_sent <= tun_read * 1.02 + 10, delta  # + ARP
+            assert underlay_received * 0.98 - 10 <= tun_written <= underlay_received, delta
+        else:
+            assert underlay_sent < tun_read / 2, delta
 
     def test_tun_queue_and_socket_buffers(self, nodes: Nodes) -> None:
         """flannel0's queue: the kernel's 500 (flanneld sets none) by default, 1000 for the batching option;
@@ -478,17 +516,23 @@ class TestTwoNodes:
         assert f"rb{2 * wanted}," in sockets and f"tb{2 * wanted}," in sockets, sockets
 
     def test_zz_one_system_call_per_packet(self, nodes: Nodes) -> None:
-        """Runs last in the class (it stops the daemons). The default is proxy.c's loop, in C and in Python: one
-        thread, one send per datagram and one TUN write per datagram received; the batching option sends fewer
-        times than it forwards packets (UDP GSO) after the bulk transfer above."""
+        """Runs last in the class (it stops the daemons). The default is proxy.c's loop, in C when it is built
+        (the daemon's process is then udp_proxy) and in Python otherwise: one thread, one send per datagram and
+        one TUN write per datagram received, by its own counters; the batching option sends fewer times than it
+        forwards packets (UDP GSO) after the bulk transfers above."""
         threads = {i: len(os.listdir(f"/proc/{proc.pid}/task")) for i, proc in nodes.daemons.items()}
+        programs = {os.readlink(f"/proc/{proc.pid}/exe") for proc in nodes.daemons.values()}
+        if nodes.mode == "c" or (nodes.mode == "default" and helper.unusable() is None):
+            assert programs == {str(helper.binary().resolve())}  # the C loop, exec'd in the daemon's place
+        else:  # the Python loop, or the batching option (Python only)
+            assert programs == {os.path.realpath(sys.executable)}
         counts = {}
         for i, proc in nodes.daemons.items():
             stop(proc)
             assert proc.returncode == 0
             counts[i] = exit_counters(stderr_of(proc))
         sender, receiver = counts[1], counts[2]
-        assert sender["packets sent"] > 5000 and receiver["received"] > 5000  # the 8 MiB transfer went through
+        assert sender["packets sent"] > 5000 and receiver["received"] > 5000  # the 12 MiB of transfers went through
         if nodes.mode != "batched":
             assert threads == {1: 1, 2: 1}
             for c in counts.values():
