@@ -29,7 +29,7 @@ import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from conftest import root_fixture
+from conftest import BACKENDS, cluster_fixture, root_fixture
 
 from emu.backends.udp import batched, device, helper
 from emu.backends.udp import packets as fu
@@ -599,6 +599,24 @@ def test_without_the_c_loop_python_takes_over() -> None:
             if p.poll() is None and p.args[:4] == ["ip", "netns", "exec", ns]:
                 stop(p)
         delete_namespaces([ns])
+
+
+udp_cluster = cluster_fixture("two_nodes.yaml", backends=[b for b in BACKENDS if b.values[0] == "udp"])
+
+
+@pytest.mark.root
+def test_cluster_daemons_run_the_c_loop_when_built(udp_cluster) -> None:  # type: ignore[no-untyped-def]
+    """In a cluster emu builds, each node's flannel udp daemon (started with the backend's arguments, no loop
+    option) is the C loop when install.sh has built it, the Python loop otherwise; one thread either way."""
+    pids = [p.pid for p in udp_cluster.state.processes if p.role == "daemon" and p.name.startswith("flannel-udp/")]
+    assert len(pids) == len(udp_cluster.plan.nodes)
+    expected = str(helper.binary().resolve()) if helper.unusable() is None else os.path.realpath(sys.executable)
+    assert {os.readlink(f"/proc/{pid}/exe") for pid in pids} == {expected}
+    assert all(len(os.listdir(f"/proc/{pid}/task")) == 1 for pid in pids)
+    client = udp_cluster.pods[0]
+    server = next(pod for pod in udp_cluster.pods if pod.node != client.node)
+    pinged = client.exec(["ping", "-c", "2", "-i", "0.2", "-W", "2", server.ip], timeout=20)
+    assert pinged.returncode == 0, pinged.stdout + pinged.stderr
 
 
 def test_zz_nothing_left_behind() -> None:
