@@ -18,6 +18,7 @@ from mininet.cli import CLI
 
 from emu.controller import Cluster
 from emu.errors import EmuError
+from emu.graph.command import graph_line
 from emu.plan.render import to_text
 from emu.spec.errors import SpecError
 from emu.spec.yamlsrc import read_documents
@@ -40,7 +41,9 @@ class ClusterCLI(CLI):
         "  delete pod NAME               delete a pod (its Service endpoints go with it)\n"
         "  apply -f FILE                 create the Pods of a YAML file (Services that select them get them)\n"
         "  plan [NODE]                   the planned dataplane, to compare with what you see\n"
-        "  trace SRC DST [--port P] [--proto tcp|udp|icmp]   a packet's path, each hop seen or NOT SEEN\n"
+        "  trace SRC DST [--port P] [--proto tcp|udp|icmp] [--graph FILE]   a packet's path, each hop seen or\n"
+        "                                NOT SEEN (--graph: drawn on the cluster, .html or .svg)\n"
+        "  graph [-o FILE] [--format html|svg|dot|mermaid] [--node N]   a picture of the cluster as it is now\n"
         "In commands, pod, node and Service names are replaced by their IP addresses.\n"
         "Mininet's own commands (net, dump, pingall, sh, py, ...) work on the nodes. exit or Ctrl-D leaves\n"
         "(and tears the cluster down).\n"
@@ -249,6 +252,11 @@ class ClusterCLI(CLI):
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:
         send packets from SRC to DST and show each hop of the planned path, seen or NOT SEEN (see emu.trace)."""
         self.last_status = trace_line(self.cluster, line)
+
+    def do_graph(self, line: str) -> None:
+        """graph [-o FILE] [--format html|svg|dot|mermaid] [--node NODE]: draw the cluster as it is now (without
+        -o: Mermaid text on the terminal)."""
+        self.last_status = graph_line(self.cluster, line)
 
     def do_EOF(self, line: str) -> bool:
         print()

@@ -37,7 +37,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ),
     ("features", ("emu.backends", "emu.proxy", "emu.addons", "emu.registry")),
     ("spec", ("emu.spec",)),
-    ("plan", ("emu.plan",)),
+    ("plan", ("emu.plan", "emu.graph")),
     ("apply", ("emu.apply",)),
     ("controller", ("emu.controller",)),
     (
@@ -51,6 +51,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "emu.experiment",
             "emu.trace",
             "emu.labs",
+            "emu.graph.command",
         ),
     ),
 ]

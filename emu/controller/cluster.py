@@ -23,6 +23,7 @@ from emu.apply.live import LiveCluster, Progress
 from emu.apply.processes import sigterm_to_exit
 from emu.controller.placements import Placement, placements
 from emu.errors import EmuError
+from emu.graph import render as render_graph
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
@@ -177,6 +178,12 @@ class Cluster:
             if s.name == name:
                 return s.cluster_ip
         return name
+
+    def graph(self, output_format: str = "html", node: Optional[str] = None, trace: Any = None) -> str:
+        """A picture of the cluster as it is now (``emu graph``): ``output_format`` html (one self-contained page,
+        details on hover), svg, dot or mermaid; only ``node`` when given; with ``trace`` (what ``emu.trace.trace``
+        returns) drawn on it: the hops highlighted, and where the packet was last seen."""
+        return render_graph(self.plan, output_format, node, trace)
 
     def placements(self) -> List[Placement]:
         """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this
