@@ -143,6 +143,16 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return run_graph(args.files, output_format=args.format, node=args.node, backend=args.backend, output=args.output)
 
 
+def cmd_break(args: argparse.Namespace) -> int:
+    from emu.faults.command import run_break
+
+    forwarded = ([args.scenario] if args.scenario else []) + (["--seed", str(args.seed)] if args.seed is not None
+                                                              else [])
+    forwarded += [flag for flag, given in (("--list", args.list), ("--dry-run", args.dry_run),
+                                           ("--reveal", args.reveal)) if given]
+    return run_break(forwarded, cluster_name=args.cluster)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from emu.labs import check_command
 
@@ -182,6 +192,15 @@ def _add_teaching_verbs(sub, backends) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
     p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("break", help="inject a fault into the running cluster (emu up in another shell) (root)")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="the fault (default: one at random)")
+    p.add_argument("--seed", type=int, metavar="N", help="draw the scenario and its place with N (reproducible)")
+    p.add_argument("--list", action="store_true", help="list the scenarios (for instructors)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be broken and how to repair it")
+    p.add_argument("--reveal", action="store_true", help="say what was broken (practice)")
+    p.add_argument("--cluster", metavar="NAME", help="the running cluster (needed when several run)")
+    p.set_defaults(func=cmd_break)
 
 
 def build_parser() -> argparse.ArgumentParser:

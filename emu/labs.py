@@ -30,6 +30,7 @@ This module owns that form (``task``, ``setup``, ``TaskFailed``, the helpers ``a
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -52,7 +53,7 @@ LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
 
 Answers = Dict[str, Any]
 TaskFunction = Callable[["Cluster", Answers], Optional[bool]]
-SetupFunction = Callable[["Cluster"], None]
+SetupFunction = Callable[..., None]  # (cluster) or (cluster, answers)
 
 
 class TaskFailed(Exception):
@@ -79,7 +80,8 @@ def task(description: str) -> Callable[[TaskFunction], TaskFunction]:
 
 
 def setup(fn: SetupFunction) -> SetupFunction:
-    """Mark ``fn(cluster)`` to run after the build and before the student's fix (e.g. to break something)."""
+    """Mark ``fn(cluster)`` to run after the build and before the student's fix (e.g. to break something);
+    ``fn(cluster, answers)`` gets the student's answers too (lab 8 injects the fault their answers name)."""
     fn.emu_setup = True  # type: ignore[attr-defined]
     return fn
 
@@ -281,7 +283,10 @@ def run_lab(
         for fn in lab.setups:
             doc = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
             print(f"setup: {doc}", file=out)
-            fn(cluster)
+            if len(inspect.signature(fn).parameters) >= 2:
+                fn(cluster, answers)
+            else:
+                fn(cluster)
         if fix:
             print(f"your fix: {len(fix)} command{'s' if len(fix) != 1 else ''}", file=out)
             report.fix_failures = apply_fix(cluster, fix, out)

@@ -18,6 +18,7 @@ from mininet.cli import CLI
 
 from emu.controller import Cluster
 from emu.errors import EmuError
+from emu.faults.command import break_line
 from emu.graph.command import graph_line
 from emu.plan.render import to_text
 from emu.spec.errors import SpecError
@@ -44,6 +45,7 @@ class ClusterCLI(CLI):
         "  trace SRC DST [--port P] [--proto tcp|udp|icmp] [--graph FILE]   a packet's path, each hop seen or\n"
         "                                NOT SEEN (--graph: drawn on the cluster, .html or .svg)\n"
         "  graph [-o FILE] [--format html|svg|dot|mermaid] [--node N]   a picture of the cluster as it is now\n"
+        "  break [SCENARIO] [--seed N] | --list   inject a fault to troubleshoot (emu break, lab 8)\n"
         "In commands, pod, node and Service names are replaced by their IP addresses.\n"
         "Mininet's own commands (net, dump, pingall, sh, py, ...) work on the nodes. exit or Ctrl-D leaves\n"
         "(and tears the cluster down).\n"
@@ -257,6 +259,10 @@ class ClusterCLI(CLI):
         """graph [-o FILE] [--format html|svg|dot|mermaid] [--node NODE]: draw the cluster as it is now (without
         -o: Mermaid text on the terminal)."""
         self.last_status = graph_line(self.cluster, line)
+
+    def do_break(self, line: str) -> None:
+        """break [SCENARIO] [--seed N] [--dry-run] [--reveal] | break --list: inject a fault (see emu.faults)."""
+        self.last_status = break_line(self.cluster, line)
 
     def do_EOF(self, line: str) -> bool:
         print()

@@ -52,6 +52,8 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "emu.trace",
             "emu.labs",
             "emu.graph.command",
+            "emu.control",
+            "emu.faults",
         ),
     ),
 ]
