@@ -1,13 +1,13 @@
 """The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
 
 Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
-other failure. Only ``up``, ``run``, ``trace``, ``check``, ``break`` and ``clean`` need root; ``validate``,
-``plan``, ``graph``, ``plot`` and ``doctor`` work from files alone.
+other failure. Only ``up``, ``run``, ``trace``, ``check``, ``link``, ``break`` and ``clean`` need root;
+``validate``, ``plan``, ``graph``, ``plot`` and ``doctor`` work from files alone.
 """
 
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from emu import __version__, registry
 from emu.spec.errors import Problem, SpecError
@@ -24,14 +24,14 @@ def _print_problems(problems: Sequence[Problem], stream=sys.stderr) -> None:  # 
         print(str(problem), file=stream)
 
 
-def _plan(files: Sequence[str], backend: Optional[str] = None):  # type: ignore[no-untyped-def]
+def _plan(files: Sequence[str], backend: Optional[str] = None, proxy_mode: Optional[str] = None):  # type: ignore
     """Load and validate (printing warnings; SpecError on problems), then plan, once: the run's one Plan."""
     from emu.plan.build import build_plan
     from emu.spec.load import load
 
     spec, warnings = load(files)
     _print_problems(warnings)
-    return build_plan(spec, backend=backend)
+    return build_plan(spec, backend=backend, proxy_mode=proxy_mode)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -51,7 +51,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         services = len(spec.services)
         print(
             f"{', '.join(spec.files)}: valid: cluster {spec.name}, {len(spec.nodes)} nodes, {len(spec.pods)} pods, "
-            f"{services} service{'s' if services != 1 else ''}, backend {spec.network.backend.type}"
+            f"{services} service{'s' if services != 1 else ''}, backend {spec.network.backend.type}, "
+            f"kube-proxy {spec.network.proxy_mode}"
         )
     return status
 
@@ -74,20 +75,20 @@ def _file_groups(files: Sequence[str]) -> List[List[str]]:
 def cmd_plan(args: argparse.Namespace) -> int:
     from emu.plan.render import to_json, to_text
 
-    plan = _plan(args.files, args.backend)
+    plan = _plan(args.files, args.backend, args.proxy_mode)
     if args.node is not None and args.node not in [n.name for n in plan.nodes]:
         raise UsageError(f"--node: no node named '{args.node}' (one of {', '.join(n.name for n in plan.nodes)})")
     if args.format == "json":
         sys.stdout.write(to_json(plan, args.node))
     else:
-        sys.stdout.write(to_text(plan, args.node, iptables=not args.no_iptables))
+        sys.stdout.write(to_text(plan, args.node, iptables=not args.no_iptables, nftables=not args.no_nftables))
     return EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from emu.session import up
 
-    return up(_plan(args.files, args.backend), run=args.run, script=args.script, quiet=args.quiet)
+    return up(_plan(args.files, args.backend, args.proxy_mode), run=args.run, script=args.script, quiet=args.quiet)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -99,7 +100,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from emu.doctor import doctor
 
-    return doctor()
+    if not args.files:
+        return doctor()
+    return doctor(_plan(args.files, args.backend))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -112,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         quick=args.quick,
         timeout=args.timeout,
+        proxy_mode=args.proxy_mode,
     )
 
 
@@ -132,7 +136,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from emu.trace.command import run_trace
 
-    return run_trace(args.file, args.src, args.dst, backend=args.backend, port=args.port, proto=args.proto,
+    return run_trace(args.file, args.src, args.dst, backend=args.backend, proxy_mode=args.proxy_mode, port=args.port,
+                     proto=args.proto,
                      count=args.count, size=args.size, output_format=args.format, diagram=args.diagram,
                      predict_only=args.predict, graph=args.graph)
 
@@ -140,7 +145,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     from emu.graph.command import run_graph
 
-    return run_graph(args.files, output_format=args.format, node=args.node, backend=args.backend, output=args.output)
+    return run_graph(args.files, output_format=args.format, node=args.node, backend=args.backend,
+                     proxy_mode=args.proxy_mode, output=args.output)
 
 
 def cmd_break(args: argparse.Namespace) -> int:
@@ -159,13 +165,63 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
 
 
+def cmd_link(args: argparse.Namespace) -> int:
+    from emu.linkctl import link_command
+
+    return link_command(args.cluster, args.target, args.change)
+
+
+def _add_machine_parsers(sub) -> None:  # type: ignore[no-untyped-def]
+    """``emu clean`` and ``emu doctor``: the verbs about this machine."""
+    p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("doctor", help="report what this machine has and lacks for emu (no side effects)")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="also explain what this topology needs and where its backend fails (no root needed)")
+    p.add_argument("--backend", choices=tuple(registry.BACKENDS), help="override the topology's flannel backend")
+    p.set_defaults(func=cmd_doctor)
+
+
+def _add_link_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    """``emu link``: the verb that changes a running cluster's links from another shell."""
+    p = sub.add_parser("link", help="impair a running cluster's underlay link in place (root)",
+                       description="Change a link end of a running cluster (from another shell): bw=M (Mbit/s), "
+                       "delay=D, jitter=J (need netem), loss=P%, up, down, reset; KEY=none clears one. No change: "
+                       "show the ends as tc and ip show them.")
+    p.add_argument("--cluster", metavar="NAME", help="the running cluster (default: the only one running)")
+    p.add_argument("target", nargs="?", metavar="NODE-OR-ROUTER[:PEER]",
+                   help="a node, router or segment (all its link ends), or A:B (A's end of its link to B)")
+    p.add_argument("change", nargs="*", metavar="KEY=VALUE", help="bw=M delay=D jitter=J loss=P%% up down reset")
+    p.set_defaults(func=cmd_link)
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    """The choices a verb that plans a topology may override: the flannel backend and kube-proxy's mode."""
+    p.add_argument("--backend", choices=tuple(registry.BACKENDS), help="override the topology's flannel backend")
+    p.add_argument("--proxy-mode", choices=tuple(registry.PROXY_MODES),
+                   help="override the topology's kube-proxy mode (network.kubeProxy.mode)")
+
+
+def _add_plan_verb(sub: Any) -> None:
+    p = sub.add_parser("plan", help="print every device, address, route and rule emu would create (no root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--node", help="only this node")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text for people, json for programs")
+    _add_overrides(p)
+    p.add_argument("--no-iptables", action="store_true", help="leave out the iptables-save sections")
+    p.add_argument("--no-nftables", action="store_true", help="leave out the nft list table sections")
+    p.set_defaults(func=cmd_plan)
+
+
 def _add_teaching_verbs(sub, backends) -> None:  # type: ignore[no-untyped-def]
-    """trace, graph, check and break: the verbs for looking at a cluster and for course labs."""
+    """trace, check, graph and break: the verbs for looking at a cluster and for course labs."""
     p = sub.add_parser("trace", help="a packet's path hop by hop, each hop checked on a live cluster (root)")
     p.add_argument("file", metavar="FILE", help="cluster file")
     p.add_argument("src", metavar="SRC", help="source pod or node")
     p.add_argument("dst", metavar="DST", help="destination pod, node, Service or IP, optionally NAME:PORT")
-    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    _add_overrides(p)
     p.add_argument("--port", type=int, metavar="P", help="destination port (tcp/udp; a Service's port by default)")
     p.add_argument("--proto", choices=("icmp", "tcp", "udp"),
                    help="default: tcp to a Service or with --port, else icmp")
@@ -177,21 +233,21 @@ def _add_teaching_verbs(sub, backends) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--predict", action="store_true", help="only the path predicted from the plan (no root)")
     p.set_defaults(func=cmd_trace)
 
-    p = sub.add_parser("graph", help="draw the cluster: nodes, pods, devices, switch, Services (no root)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
-    p.add_argument("--format", choices=("html", "svg", "dot", "mermaid"),
-                   help="html (one self-contained page, details on hover; the default), svg, dot or mermaid")
-    p.add_argument("--node", help="only this node (its switch, and the Services with endpoints on it)")
-    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
-    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH (format from its suffix unless --format)")
-    p.set_defaults(func=cmd_graph)
-
     p = sub.add_parser("check", help="check a course lab: build it, apply your fix, test every task (root)")
     p.add_argument("lab", metavar="LAB", help="a lab under labs/: its number, directory name or path")
     p.add_argument("--answers", metavar="FILE", help="your answers (default: the lab's answers.yaml)")
     p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
     p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("graph", help="draw the cluster: nodes, pods, devices, switch, Services (no root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--format", choices=("html", "svg", "dot", "mermaid"),
+                   help="html (one self-contained page, details on hover; the default), svg, dot or mermaid")
+    p.add_argument("--node", help="only this node (its switch, and the Services with endpoints on it)")
+    _add_overrides(p)
+    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH (format from its suffix unless --format)")
+    p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("break", help="inject a fault into the running cluster (emu up in another shell) (root)")
     p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="the fault (default: one at random)")
@@ -210,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  python -m emu validate topologies/two_nodes.yaml\n"
         "  python -m emu plan topologies/two_nodes.yaml --node node-1\n"
-        "  python -m emu graph topologies/two_nodes.yaml -o two_nodes.html\n"
         "  sudo python -m emu up topologies/two_nodes.yaml\n"
         "  sudo python -m emu run experiments/cross_node.py\n"
         "  python -m emu plot results/cross_node/<timestamp>/results.csv",
@@ -224,17 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("plan", help="print every device, address, route and rule emu would create (no root)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
-    p.add_argument("--node", help="only this node")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="text for people, json for programs")
-    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
-    p.add_argument("--no-iptables", action="store_true", help="leave out the iptables-save sections")
-    p.set_defaults(func=cmd_plan)
+    _add_plan_verb(sub)
 
     p = sub.add_parser("up", help="build the cluster and open an interactive CLI (root)")
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
-    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    _add_overrides(p)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--run", metavar="CMD", action="append", help="run CLI command(s) instead of the prompt")
     group.add_argument("--script", metavar="FILE", help="run the CLI commands in FILE instead of the prompt")
@@ -244,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run an experiment: results CSV, metadata and plots under results/ (root)")
     p.add_argument("experiment", metavar="EXPERIMENT", help="an experiment file, e.g. experiments/cross_node.py")
     p.add_argument("--backend", choices=backends, help="only this backend (overrides the experiment's VARY)")
+    p.add_argument("--proxy-mode", choices=tuple(registry.PROXY_MODES),
+                   help="only this kube-proxy mode (overrides the experiment's VARY)")
     p.add_argument("--repeat", type=int, metavar="N", help="repetitions of each variant (default: REPEAT or 1)")
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/)")
     p.add_argument("--quick", action="store_true", help="short measurements, for a smoke test")
@@ -257,12 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_teaching_verbs(sub, backends)
 
-    p = sub.add_parser("clean", help="remove what emu runs left behind (after a crash or kill -9)")
-    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.set_defaults(func=cmd_clean)
+    _add_link_parser(sub)
 
-    p = sub.add_parser("doctor", help="report what this machine has and lacks for emu (no side effects)")
-    p.set_defaults(func=cmd_doctor)
+    _add_machine_parsers(sub)
     return parser
 
 

@@ -3,10 +3,10 @@
 An experiment is a Python file with
 - ``TOPOLOGY``: a topology path, relative to the experiment file or to the repository;
 - ``run(cluster, results)``: measures on a live cluster and adds rows to ``results``;
-- optionally ``VARY`` (e.g. ``{"backend": ["vxlan", "host-gw", "udp"]}``: every combination gets a fresh
-  cluster), ``REPEAT`` (runs of ``run`` per variant, default 1), ``prepare(spec, variant) -> spec`` (change the
-  topology for a variant, e.g. the link bandwidth), and ``plot(results_csv, out_dir)`` (figures of its own;
-  the standard figures are drawn otherwise).
+- optionally ``VARY`` (e.g. ``{"backend": ["vxlan", "host-gw", "udp"]}``, or ``proxy_mode``: every combination
+  gets a fresh cluster), ``REPEAT`` (runs of ``run`` per variant, default 1), ``prepare(spec, variant) -> spec``
+  (change the topology for a variant, e.g. the link bandwidth), and ``plot(results_csv, out_dir)`` (figures of
+  its own; the standard figures are drawn otherwise).
 The runner writes ``results/<experiment>/<UTC timestamp>/``: ``results.csv`` (one row per measurement, flushed as
 it goes), ``metadata.json`` and the plots, shows progress, and prints a summary table. Ctrl-C, SIGTERM, an error
 or a timeout (``--timeout``: per variant, build and runs) tear the cluster down, keep every row measured so far,
@@ -46,7 +46,7 @@ from emu.spec.load import load
 from emu.spec.model import ClusterSpec
 
 REPO = Path(__file__).resolve().parent.parent
-SPECIAL_KEYS = ("backend",)
+SPECIAL_KEYS = ("backend", "proxy_mode")
 
 
 class VariantTimeout(BaseException):
@@ -104,10 +104,12 @@ def topology_path(module: ModuleType, experiment_file: str) -> Path:
     raise InputError(f"{experiment_file}: TOPOLOGY {raw} not found (relative to the experiment or the repository)")
 
 
-def variants(module: ModuleType, backend: Optional[str]) -> List[Dict[str, Any]]:
+def variants(module: ModuleType, backend: Optional[str], proxy_mode: Optional[str] = None) -> List[Dict[str, Any]]:
     vary: Dict[str, Sequence[Any]] = dict(getattr(module, "VARY", {}) or {})
     if backend is not None:
         vary["backend"] = [backend]
+    if proxy_mode is not None:
+        vary["proxy_mode"] = [proxy_mode]
     keys = list(vary)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(vary[k] for k in keys))] or [{}]
 
@@ -209,6 +211,7 @@ def run_experiment(
     out: Optional[str] = None,
     quick: bool = False,
     timeout: Optional[float] = None,
+    proxy_mode: Optional[str] = None,
 ) -> int:
     module = load_experiment(path)
     experiment_file = Path(path).resolve()
@@ -220,7 +223,7 @@ def run_experiment(
     if suffix:
         spec = dataclasses.replace(spec, name=spec.name + suffix)
     prepare = getattr(module, "prepare", None)
-    runs = variants(module, backend)
+    runs = variants(module, backend, proxy_mode)
     repeats = repeat if repeat is not None else int(getattr(module, "REPEAT", 1))
     if repeats < 1:
         raise InputError("--repeat must be at least 1")
@@ -233,7 +236,7 @@ def run_experiment(
     plans: Dict[str, Plan] = {}
     for variant in runs:
         vspec = _prepared(prepare, spec, variant, path)
-        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"))
+        plans[_label(variant)] = build_plan(vspec, backend=variant.get("backend"), proxy_mode=variant.get("proxy_mode"))
 
     name = Path(path).stem
     variant_keys = list(runs[0].keys())

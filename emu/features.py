@@ -24,12 +24,17 @@ The module attributes a **backend** (``emu/backends/<name>.py``) defines:
   devices are configured (udp's flanneld creates flannel0);
 - ``KERNEL_NEEDS``: ``KernelNeed`` records;
 - ``trace_out(walker, node, device, entry)``: a packet routed out of one of its devices, hop by hop (see
-  ``emu.trace``); ``DIRECT_ROUTES``: how ``emu trace`` names a plain route to another node's subnet.
+  ``emu.trace``); ``DIRECT_ROUTES``: how ``emu trace`` names a plain route to another node's subnet;
+- optionally, for routed underlays: ``underlay_warnings(node_segments)`` ((message, hint) pairs ``emu validate``
+  warns with) and ``failure_log(failed_route, ifindex)`` (flanneld's log lines for a route the kernel refused).
 
-A **kube-proxy mode** (``emu/proxy/<mode>.py``) defines ``NAME``, ``KERNEL_NEEDS``, ``TOOLS``,
-``node_tables(services, pod_cidr, node_ip)`` (its iptables rules, merged with flanneld's into the node's one
-document) and ``required_sysctls()``. An **add-on** (``emu/addons/<name>``) defines ``NAME``,
-``DEFAULT_ENABLED``, ``KERNEL_NEEDS``, ``TOOLS`` and the hooks listed in docs/architecture.md.
+A **kube-proxy mode** (``emu/proxy/<mode>.py``) takes ``emu.proxy.services`` records and defines ``NAME``,
+``KERNEL_NEEDS``, ``TOOLS``, ``required_sysctls()``, ``node_tables(services, pod_cidr, node_ip)`` (its iptables
+rules, merged with flanneld's into the node's one document; empty for a mode that writes none), optionally
+``node_nftables(services, pod_cidr, service_cidr, node_ip)`` (its ``emu.plan.nftables`` tables, the node's
+nftables document) and ``describe(services)`` (what ``emu trace`` predicts). An **add-on**
+(``emu/addons/<name>``) defines ``NAME``, ``DEFAULT_ENABLED``, ``KERNEL_NEEDS``, ``TOOLS`` and the hooks listed in
+docs/architecture.md.
 """
 
 from dataclasses import dataclass

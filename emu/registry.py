@@ -13,13 +13,14 @@ from emu.addons import standin
 from emu.backends import host_gw, udp, vxlan
 from emu.features import KernelNeed, Tool
 from emu.proxy import iptables as proxy_iptables
+from emu.proxy import nftables as proxy_nftables
 
 #: flannel backend name (``network.backend.Type``) -> its module. The first is the default, as in flannel.
 BACKENDS: Dict[str, ModuleType] = {m.NAME: m for m in (vxlan, host_gw, udp)}
 DEFAULT_BACKEND = next(iter(BACKENDS))
 
 #: kube-proxy mode (``network.kubeProxy.mode``) -> its module. The first is the default, as in kube-proxy.
-PROXY_MODES: Dict[str, ModuleType] = {m.NAME: m for m in (proxy_iptables,)}
+PROXY_MODES: Dict[str, ModuleType] = {m.NAME: m for m in (proxy_iptables, proxy_nftables)}
 DEFAULT_PROXY_MODE = next(iter(PROXY_MODES))
 
 

@@ -19,10 +19,15 @@ def _progress(message: str) -> None:
 
 def summary(cluster) -> str:  # type: ignore[no-untyped-def]
     """What was built, like ``kubectl get nodes -o wide`` and ``kubectl get pods -o wide``."""
-    lines = [f"cluster {cluster.name}: backend {cluster.backend}, built in {cluster.build_seconds:.2f} s", ""]
+    lines = [f"cluster {cluster.name}: backend {cluster.backend}, kube-proxy {cluster.proxy_mode} mode, built in "
+             f"{cluster.build_seconds:.2f} s", ""]
     rows = [("NODE", "INTERNAL-IP", "POD-CIDR")]
     rows += [(n.name, n.ip, n.plan.subnet) for n in cluster.nodes]
     lines += _rows(rows) + [""]
+    if cluster.routers:
+        rows = [("ROUTER", "INTERFACES")]
+        rows += [(r.name, ", ".join(f"{p.address} ({p.segment})" for p in r.plan.ports)) for r in cluster.routers]
+        lines += _rows(rows) + [""]
     rows = [("POD", "IP", "NODE", "CONTAINERS")]
     rows += [(p.name, p.ip, p.node, ",".join(p.containers)) for p in cluster.pods]
     lines += _rows(rows)

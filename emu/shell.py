@@ -5,6 +5,7 @@
     emu> exec client-0 -c shell -- cat /etc/hostname
     emu> pods | nodes | services | logs web-0 -c http | delete pod web-0
     emu> apply -f pod.yaml                    # create pods; Services that select them get new endpoints
+    emu> link node-1 loss=1%                  # impair node-1's underlay link in place; link node-1 down / up
 
 Every Mininet command (``net``, ``dump``, ``pingall``, ``sh``, ``py``, ...) still works on the nodes.
 """
@@ -16,10 +17,12 @@ from typing import Iterable, List, Optional
 
 from mininet.cli import CLI
 
+from emu.apply.routers import flanneld_log
 from emu.controller import Cluster
 from emu.errors import EmuError
 from emu.faults.command import break_line
 from emu.graph.command import graph_line
+from emu.plan.impair import ImpairError, parse_change
 from emu.plan.render import to_text
 from emu.spec.errors import SpecError
 from emu.spec.yamlsrc import read_documents
@@ -46,6 +49,10 @@ class ClusterCLI(CLI):
         "                                NOT SEEN (--graph: drawn on the cluster, .html or .svg)\n"
         "  graph [-o FILE] [--format html|svg|dot|mermaid] [--node N]   a picture of the cluster as it is now\n"
         "  break [SCENARIO] [--seed N] | --list   inject a fault to troubleshoot (emu break, lab 8)\n"
+        "  link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]\n"
+        "                                impair an underlay link in place (no change: show it as tc/ip do)\n"
+        "  routers                       the routers of a routed underlay, with their addresses\n"
+        "  logs NODE                     what flanneld logged on the node (a route it could not add)\n"
         "In commands, pod, node and Service names are replaced by their IP addresses.\n"
         "Mininet's own commands (net, dump, pingall, sh, py, ...) work on the nodes. exit or Ctrl-D leaves\n"
         "(and tears the cluster down).\n"
@@ -204,10 +211,14 @@ class ClusterCLI(CLI):
         self._run_in_pod(head[0], container, [self.cluster.resolve(w) for w in argv])
 
     def do_logs(self, line: str) -> None:
-        """logs POD [-c CONTAINER]: print a container's output."""
+        """logs POD [-c CONTAINER]: print a container's output; logs NODE: what flanneld logged there."""
         words = shlex.split(line)
         if not words:
-            print("*** usage: logs POD [-c CONTAINER]", file=sys.stderr)
+            print("*** usage: logs POD [-c CONTAINER] | logs NODE", file=sys.stderr)
+            return
+        if words[0] in self.cluster.live.nodes:
+            text = flanneld_log(self.cluster.state.directory, words[0])
+            sys.stdout.write(text or f"(flanneld logged no errors on {words[0]})\n")
             return
         container = words[words.index("-c") + 1] if "-c" in words[:-1] else None
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
@@ -248,7 +259,7 @@ class ClusterCLI(CLI):
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""
         node = line.strip() or None
-        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None))
+        sys.stdout.write(to_text(self.cluster.plan, node, iptables=node is not None, nftables=node is not None))
 
     def do_trace(self, line: str) -> None:
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:
@@ -263,6 +274,28 @@ class ClusterCLI(CLI):
     def do_break(self, line: str) -> None:
         """break [SCENARIO] [--seed N] [--dry-run] [--reveal] | break --list: inject a fault (see emu.faults)."""
         self.last_status = break_line(self.cluster, line)
+
+    def do_link(self, line: str) -> None:
+        """link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]: impair an underlay
+        link in place; with no change, show its ends as tc and ip show them (see emu.controller.Cluster.link)."""
+        words = line.split()
+        if not words:
+            print("*** usage: link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]",
+                  file=sys.stderr)
+            self.last_status = 2
+            return
+        try:
+            print(self.cluster.change_link(words[0], parse_change(words[1:])))
+        except ImpairError as exc:
+            print(f"*** link: {exc}", file=sys.stderr)
+            self.last_status = 2
+
+    def do_routers(self, _line: str) -> None:
+        """List the routers: NAME INTERFACES (address on each segment)."""
+        rows = [("NAME", "INTERFACES")]
+        for router in self.cluster.routers:
+            rows.append((router.name, ", ".join(f"{p.dev} {p.address} ({p.segment})" for p in router.plan.ports)))
+        _table(rows)
 
     def do_EOF(self, line: str) -> bool:
         print()

@@ -33,6 +33,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "emu.plan.names",
             "emu.plan.ipam",
             "emu.plan.iptables",
+            "emu.plan.nftables",
         ),
     ),
     ("features", ("emu.backends", "emu.proxy", "emu.addons", "emu.registry")),

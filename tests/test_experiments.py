@@ -372,29 +372,48 @@ def test_run_that_hangs_is_stopped_by_timeout(tmp_path: Path) -> None:
 @pytest.mark.slow
 @requires_root
 def test_mtu_quick(tmp_path: Path) -> None:
-    result = emu_run(["experiments/mtu.py", "--quick", "--out", str(tmp_path)])
+    result = emu_run(["experiments/mtu.py", "--quick", "--out", str(tmp_path)], timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     directory = run_dir(tmp_path)
     rows = rows_of(directory)
-    mtus = ("1450", "1500")
-    assert {r["mtu"] for r in rows} == set(mtus)
-    for mtu in mtus:
-        for size in (1372, 1422):  # fits either way
-            assert values(rows, mtu=mtu, placement=f"cross-node {size}B DF", tool="ping", metric="loss") == [0.0]
-        for size in (1423, 1472):  # too big for the path: lost either way, but where?
-            where = dict(mtu=mtu, placement=f"cross-node {size}B DF")
-            assert values(rows, tool="ping", metric="loss", **where) == [100.0]
-            drops = values(rows, tool="ip-stats", metric="path_drops", **where)
-            if mtu == "1450":
-                assert drops == [0.0]  # refused in the pod, nothing lost on the way
-                assert values(rows, tool="ping", metric="local_errors", **where) == [5.0]
-            else:
-                assert drops[0] >= 1  # node-1 dropped it: fragmentation needed
-    tcp = {m: values(rows, mtu=m, placement="cross-node", tool="iperf3-tcp", metric="throughput") for m in mtus}
-    assert tcp["1450"][0] > 0
-    assert len(tcp["1500"]) == 1  # measured, or recorded as a failure (0): the run never stops for it
-    assert values(rows, mtu="1450", placement="cross-node", tool="ip-stats", metric="path_drops") == [0.0]
-    assert_figures(directory, ["mtu"])
+    cases = ("flannel-mtu", "pod-mtu-1500", "core-1400", "core-1400-no-icmp")
+    assert {(r["case"], r["backend"]) for r in rows} == {(c, b) for c in cases for b in ("vxlan", "udp")}
+    fits = {"vxlan": 1422, "udp": 1444}  # the largest DF payload flannel's pod MTU takes (1450, 1472 - 28)
+
+    def one(case: str, backend: str, placement: str, tool: str, metric: str) -> float:
+        found = values(rows, case=case, backend=backend, placement=placement, tool=tool, metric=metric)
+        assert len(found) == 1, (case, backend, placement, tool, metric, found)
+        return found[0]
+
+    for backend, largest in fits.items():
+        for size in (1344, largest):  # fits the pods and the switch
+            for case in ("flannel-mtu", "pod-mtu-1500"):
+                assert one(case, backend, f"cross-node {size}B DF", "ping", "loss") == 0.0
+        too_big = f"cross-node {1423 if backend == 'vxlan' else 1472}B DF"  # the next size pinged
+        assert one("flannel-mtu", backend, too_big, "ping", "loss") == 100.0
+        assert one("flannel-mtu", backend, too_big, "ping", "local_errors") == 3.0  # refused in the pod
+        assert one("flannel-mtu", backend, too_big, "ip-stats", "path_drops") == 0.0
+        assert one("flannel-mtu", backend, "cross-node", "iperf3-tcp", "throughput") > 0
+    assert one("pod-mtu-1500", "vxlan", "cross-node 1423B DF", "ip-stats", "path_drops") >= 1  # node-1 dropped it
+    # routed: the core takes 1400; small pings pass everywhere
+    for case in ("core-1400", "core-1400-no-icmp"):
+        for backend in fits:
+            assert one(case, backend, "cross-node 1344B DF", "ping", "loss") == 0.0
+        # VXLAN's outer header has no DF: tor-a fragments it, ICMP or not, and TCP goes on
+        assert one(case, "vxlan", "cross-node 1422B DF", "ping", "loss") == 0.0
+        assert one(case, "vxlan", "cross-node", "ip-stats", "router_fragments") > 0
+        assert one(case, "vxlan", "cross-node", "iperf3-tcp", "throughput") > 0.01
+    help_text = subprocess.run([sys.executable, "-m", "emu.backends.udp.daemon", "--help"], cwd=str(REPO),
+                               capture_output=True, text=True).stdout
+    if "off (default)" in help_text:  # one datagram per packet, as flannel's proxy.c: DF set
+        assert one("core-1400", "udp", "cross-node", "iperf3-tcp", "throughput") > 0.01  # path MTU discovery
+        assert one("core-1400-no-icmp", "udp", "cross-node 1345B DF", "ping", "loss") == 100.0
+        assert one("core-1400-no-icmp", "udp", "cross-node 1345B DF", "ip-stats", "router_drops") >= 3
+        stalled = one("core-1400-no-icmp", "udp", "cross-node", "iperf3-tcp", "throughput")
+        assert stalled < 0.1 * one("core-1400", "udp", "cross-node", "iperf3-tcp", "throughput")  # black hole
+    else:  # a batching daemon: UDP GSO sends carry no DF, so tor-a fragments them as it does VXLAN's
+        assert one("core-1400-no-icmp", "udp", "cross-node", "ip-stats", "router_fragments") > 0
+    assert_figures(directory, ["mtu-tcp", "mtu-ping"])
     assert metadata_of(directory)["status"] == "complete"
 
 
@@ -454,6 +473,31 @@ def test_scale_quick(tmp_path: Path) -> None:
     assert our_states() == []
 
 
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
+def test_service_scale_quick_nftables(tmp_path: Path) -> None:
+    """The Service-scale experiment in one mode (--proxy-mode overrides its VARY), up to 1,000 Services: every
+    measurement of every size is there, and the sizes above --quick's limit are skipped, said so."""
+    result = emu_run(["experiments/service_scale.py", "--quick", "--proxy-mode", "nftables", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5000 Services: skipped under --quick" in result.stderr
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    assert {(r["proxy_mode"], r["services"]) for r in rows} == {("nftables", n) for n in ("10", "100", "1000")}
+    for n in ("10", "100", "1000"):
+        assert values(rows, services=n, metric="services") == [float(n)]
+        assert values(rows, services=n, metric="program_seconds")[0] > 0
+        for dst in ("aaa-first", "zzz-last", "loopback"):
+            assert values(rows, services=n, dst=dst, metric="failed") == [0.0]
+            assert values(rows, services=n, dst=dst, metric="connections") == [300.0]
+            assert values(rows, services=n, dst=dst, metric="connect_p50_ms")[0] > 0
+        assert 0 < values(rows, services=n, metric="visible_ms")[0] < 30000
+        assert values(rows, services=n, metric="throughput")[0] > 0
+    assert_figures(directory, ["service_scale"])
+    assert our_states() == []
+
+
 # ------------------------------------------------------------------- summary and plots of any experiment (no root)
 
 
@@ -476,7 +520,7 @@ def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> No
     assert body[2][0] == "cluster" and body[2][-2:] == ["1.25", "2"]
 
 
-@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale"])
+@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale", "service_scale"])
 def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: str) -> None:
     """``emu plot`` of a run's CSV finds the experiment (metadata.json, else experiments/<name>.py) and draws
     its figures; checked here on rows shaped like each experiment's own, without root."""
@@ -484,20 +528,21 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
     from emu.report.results import Results
 
     path = tmp_path / "run" / "results.csv"
-    keys = {"mtu": ["mtu"], "service_lb": [], "bandwidth": ["bw", "backend"], "scale": ["size"]}[experiment]
+    keys = {"mtu": ["case", "backend"], "service_lb": [], "bandwidth": ["bw", "backend"], "scale": ["size"],
+            "service_scale": ["proxy_mode", "services"]}[experiment]
     with Results.open(path, experiment, keys) as results:
         if experiment == "mtu":
-            for mtu in ("1450", "1500"):
-                results.set_context({"mtu": mtu}, 0)
-                for size in (1372, 1422, 1423, 1472):
-                    lost = 100.0 if size > 1422 else 0.0
-                    results.add(f"cross-node {size}B DF", "client", "server", "ping", "loss", lost, "%")
-                    results.add(f"cross-node {size}B DF", "client", "server", "ping", "local_errors", 4, "count")
-                    drops = 1 if mtu == "1500" and size > 1422 else 0
-                    results.add(f"cross-node {size}B DF", "client", "server", "ip-stats", "path_drops", drops, "count")
-                results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", 8.5, "Gbit/s")
-                results.add("cross-node", "client", "server", "iperf3-tcp", "retransmits", 100, "count")
-                results.add("cross-node", "client", "server", "iperf3-tcp", "failed", 0, "count")
+            for case in ("flannel-mtu", "core-1400-no-icmp"):
+                for backend in ("vxlan", "udp"):
+                    results.set_context({"case": case, "backend": backend}, 0)
+                    for size in (1344, 1422, 1423, 1472):
+                        lost = 100.0 if size > 1422 else 0.0
+                        results.add(f"cross-node {size}B DF", "client", "server", "ping", "loss", lost, "%")
+                        results.add(f"cross-node {size}B DF", "client", "server", "ip-stats", "router_drops", 3,
+                                    "count")
+                    results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", 8.5, "Gbit/s")
+                    results.add("cross-node", "client", "server", "iperf3-tcp", "retransmits", 100, "count")
+                    results.add("cross-node", "client", "server", "iperf3-tcp", "failed", 0, "count")
         elif experiment == "service_lb":
             results.set_context({}, 0)
             for phase, counts in (("before-delete", (33, 33, 34)), ("after-delete", (0, 50, 50))):
@@ -512,6 +557,16 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
                         results.set_context({"bw": str(bw), "backend": backend}, repeat)
                         gbit = bw * share / 1000.0
                         results.add("cross-node", "client", "server", "iperf3-tcp", "throughput", gbit, "Gbit/s")
+        elif experiment == "service_scale":
+            for mode, slope in (("iptables", 0.00002), ("nftables", 0.0)):
+                for n in (10, 1000):
+                    results.set_context({"proxy_mode": mode, "services": str(n)}, 0)
+                    for dst, ms in (("aaa-first", 0.04), ("zzz-last", 0.04 + slope * n)):
+                        results.add("pod-to-service", "client-0", dst, "tcp-connect", "connect_p50_ms", ms, "ms")
+                        results.add("pod-to-service", "client-0", dst, "tcp-connect", "connect_p50_over_loopback",
+                                    ms / 0.02, "ratio")
+                    results.add("cluster", "c", "", "emu", "program_seconds", n / 1000.0, "s")
+                    results.add("endpoint-change", "client-0", "mmm-probe", "emu", "visible_ms", n / 10.0, "ms")
         else:
             for size, pods in (("2x2", 4), ("4x10", 40)):
                 results.set_context({"size": size}, 0)
@@ -530,5 +585,6 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert sorted(Path(line).name for line in result.stdout.split()) == [f"{experiment}.png", f"{experiment}.svg"]
-    assert_figures(tmp_path / "plots", [experiment])
+    stems = {"mtu": ["mtu-ping", "mtu-tcp"]}.get(experiment, [experiment])
+    assert sorted(Path(line).name for line in result.stdout.split()) == [f"{s}{x}" for s in stems for x in (".png", ".svg")]
+    assert_figures(tmp_path / "plots", stems)

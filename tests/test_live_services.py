@@ -1,4 +1,5 @@
-"""Live Services: kube-proxy's iptables mode in every node of a running cluster, on every flannel backend.
+"""Live Services: kube-proxy in every node of a running cluster, in both its modes (iptables, nftables), on every
+flannel backend.
 
 Built once per backend for the whole module from topologies/services_three_nodes.yaml (3 nodes; a client pod,
 a web pod and a churn pod on every node; Services of every kind emu emulates). Each test runs ONE python3 client
@@ -13,10 +14,15 @@ address that endpoint saw, the peer the client saw and how long it took (the ser
 - sessionAffinity: ClientIP keeps one client on one endpoint; a pod reaches itself through its Service (hairpin);
 - a Service without endpoints refuses at once (ECONNREFUSED, not a timeout);
 - deleting a pod, or killing its pause process, takes it out of every Service and the live rules of every node
-  equal the re-planned ones; an added pod becomes an endpoint;
-- after teardown nothing of the cluster is left and the root namespace's iptables are unchanged.
+  (iptables-save, and nft list table in nftables mode) equal the re-planned ones; an added pod becomes an
+  endpoint;
+- the conntrack entries of a deleted UDP endpoint are deleted with it (a client that keeps its source port is
+  answered by another endpoint at once, as kube-proxy makes it);
+- after teardown nothing of the cluster is left and the root namespace's iptables and nftables tables are
+  unchanged.
 
-The tests that change the cluster come last; pytest runs every test of one backend before building the next.
+The tests that change the cluster come last; pytest runs every test of one backend and mode before building the
+next.
 """
 
 import dataclasses
@@ -72,10 +78,20 @@ UDP_PROBLEM = _udp_problem()
 pytestmark = [pytest.mark.skipif(bool(ROOT_PROBLEM), reason=ROOT_PROBLEM or "root"), pytest.mark.root,
               pytest.mark.slow]
 
-BACKENDS = [
-    pytest.param("vxlan", id="vxlan"),
-    pytest.param("host-gw", id="host-gw"),
-    pytest.param("udp", id="udp", marks=pytest.mark.skipif(bool(UDP_PROBLEM), reason=UDP_PROBLEM or "udp")),
+def _nft_problem() -> str:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [t for t in ("nft", "conntrack") if shutil.which(t, path=path) is None]
+    return f"missing commands {', '.join(missing)}: run ./install.sh" if missing else ""
+
+
+NFT_PROBLEM = _nft_problem()
+_udp = pytest.mark.skipif(bool(UDP_PROBLEM), reason=UDP_PROBLEM or "udp")
+_nft = pytest.mark.skipif(bool(NFT_PROBLEM), reason=NFT_PROBLEM or "nftables")
+#: (flannel backend, kube-proxy mode): every backend in both modes.
+SETUPS = [
+    pytest.param((backend, mode), id=f"{backend}-{mode}", marks=marks + ([_nft] if mode == "nftables" else []))
+    for mode in ("iptables", "nftables")
+    for backend, marks in (("vxlan", []), ("host-gw", []), ("udp", [_udp]))
 ]
 
 # One process, many connections: per connection the answer ("<endpoint hostname> <source IP it saw>"), the
@@ -140,11 +156,17 @@ def late_pod(name: str, node: str = "") -> Dict[str, Any]:
 
 
 def _root_iptables() -> str:
+    """The root namespace's iptables rules, and the names of its nftables tables (kube-proxy's must never be one)."""
     from emu.plan.iptables import normalize_save
 
     saved = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30)
     assert saved.returncode == 0, saved.stderr
-    return normalize_save(saved.stdout)
+    tables = ""
+    if shutil.which("nft", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+        listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        tables = "\n".join(sorted(listed.stdout.splitlines()))
+    return normalize_save(saved.stdout) + "\nnft tables:\n" + tables
 
 
 @pytest.fixture(scope="module")
@@ -155,17 +177,18 @@ def root_iptables() -> str:
     return _root_iptables()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SETUPS)
 def cluster(request, root_iptables: str) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     from emu.controller import Cluster
     from emu.plan.build import build_plan
     from emu.spec.load import load
 
-    backend = request.param
+    backend, mode = request.param
     spec, _warnings = load([str(TOPOLOGY)])
     # A name of this run's own: its switch, tag and state directory collide with nobody else's cluster.
-    spec = dataclasses.replace(spec, name=f"svc-{os.getpid()}-{backend}")
-    with Cluster(build_plan(spec, backend=backend)) as live:
+    spec = dataclasses.replace(spec, name=f"svc-{os.getpid()}-{backend}-{mode[:3]}")
+    with Cluster(build_plan(spec, backend=backend, proxy_mode=mode)) as live:
+        assert live.proxy_mode == mode
         yield live
 
 
@@ -199,11 +222,13 @@ def node_addresses(cluster: Any, node: str) -> Set[str]:
 
 
 def assert_rules_are_replanned(cluster: Any) -> None:
-    """Every node's live iptables-save equals the rules re-planned from the live pods."""
+    """Every node's live iptables-save, and nft list table of each of its planned nftables tables, equal the rules
+    re-planned from the live pods."""
     import dataclasses
 
     from emu.plan.changes import replan
     from emu.plan.iptables import normalize_save
+    from emu.plan.nftables import normalize_listing, render
 
     live = {p.name for p in cluster.pods}
     replanned = replan(cluster.plan, dataclasses.replace(cluster.spec, pods=tuple(p for p in cluster.spec.pods if p.name in live)))
@@ -212,6 +237,12 @@ def assert_rules_are_replanned(cluster: Any) -> None:
         saved = node.exec(["iptables-save"])
         assert saved.returncode == 0, saved.stderr
         assert normalize_save(saved.stdout) == normalize_save(replanned.node(node.name).iptables), node.name
+        tables = replanned.node(node.name).nftables
+        assert bool(tables) == (cluster.proxy_mode == "nftables")
+        for table in tables:
+            listed = node.exec(["nft", "list", "table", table.family, table.name])
+            assert listed.returncode == 0, listed.stderr
+            assert normalize_listing(listed.stdout) == normalize_listing(render(table)), node.name
 
 
 def client_on(cluster: Any, node: str) -> Any:
@@ -378,6 +409,55 @@ def test_killed_pause_process_leaves_every_service(cluster) -> None:  # type: ig
     assert wait_until(lambda: not any(c.running for c in pod.containers.values()), timeout=5.0)
     counts = names(connect(client_on(cluster, "node-1"), churn.cluster_ip, churn.port, 40))
     assert set(counts) <= before - {victim}, dict(counts)
+    assert_rules_are_replanned(cluster)
+
+
+# A UDP client that keeps its source port: its first datagram pins a conntrack entry to one endpoint.
+UDP_FROM_PORT = r"""
+import json, socket, sys, time
+ip, port, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", source))
+s.settimeout(1.5)
+start = time.monotonic()
+try:
+    s.sendto(b"?", (ip, port))
+    data, _peer = s.recvfrom(256)
+    print(json.dumps({"name": data.decode().split()[0], "seconds": time.monotonic() - start}))
+except OSError as exc:
+    print(json.dumps({"error": exc.errno or "timeout", "seconds": time.monotonic() - start}))
+"""
+
+
+def test_udp_flows_of_a_deleted_endpoint_are_deleted_with_it(cluster) -> None:  # type: ignore[no-untyped-def]
+    """kube-proxy deletes the conntrack entries of a removed UDP endpoint (``conntrack -D --orig-dst CLUSTER-IP
+    --reply-src POD-IP``): a client that keeps its source port is answered by another endpoint at once, instead
+    of sending into the entry that still points at the deleted pod."""
+    service = cluster.service("web-udp")
+    client = client_on(cluster, "node-1")
+    source = 40000 + os.getpid() % 20000
+
+    def ask() -> Dict[str, Any]:
+        out = client.exec(["python3", "-c", UDP_FROM_PORT, service.cluster_ip, str(service.port), str(source)])
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    first = ask()
+    assert "name" in first, f"no answer from {service.cluster_ip}:{service.port}: {first}"
+    again = ask()
+    assert again.get("name") == first["name"], "the conntrack entry pins one client port to one endpoint"
+    victim = cluster.pod(first["name"])
+    flows = ["conntrack", "-L", "-p", "udp", "--orig-dst", service.cluster_ip, "--reply-src", victim.ip]
+    listed = cluster.node("node-1").exec(flows)
+    assert f"sport={source}" in listed.stdout, f"no conntrack entry for the client's flow: {listed.stdout}"
+
+    cluster.delete_pod(victim.name)
+    after = ask()
+    assert after.get("name") not in (None, victim.name), f"the flow still went to the deleted {victim.name}: {after}"
+    for node in cluster.nodes:
+        left = node.exec(flows)
+        assert left.stdout.strip() == "", f"{node.name} keeps flows answered by {victim.ip}: {left.stdout}"
     assert_rules_are_replanned(cluster)
 
 

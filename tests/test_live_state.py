@@ -1,9 +1,12 @@
 """The live dataplane equals the Plan: every node's and pod's kernel state, read back and compared field by field.
 
+On a routed underlay (two_racks.yaml: vxlan with DirectRouting) this is flannel's rule, node by node: a plain
+route to each node of the node's own rack, VXLAN to the other rack.
+
 ``emu plan`` promises that a student can predict the dataplane and then check it live; this is that check.
 Every expected value comes from ``cluster.plan`` (never hard-coded here): devices with their addresses, MACs,
 MTUs and VXLAN parameters, routes, permanent neighbours, FDB entries, cni0's ports with hairpin on, sysctls,
-/run/flannel/subnet.env, the whole iptables document, and each pod's eth0 and routes.
+/run/flannel/subnet.env, the whole iptables document, the nftables tables, and each pod's eth0 and routes.
 """
 
 import json
@@ -18,7 +21,7 @@ from emu.plan.model import Route
 
 pytestmark = [requires_root, pytest.mark.root, pytest.mark.slow]
 
-cluster = cluster_fixture(["two_nodes.yaml", "three_nodes_vxlan.yaml"])
+cluster = cluster_fixture(["two_nodes.yaml", "three_nodes_vxlan.yaml", "two_racks.yaml", "kube_proxy_nftables.yaml"])
 
 
 def _json(target, argv: List[str]) -> Any:  # type: ignore[no-untyped-def]
@@ -87,8 +90,9 @@ def test_node_routes(cluster) -> None:  # type: ignore[no-untyped-def]
     for node in cluster.nodes:
         plan = cluster.plan.node(node.name)
         routes = _json(node, ["ip", "-json", "route"])
-        # The backend's routes, and the Service range standing in for a node's default route.
-        planned = tuple(plan.routes) + tuple(getattr(plan, "service_routes", ()))
+        # The backend's routes, the Service range standing in for a node's default route, and on a routed
+        # underlay the node's default route via its segment's gateway.
+        planned = tuple(plan.routes) + tuple(plan.service_routes) + tuple(plan.underlay_routes)
         assert _live_routes(routes) == {_route_key(r) for r in planned}, f"{node.name}: routes"
         # The connected routes of every address with a prefix shorter than /32.
         connected = {
@@ -115,8 +119,12 @@ def test_node_neighbours_and_fdb(cluster) -> None:  # type: ignore[no-untyped-de
             assert all(e.get("state") == "permanent" for e in fdb), f"{node.name}: {fdb}"
         if cluster.backend == "vxlan":
             remote = len(cluster.plan.nodes) - 1
-            # flannel: "1 route, 1 arp entry and 1 FDB entry per host"
-            assert (len(plan.routes), len(plan.neighbours), len(plan.fdb)) == (remote, remote, remote)
+            # flannel: "1 route, 1 arp entry and 1 FDB entry per host" (with DirectRouting, hosts on the node's own
+            # segment get a plain route instead of the ARP and FDB entries)
+            direct = [r for r in plan.routes if r.dev == plan.link.dev]
+            assert (len(plan.routes), len(plan.neighbours), len(plan.fdb)) == (remote, remote - len(direct),
+                                                                              remote - len(direct))
+            assert all(ip_interface(f"{r.via}/32").ip in ip_interface(plan.link.address).network for r in direct)
 
 
 def test_cni0_ports_are_the_pods_veths_with_hairpin(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -165,3 +173,18 @@ def test_node_iptables(cluster) -> None:  # type: ignore[no-untyped-def]
         saved = node.exec(["iptables-save"])
         assert saved.returncode == 0, saved.stderr
         assert normalize_save(saved.stdout) == normalize_save(cluster.plan.node(node.name).iptables), node.name
+
+
+def test_node_nftables(cluster) -> None:  # type: ignore[no-untyped-def]
+    """Each planned nftables table lists back as planned; a node whose plan has none has no kube-proxy table."""
+    from emu.plan.nftables import normalize_listing, render
+
+    for node in cluster.nodes:
+        tables = cluster.plan.node(node.name).nftables
+        for table in tables:
+            listed = node.exec(["nft", "list", "table", table.family, table.name])
+            assert listed.returncode == 0, listed.stderr
+            assert normalize_listing(listed.stdout) == normalize_listing(render(table)), node.name
+        if not tables:
+            names = node.exec(["nft", "list", "tables"])
+            assert names.returncode == 0 and "kube-proxy" not in names.stdout, names.stdout

@@ -15,6 +15,7 @@ import yaml
 from emu import registry
 from emu.spec import cluster as loader
 from emu.spec import reader
+from emu.spec import underlay as routed
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "schema" / "cluster.schema.json"
@@ -46,10 +47,14 @@ def test_schema_is_draft_07_json() -> None:
     [
         ("Cluster", loader.CLUSTER_FIELDS),
         ("Network", loader.NETWORK_FIELDS),
+        ("KubeProxy", loader.KUBE_PROXY_FIELDS),
         ("Backend", loader.BACKEND_FIELDS),
         ("Underlay", loader.UNDERLAY_FIELDS),
         ("Link", reader.LINK_FIELDS),
         ("Node", loader.NODE_FIELDS),
+        ("Segment", routed.SEGMENT_FIELDS),
+        ("Router", routed.ROUTER_FIELDS),
+        ("RouterLink", routed.ROUTER_LINK_FIELDS),
     ],
 )
 def test_schema_has_exactly_the_loaders_fields(definition: str, fields: Set[str]) -> None:
@@ -60,7 +65,8 @@ def test_schema_has_exactly_the_loaders_fields(definition: str, fields: Set[str]
 
 def test_every_field_is_described() -> None:
     definitions = schema()["definitions"]
-    for name in ("Cluster", "Network", "Backend", "Underlay", "Link", "Node"):
+    for name in ("Cluster", "Network", "KubeProxy", "Backend", "Underlay", "Link", "Node", "Segment", "Router",
+                 "RouterLink"):
         for field, spec in definitions[name]["properties"].items():
             if "$ref" in spec and "description" not in spec:
                 spec = definitions[spec["$ref"].rsplit("/", 1)[1]]
@@ -75,6 +81,8 @@ def test_schema_defaults_are_the_loaders() -> None:
     assert network["serviceCIDR"]["default"] == loader.DEFAULT_SERVICE_CIDR
     assert definitions["Underlay"]["properties"]["cidr"]["default"] == loader.DEFAULT_UNDERLAY
     assert definitions["BackendType"]["enum"] == list(registry.BACKENDS)
+    assert definitions["KubeProxy"]["properties"]["mode"]["enum"] == list(registry.PROXY_MODES)
+    assert definitions["KubeProxy"]["properties"]["mode"]["default"] == registry.DEFAULT_PROXY_MODE
     assert definitions["Cluster"]["properties"]["name"]["maxLength"] == loader.MAX_CLUSTER_NAME
     assert definitions["NodeName"]["maxLength"] == loader.MAX_NODE_NAME
     assert definitions["Cluster"]["properties"]["nodes"]["maxItems"] == loader.MAX_NODES
@@ -115,11 +123,17 @@ BASE = {"apiVersion": "emu/v1", "kind": "Cluster", "name": "x", "nodes": ["node-
         {"network": {"subnetLen": 31}},
         {"network": {"podCIDR": "10.244.0.0/33"}},
         {"network": {"backend": "geneve"}},
+        {"network": {"kubeProxy": {"mode": "ipvs"}}},
+        {"network": {"kubeProxy": {"mdoe": "nftables"}}},
         {"network": {"backend": {"Type": "vxlan", "type": "udp"}}},
         {"network": {"backend": {"Type": "vxlan", "VNI": "1"}}},
         {"underlay": {"link": {"bw": 0}}},
         {"underlay": {"link": {"delay": "5 ms"}}},
         {"underlay": {"link": {"loss": 150}}},
+        {"underlay": {"segments": [{"name": "rack-a"}]}},
+        {"underlay": {"segments": [{"name": "a", "cidr": "10.1.0.0/24"}], "routers": [{"name": "r", "links": []}]}},
+        {"underlay": {"routers": [{"name": "r", "links": [{"segment": "a"}, {"segment": "b", "mtu": 100}]}]}},
+        {"underlay": {"routers": [{"name": "r", "fragmentationNeeded": "ignore", "links": []}]}},
         {"manifests": "web.yaml"},
     ],
     ids=lambda change: json.dumps(change),

@@ -345,3 +345,51 @@ def test_live_cli_json_and_diagram(tmp_path: Path) -> None:
     assert [h["step"] for h in data["hops"]] == CROSS_NODE_STEPS["vxlan"]
     assert all(h["seen"] for h in data["hops"])
     assert diagram.is_file() and diagram.read_text().lstrip().startswith("<?xml")
+
+
+# ------------------------------------------------------------------------------------- kube-proxy's nftables mode
+
+
+def test_pod_to_service_in_nftables_mode() -> None:
+    """The same walk, kube-proxy's nftables rules deciding: the verdict map, numgen, the endpoint chain."""
+    from emu.plan.build import build_plan
+    from emu.proxy import nftables as kubeproxy_nft
+
+    plan = build_plan(plan_of("vxlan").spec, proxy_mode="nftables")
+    described = kubeproxy_nft.describe([_kube(plan)])[0]
+    for endpoint in described["endpoints"]:
+        p = predict(plan, "client-0", "web", endpoint=endpoint["pod"])
+        hop = next(h for h in p.hops if h.step == "kube-proxy")
+        assert hop.service.proxy_mode == "nftables" and hop.service.sep_chain == endpoint["sep_chain"]
+        assert f"@service-ips {p.service.cluster_ip} . tcp . 80 -> goto" in hop.action
+        assert f"goto {described['svc_chain']} -> numgen random mod 2 = {endpoint['index']}" in hop.action
+        assert f"goto {endpoint['sep_chain']} (share 1/2) DNAT to {endpoint['dnat']}" in hop.action
+        assert p.hops[-1].step == "deliver" and p.hops[-1].location == endpoint["pod"]
+    other_port = predict(plan, "client-0", "web:81")
+    assert not other_port.delivered and "cluster-ips-check" in other_port.hops[-2].action
+    assert "rejected: Service web has no port 81/tcp" in other_port.hops[-1].action
+
+
+@requires_root
+@pytest.mark.root
+def test_live_service_in_nftables_mode_reads_the_counters_it_puts_and_takes_them_away() -> None:
+    import dataclasses
+    import os
+
+    from conftest import load_spec
+
+    from emu.controller import Cluster
+    from emu.plan.build import build_plan
+    from emu.plan.nftables import normalize_listing, render
+
+    spec = load_spec("two_nodes.yaml", "vxlan", name=f"trace-nft-{os.getpid()}")
+    with Cluster(build_plan(dataclasses.replace(spec), proxy_mode="nftables")) as cluster:
+        result = _trace(cluster, "client-0", "web")
+        assert result.ok, _explain(result)
+        hop = next(h for h in result.hops if h.hop.step == "kube-proxy")
+        assert hop.evidence.startswith(f"nft counters: {hop.hop.service.svc_chain} +1;"), hop.evidence
+        assert f"{result.prediction.service.sep_chain} +1" in hop.evidence
+        for node in cluster.nodes:  # the counter rules are gone again
+            table = cluster.plan.node(node.name).nftables[0]
+            listed = node.exec(["nft", "list", "table", "ip", "kube-proxy"])
+            assert normalize_listing(listed.stdout) == normalize_listing(render(table))

@@ -1,7 +1,8 @@
 """``emu clean``: remove what emu runs left behind after a crash or ``kill -9``, and nothing else.
 
 Only what a cluster's state file lists is touched: processes named by pid *and* start time (a recycled pid
-is left alone), the root-namespace links carrying the cluster's tag, and mount points emu created. Node and pod
+is left alone), the cluster's switches (one, or a routed underlay's one per segment) and their ports, and mount
+points emu created. Node and pod
 namespaces go away with their last process; their veths, routes and iptables rules with them. A cluster
 whose emu process is still alive is reported and left running. No pattern kill, no ``mn -c``.
 """
@@ -19,7 +20,9 @@ from emu.apply.commands import process_start_time
 from emu.apply.state import ClusterState, all_states
 
 # Kill order: what runs inside pods first, the node shells last.
-ROLE_ORDER = {"container": 0, "server": 0, "pause": 1, "spawner": 2, "daemon": 2, "node": 3, "switch": 4}
+ROLE_ORDER = {
+    "container": 0, "server": 0, "pause": 1, "spawner": 2, "daemon": 2, "node": 3, "router": 3, "switch": 4
+}
 
 
 def _link_exists(name: str) -> bool:
@@ -42,12 +45,11 @@ def clean_state(state: ClusterState, directory: Path, verbose: bool = True, dry_
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(process_start_time(p.pid) == p.start for p in alive):
             time.sleep(0.02)
-    links = []
-    if state.switch:
-        links.append(state.switch)
-        net = Path("/sys/class/net")
-        if net.is_dir():
-            links += sorted(p.name for p in net.iterdir() if p.name.startswith(state.switch + "-eth"))
+    links: List[str] = []
+    net = Path("/sys/class/net")
+    present = sorted(p.name for p in net.iterdir()) if net.is_dir() else []
+    for switch in state.switches:  # the switch, and its ports <switch>-eth<N> (one switch) or <switch>-<P>
+        links += [switch] + [name for name in present if name.startswith(switch + "-")]
     for link in links:
         if _link_exists(link):
             removed.append(f"link {link}")

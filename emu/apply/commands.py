@@ -79,13 +79,26 @@ def run(
     return ExecResult(proc.stdout, proc.stderr, proc.returncode)
 
 
-def check(step: str, argv: Sequence[str], ns: Optional[Namespaces] = None, input: Optional[str] = None) -> str:
+#: Lines of a command's input a BuildError shows (a rule document can have a million).
+SHOWN_INPUT_LINES = 40
+
+
+def check(
+    step: str,
+    argv: Sequence[str],
+    ns: Optional[Namespaces] = None,
+    input: Optional[str] = None,
+    timeout: float = 120,
+) -> str:
     """Run and raise BuildError (with the step, the command and its output) unless it succeeds."""
-    result = run(argv, ns, input=input, timeout=120)
+    result = run(argv, ns, input=input, timeout=timeout)
     if result.returncode != 0:
         shown = list(argv)
         if input is not None:
-            shown.append("<<EOF\n" + input.rstrip() + "\nEOF")
+            lines = input.rstrip().splitlines()
+            more = len(lines) - SHOWN_INPUT_LINES
+            text = "\n".join(lines[:SHOWN_INPUT_LINES]) + (f"\n... ({more} more lines)" if more > 0 else "")
+            shown.append("<<EOF\n" + text + "\nEOF")
         raise BuildError(step, (ns.nsenter() if ns else []) + shown, result.stderr or result.stdout)
     return result.stdout
 

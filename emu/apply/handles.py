@@ -1,4 +1,5 @@
-"""Handles on a live cluster's parts: its nodes, pods, containers and Services, as users and measurements see them.
+"""Handles on a live cluster's parts: its nodes, routers, pods, containers and Services, as users and measurements
+see them.
 
 A handle reads its plan (addresses, names) and runs commands in the namespaces of the processes that hold it: a
 node's Mininet shell, a pod's pause process, a container's own process. ``exec`` gives ``ExecResult`` (stdout,
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 from emu.apply import commands
 from emu.apply.commands import Command, Namespaces, as_argv
 from emu.errors import EmuError
-from emu.plan.model import NodePlan, PodPlan, ServicePlan
+from emu.plan.model import NodePlan, PodPlan, RouterPlan, ServicePlan
 from emu.types import ExecResult
 
 if TYPE_CHECKING:
@@ -44,6 +45,36 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.ip}>"
+
+
+class Router:
+    """A live router of a routed underlay (a Mininet host): run commands in its network namespace."""
+
+    def __init__(self, plan: RouterPlan, host) -> None:  # type: ignore[no-untyped-def]
+        self.plan = plan
+        self.host = host
+
+    name = property(lambda self: self.plan.name)
+    pid = property(lambda self: self.host.pid)
+    node = ""
+
+    @property
+    def ip(self) -> str:
+        """Its address on its first segment."""
+        return self.plan.ports[0].address.split("/")[0]
+
+    @property
+    def namespaces(self) -> Namespaces:
+        return Namespaces(net_pid=self.host.pid)
+
+    def exec(self, cmd: Command, timeout: Optional[float] = None) -> ExecResult:
+        return commands.run(as_argv(cmd), self.namespaces, timeout=timeout)
+
+    def popen(self, argv: Command) -> "subprocess.Popen[str]":
+        return commands.popen(as_argv(argv), self.namespaces)
+
+    def __repr__(self) -> str:
+        return f"<Router {self.name} {', '.join(p.address for p in self.plan.ports)}>"
 
 
 class Container:

@@ -4,10 +4,11 @@ This is the apply layer's one entry point. It decides nothing about Kubernetes: 
 ``Plan``, what to change from a ``PlanDiff`` (``emu.plan.changes``), both made by the layers above
 (``emu.controller``). It knows how: processes, namespaces, links, rule documents.
 
-Build order: ownership state first (so ``emu clean`` can always finish the job), Mininet nodes and switch,
-each node's dataplane (a backend's daemons, devices, routes, neighbour and FDB entries, rules), pause processes
-(all at once), veth wiring (one batch per node), containers. Any failure undoes everything built so far and
-raises ``BuildError`` with the failing step. Teardown stops containers, pause processes and daemons, then
+Build order: ownership state first (so ``emu clean`` can always finish the job), Mininet nodes, routers and
+switches (with the link ends written down for ``emu link``), each router's forwarding and routes and each node's
+dataplane (a backend's daemons, devices, routes, neighbour and FDB entries, rules), pause processes (all at once),
+veth wiring (one batch per node), containers. Any failure undoes everything built so far and raises
+``BuildError`` with the failing step. Teardown stops containers, pause processes and daemons, then
 Mininet, and removes the state directory. A watcher thread notices a pause process or a daemon dying and tells
 the controller (``on_pod_died``), which re-plans.
 """
@@ -21,7 +22,7 @@ import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu import registry
 from emu.apply import commands, underlay
@@ -29,15 +30,18 @@ from emu.apply import pods as pod_ops
 from emu.apply.clean import clean_state, remove_created_dir
 from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
-from emu.apply.handles import Container, Node, Pod, Service
-from emu.apply.nodes import apply_node, load_iptables
+from emu.apply.handles import Container, Node, Pod, Router, Service
+from emu.apply.impair import EndReport, LinkControl
+from emu.apply.nodes import apply_node, flush_conntrack, update_rules
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
+from emu.apply.routers import apply_router, node_underlay
 from emu.apply.spawner import Spawner
 from emu.apply.state import ClusterState
 from emu.errors import EmuError
 from emu.features import Daemon
 from emu.plan.changes import PlanDiff
+from emu.plan.impair import Change
 from emu.plan.model import NodePlan, Plan, PodPlan
 from emu.plan.services import service_env
 
@@ -63,11 +67,17 @@ class LiveCluster:
         self.state = ClusterState.new(plan.cluster, plan.tag)
         self.net: Any = None
         self.nodes: Dict[str, Node] = {}
+        self.routers: Dict[str, Router] = {}
+        self.links: Optional[LinkControl] = None  # the underlay's link ends and their impairments
         self.pods: Dict[str, Pod] = {}
         self.daemons: Dict[str, "subprocess.Popen[str]"] = {}  # "<node>/<daemon name>" -> process
         self._daemon_specs: Dict[str, Daemon] = {}  # the same keys -> what was started
         self.problems: List[str] = []  # things that went wrong while running (a daemon died, a pod died)
         self.build_seconds = 0.0
+        #: Seconds each node's rules (iptables and nftables) took to load when the cluster was built.
+        self.rule_load_seconds: Dict[str, float] = {}
+        #: The last change's rule loading: node -> (monotonic start, monotonic end), in the order loaded.
+        self.last_rule_update: Dict[str, Tuple[float, float]] = {}
         self.lock = threading.RLock()
         self._created_dirs: List[str] = []
         self._spawner = Spawner(self._recorder("spawner", "pods"), self.state.directory / "spawner.log")
@@ -99,23 +109,32 @@ class LiveCluster:
     def _build(self) -> None:
         plan = self.plan
         self.state.switch = plan.switch
+        if plan.underlay is not None:
+            self.state.links += [f"switch:{segment.switch}" for segment in plan.segments]
         # Mininet will create the nodes' mount point on the machine when it is missing
         if not os.path.isdir(underlay.FLANNEL_RUN_DIR):
             self._created_dirs.append(underlay.FLANNEL_RUN_DIR)
             self.state.links.append(f"dir:{underlay.FLANNEL_RUN_DIR}")
         self.state.save()
-        self.progress(f"nodes: {len(plan.nodes)} Mininet hosts on switch {plan.switch}")
+        if plan.underlay is None:
+            self.progress(f"nodes: {len(plan.nodes)} Mininet hosts on switch {plan.switch}")
+        else:
+            self.progress(f"underlay: {len(plan.segments)} segments (switches), {len(plan.routers)} routers; "
+                          f"nodes: {len(plan.nodes)} Mininet hosts")
         self.net = underlay.build_underlay(plan, str(self.state.directory), self.state.add_process)
         self.net.start()
+        underlay.set_link_mtus(plan, self.net)
         for node_plan in plan.nodes:
             self.nodes[node_plan.name] = Node(self, node_plan, self.net.get(node_plan.name))
+        for router_plan in plan.routers:
+            self.routers[router_plan.name] = Router(router_plan, self.net.get(router_plan.name))
+        self.links = LinkControl.create(self.state.directory, plan, self._namespace_owners())
 
         self.progress(f"flannel {plan.backend}: devices, routes, neighbours, FDB; kube-proxy rules")
-        steps = [
-            partial(apply_node, n, self.nodes[n.name].namespaces, self.state.directory, self._start_daemons)
-            for n in plan.nodes
-        ]
-        commands.in_parallel(steps)
+        node_steps = [partial(self._program_node, n) for n in plan.nodes]
+        router_steps = [partial(apply_router, r, self.routers[r.name].namespaces) for r in plan.routers]
+        seconds = commands.in_parallel(node_steps + router_steps)
+        self.rule_load_seconds = {n.name: t for n, t in zip(plan.nodes, seconds)}
 
         self.progress(f"pods: {len(plan.pods)} pause processes")
         pending = self._start_pauses(plan.pods)
@@ -139,6 +158,23 @@ class LiveCluster:
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
             registry.addon_hook(name, "start")(self, plan)
+
+    def _program_node(self, node_plan: NodePlan) -> float:
+        """A node's dataplane (``emu.apply.nodes``), and on a routed underlay its own routes and the routes its
+        backend tries in vain (``emu.apply.routers``); the seconds its rules took to load."""
+        ns = self.nodes[node_plan.name].namespaces
+        seconds = apply_node(node_plan, ns, self.state.directory, self._start_daemons)
+        if self.plan.underlay is not None:
+            node_underlay(node_plan, self.plan.backend, ns, self.state.directory)
+        return seconds
+
+    def _namespace_owners(self) -> Dict[str, Any]:
+        """``node:<name>`` and ``router:<name>`` -> (pid, start time) of the process holding that namespace."""
+        owners: Dict[str, Any] = {}
+        for kind, handles in (("node", self.nodes), ("router", self.routers)):
+            for name, handle in handles.items():
+                owners[f"{kind}:{name}"] = (handle.pid, commands.process_start_time(handle.pid))
+        return owners
 
     def _start_pauses(self, pod_plans: Sequence[PodPlan]) -> List[Any]:
         """Write every pod's files and start its pause process; a pod's pause starts (on a thread) as soon as
@@ -294,6 +330,13 @@ class LiveCluster:
         except KeyError:
             raise KeyError(f"no node named {name!r} (nodes: {', '.join(self.nodes)})") from None
 
+    def router(self, name: str) -> Router:
+        try:
+            return self.routers[name]
+        except KeyError:
+            known = ", ".join(self.routers) or "none: the underlay is one switch"
+            raise KeyError(f"no router named {name!r} (routers: {known})") from None
+
     def pod(self, name: str) -> Pod:
         pod = self.pods.get(name)
         if pod is None or pod.deleted:
@@ -309,8 +352,9 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), tell the add-ons (``update``), load the changed nodes' rules, then stop the removed
-        pods. ``plan`` is published only once every node's rules agree with it."""
+        their ports listen), tell the add-ons (``update``), change the changed nodes' rules
+        (``emu.apply.nodes.update_rules``), delete the conntrack entries kube-proxy would in every node, then stop
+        the removed pods. ``plan`` is published only once every node's rules agree with it."""
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
@@ -326,15 +370,29 @@ class LiveCluster:
                 # nodes' rules send it traffic
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, self.plan, plan)
+                self.last_rule_update = {}
                 for node_plan in diff.changed_nodes:
                     node = self.nodes[node_plan.name]
-                    if node_plan.iptables != node.plan.iptables:
-                        load_iptables(node_plan, node.namespaces)
+                    started = time.monotonic()
+                    restored = node_plan.iptables != node.plan.iptables
+                    update_rules(node.plan, node_plan, node.namespaces)
+                    self.last_rule_update[node.name] = (started, time.monotonic())
+                    if restored and self.links is not None:  # a full restore may take a link's drop rules with it
+                        self.links.refresh(f"node:{node_plan.name}")
                     node.plan = node_plan
+                if diff.stale_flows:
+                    for node in self.nodes.values():
+                        flush_conntrack(node.name, diff.stale_flows, node.namespaces)
                 self.plan = plan
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:
                     self._stop_pod(pod)
+
+    def link(self, target: str, change: Change, show: bool = True) -> List[EndReport]:
+        """Impair (or restore) the underlay link ends ``target`` names, in place (``emu.apply.impair``)."""
+        if not self.running or self.links is None:
+            raise EmuError("the cluster is not running")
+        return self.links.change(target, change, show) if not change.empty else self.links.show(target)
 
     def _add_pod(self, pod_plan: PodPlan, env: Dict[str, str]) -> Pod:
         """Build one pod in the running cluster (pause, veth on cni0, containers); undone on failure."""

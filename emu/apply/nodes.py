@@ -2,17 +2,30 @@
 
 Sysctls, ``cni0``, the backend's devices (``flannel.1`` / ``flannel0``), addresses, routes and permanent
 neighbour entries in one ``ip -batch``, FDB entries in one ``bridge -batch``, ``/run/flannel/subnet.env`` in
-the node's private /run/flannel, and the node's whole iptables document in one ``iptables-restore``.
+the node's private /run/flannel, the node's whole iptables document in one ``iptables-restore`` and each of its
+nftables tables in one ``nft -f`` (one transaction). When the cluster changes, ``update_rules`` reloads the
+iptables document and changes the nftables tables in place (``emu.plan.nftables.update_script``: only the
+chains and elements that differ, never a flush of the table), and ``flush_conntrack`` deletes the conntrack
+entries kube-proxy would.
 A backend's daemons (udp's flanneld, which creates flannel0 itself) are started first (``start_daemons``); the
 devices of a backend are created with the lines its module gives (``emu.registry``).
 """
 
+import sys
+import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 from emu import registry
-from emu.apply.commands import Namespaces, check, ip_batch
+from emu.apply.commands import Namespaces, check, ip_batch, run
+from emu.errors import BuildError
 from emu.plan.model import Device, NodePlan
+from emu.plan.nftables import load_script, update_script
+from emu.proxy.conntrack import Flows
+
+#: Seconds a rule load may take: 10,000 Services are 60,000 iptables rules, or an nftables table whose
+#: anonymous sets Linux creates in time quadratic in their number (about 80 s here).
+RULES_TIMEOUT = 900
 
 
 def device_lines(device: Device) -> List[str]:
@@ -32,8 +45,8 @@ def apply_node(
     ns: Namespaces,
     state_dir: Path,
     start_daemons: Optional[Callable[[NodePlan], None]] = None,
-) -> None:
-    """Program ``node`` in the namespaces ``ns`` (its Mininet shell's).
+) -> float:
+    """Program ``node`` in the namespaces ``ns`` (its Mininet shell's); returns the seconds its rules took to load.
 
     start_daemons: starts the backend's daemons in the node (and waits until they are ready) before its devices
         are configured: udp's flanneld creates flannel0 itself.
@@ -62,9 +75,49 @@ def apply_node(
         ns,
         tool="bridge",
     )
+    started = time.monotonic()
     load_iptables(node, ns)
+    load_nftables(node, ns)
+    return time.monotonic() - started
 
 
 def load_iptables(node: NodePlan, ns: Namespaces, document: Optional[str] = None) -> None:
     """Load the node's whole iptables document at once (full restore: emu owns the node's namespace)."""
-    check(f"{node.name}: iptables rules", ["iptables-restore"], ns, input=document or node.iptables)
+    check(f"{node.name}: iptables rules", ["iptables-restore"], ns, input=document or node.iptables,
+          timeout=RULES_TIMEOUT)
+
+
+def load_nftables(node: NodePlan, ns: Namespaces) -> None:
+    """Create each of the node's nftables tables with one ``nft -f`` (one transaction: all of it or nothing)."""
+    for table in node.nftables:
+        check(f"{node.name}: nftables table {table.prefix}", ["nft", "-f", "-"], ns, input=load_script(table),
+              timeout=RULES_TIMEOUT)
+
+
+def update_rules(old: NodePlan, new: NodePlan, ns: Namespaces) -> None:
+    """Turn the node's rules of ``old`` into those of ``new`` while traffic flows: the iptables document is
+    restored whole when it differs; each nftables table gets the transaction that changes only what differs,
+    then the deletion of the chains it emptied (a failure of that last step leaves empty, unused chains: a
+    warning, as kube-proxy retries it on its next sync)."""
+    if new.iptables != old.iptables:
+        load_iptables(new, ns)
+    before = {(t.family, t.name): t for t in old.nftables}
+    after = {(t.family, t.name): t for t in new.nftables}
+    for key in list(after) + [k for k in before if k not in after]:
+        update = update_script(before.get(key), after.get(key))
+        step = f"{new.name}: nftables table {' '.join(key)}"
+        if update.script:
+            check(step, ["nft", "-f", "-"], ns, input=update.script, timeout=RULES_TIMEOUT)
+        if update.cleanup:
+            try:
+                check(f"{step} (stale chains)", ["nft", "-f", "-"], ns, input=update.cleanup)
+            except BuildError as exc:
+                print(f"emu: warning: {exc}", file=sys.stderr)
+
+
+def flush_conntrack(node: str, flows: Sequence[Flows], ns: Namespaces) -> None:
+    """Delete the conntrack entries ``flows`` names in the node (``conntrack -D`` exits 1 when none matched)."""
+    for flow in flows:
+        result = run(flow.argv(), ns)
+        if result.returncode not in (0, 1):
+            raise BuildError(f"{node}: deleting conntrack entries", flow.argv(), result.stderr or result.stdout)

@@ -30,6 +30,7 @@ def plan_needs(plan: Plan) -> List[KernelNeed]:
     """The kernel features building ``plan`` needs."""
     needs = [CORE_NEEDS["bridge"], CORE_NEEDS["veth"]]
     needs += list(registry.backend(plan.backend).KERNEL_NEEDS)
+    needs += list(registry.proxy_mode(plan.proxy_mode).KERNEL_NEEDS)
     if any(n.link.delay or n.link.jitter or n.link.loss is not None for n in plan.nodes):
         needs.append(CORE_NEEDS["netem"])
     return needs
@@ -39,7 +40,8 @@ def preflight(plan: Plan) -> None:
     """Stop with one clear message if this machine cannot build ``plan``."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("building a cluster needs root: run it with sudo (e.g. sudo python -m emu up ...)")
-    missing = missing_tools(TOOLS + tuple(t.command for t in getattr(registry.backend(plan.backend), "TOOLS", ())))
+    features = (registry.backend(plan.backend), registry.proxy_mode(plan.proxy_mode))
+    missing = missing_tools(TOOLS + tuple(t.command for m in features for t in getattr(m, "TOOLS", ())))
     if missing:
         raise EnvironmentProblem(f"missing commands: {', '.join(missing)}; {INSTALL_HINT}")
     for need in plan_needs(plan):

@@ -1,17 +1,20 @@
 """What a running cluster owns, written down before it is created, so ``emu clean`` can remove exactly that.
 
 Each cluster has a directory ``/run/emu/<tag>/`` (tag = ``emu`` + 4 hex digits of the cluster name) holding
-``state.json`` (the owning emu process and the root-namespace links it made: the underlay switch; rewritten
-atomically on every change) and the append-only journal ``processes.jsonl`` (every process it started: node
-shells, pause processes, containers, flannel daemons, each named by pid *and* start time, so a recycled pid is
-never killed by mistake). The same directory holds the nodes' private state (``nodes/<node>/flannel/
-subnet.env``) and the pods' files (``pods/<pod>/``: hosts, hostname, logs, volumes). /run is a tmpfs, so
-nothing survives a reboot.
+``state.json`` (the owning emu process and the root-namespace links it made: the underlay switch, or a routed
+underlay's switches, one per segment, as ``switch:NAME`` entries; rewritten atomically on every change) and the
+append-only journal ``processes.jsonl`` (every process it started: node shells, routers, pause processes,
+containers, flannel daemons, each named by pid *and* start time, so a recycled pid is never killed by mistake).
+``links.json`` lists the ends of the underlay's links (which namespace, which device) and the impairments set on
+them at run time (``emu.apply.impair``), so ``emu link`` in another shell can find and change them. The same
+directory holds the nodes' private state (``nodes/<node>/flannel/subnet.env``, ``nodes/<node>/flanneld.log``) and
+the pods' files (``pods/<pod>/``: hosts, hostname, logs, volumes). /run is a tmpfs, so nothing survives a
+reboot.
 """
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -25,7 +28,7 @@ STATE_ROOT = Path(os.environ.get("EMU_STATE_DIR", "/run/emu"))
 class OwnedProcess:
     pid: int
     start: int
-    role: str  # node | pause | container | daemon | server
+    role: str  # node | router | switch | pause | container | daemon | server
     name: str
 
     def alive(self) -> bool:
@@ -39,12 +42,19 @@ class ClusterState:
     owner_pid: int
     owner_start: int
     switch: str = ""
+    #: what else it made: ``dir:PATH`` (a directory), ``switch:NAME`` (a routed underlay's switch, one per segment)
     links: List[str] = field(default_factory=list)
     processes: List[OwnedProcess] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
         return STATE_ROOT / self.tag
+
+    @property
+    def switches(self) -> List[str]:
+        """Every switch it made: the one switch, or a routed underlay's (``switch:NAME`` entries)."""
+        named = [entry[len("switch:"):] for entry in self.links if entry.startswith("switch:")]
+        return ([self.switch] if self.switch else []) + named
 
     def owner_alive(self) -> bool:
         """Whether the emu process that made this cluster still runs (this process included: a second Cluster
@@ -87,8 +97,8 @@ class ClusterState:
     def read(cls, directory: Path) -> Optional["ClusterState"]:
         try:
             data = json.loads((directory / "state.json").read_text())
-            data.pop("processes", None)
-            state = cls(**data)
+            known = {f.name for f in fields(cls)} - {"processes"}
+            state = cls(**{k: v for k, v in data.items() if k in known})  # another version's extra keys ignored
         except (OSError, ValueError, TypeError):
             return None
         try:

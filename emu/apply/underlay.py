@@ -1,10 +1,13 @@
-"""The underlay: Mininet hosts as Kubernetes nodes, joined by one Linux bridge switch, with TCLink shaping.
+"""The underlay: Mininet hosts as Kubernetes nodes (and routers), Linux bridge switches, links with TCLink shaping.
 
 This is the only module that imports Mininet. Mininet gives each node a shell in new network and mount
-namespaces (``mnexec -n``); the switch is a Linux bridge in the root namespace named after the cluster's tag
-(Open vSwitch is not in every kernel, and no controller is needed). The node's end of its link is named
-``eth0`` like a real node's NIC; the switch's end ``<tag>-eth<N>``. Link delay, jitter and loss need the
-kernel's netem qdisc: asked for on a kernel without it, the build stops before anything is created.
+namespaces (``mnexec -n``); a switch is a Linux bridge in the root namespace named after the cluster's tag
+(Open vSwitch is not in every kernel, and no controller is needed): one switch, or one per segment of a routed
+underlay (``<tag>s<N>``), with a router (a Mininet host of its own, configured by ``emu.apply.routers``) on
+several. The node's end of its link is named ``eth0`` like a real node's NIC, a router's ``eth0``, ``eth1``, ...;
+the switch's end ``<tag>-eth<N>`` (``<tag>s<N>-<P>`` on a segment). Every link gets its planned MTU at both ends.
+Link delay, jitter and loss need the kernel's netem qdisc: asked for on a kernel without it, the build stops
+before anything is created.
 """
 
 import os
@@ -18,8 +21,11 @@ from mininet.net import Mininet
 from mininet.node import Host
 from mininet.nodelib import LinuxBridge
 
-from emu.apply.commands import base_env, check
+from emu.apply.commands import Namespaces, base_env, check
 from emu.plan.model import Plan
+
+#: The MTU Mininet's veth pairs have when made.
+VETH_MTU = 1500
 
 setLogLevel("error")
 
@@ -73,12 +79,28 @@ class NodeHost(Host):
     """A Kubernetes node: a Mininet host whose /run/flannel is its own (flanneld's subnet.env lives there)."""
 
 
+class RouterHost(Host):
+    """A router of a routed underlay: a Mininet host whose addresses, forwarding and routes
+    ``emu.apply.routers`` sets."""
+
+
+def _shaping(link) -> Dict:  # type: ignore[no-untyped-def]
+    """TCLink's parameters for a planned link (a node's Link or a RouterPort): its shaping at both ends."""
+    params: Dict = {"cls1": ShapedIntf, "cls2": ShapedIntf}
+    for key in ("bw", "delay", "jitter", "loss"):
+        value = getattr(link, key)
+        if value is not None:
+            params[key] = value
+    return params
+
+
 def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str], None]) -> Mininet:
-    """Create the nodes, the switch and the links of ``plan`` (not started).
+    """Create the nodes, routers, switches and links of ``plan`` (not started).
 
     record: called with (pid, role, name) for every process Mininet starts, as soon as it exists.
     """
-    shaped = any(n.link.bw or n.link.delay or n.link.jitter or n.link.loss is not None for n in plan.nodes)
+    links = [n.link for n in plan.nodes] + [p for r in plan.routers for p in r.ports]
+    shaped = any(x.bw or x.delay or x.jitter or x.loss is not None for x in links)
     net = Mininet(
         topo=None,
         switch=UnderlaySwitch,
@@ -89,8 +111,10 @@ def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str],
         autoSetMacs=False,
         waitConnected=False,
     )
-    switch = net.addSwitch(plan.switch, dpid="1")
-    record(switch.pid, "switch", plan.switch)
+    switches = {}
+    for i, segment in enumerate(plan.segments):
+        switches[segment.name] = net.addSwitch(segment.switch, dpid=str(i + 1))
+        record(switches[segment.name].pid, "switch", segment.switch)
     for node in plan.nodes:
         host = net.addHost(
             node.name,
@@ -99,22 +123,29 @@ def build_underlay(plan: Plan, state_dir: str, record: Callable[[int, str, str],
             privateDirs=[(FLANNEL_RUN_DIR, f"{state_dir}/nodes/%(name)s/flannel")],
         )
         record(host.pid, "node", node.name)
-        params: Dict = {}
-        if shaped:
-            params.update(cls1=ShapedIntf, cls2=ShapedIntf)
-            for key in ("bw", "delay", "jitter", "loss"):
-                value = getattr(node.link, key)
-                if value is not None:
-                    params[key] = value
-        net.addLink(
-            host,
-            switch,
-            intfName1=node.link.dev,
-            intfName2=node.link.switch_port,
-            addr1=node.link.mac,
-            **params,
-        )
+        switch = switches[plan.segment_of(node).name]
+        params = _shaping(node.link) if shaped else {}
+        net.addLink(host, switch, intfName1=node.link.dev, intfName2=node.link.switch_port, addr1=node.link.mac,
+                    **params)
+    for router in plan.routers:
+        host = net.addHost(router.name, cls=RouterHost, ip=None)
+        record(host.pid, "router", router.name)
+        for port in router.ports:
+            params = _shaping(port) if shaped else {}
+            net.addLink(host, switches[port.segment], intfName1=port.dev, intfName2=port.switch_port,
+                        addr1=port.mac, **params)
     return net
+
+
+def set_link_mtus(plan: Plan, net: Mininet) -> None:
+    """Give every underlay link its planned MTU at both ends (the node's or router's end, the switch port)."""
+    ends = [(net.get(n.name).pid, n.link.dev, n.link.switch_port, n.link.mtu) for n in plan.nodes]
+    ends += [(net.get(r.name).pid, p.dev, p.switch_port, p.mtu) for r in plan.routers for p in r.ports]
+    for pid, dev, port, mtu in ends:
+        if mtu == VETH_MTU:
+            continue
+        check(f"MTU {mtu} on {port}", ["ip", "link", "set", "dev", port, "mtu", str(mtu)])
+        check(f"MTU {mtu} on {dev}", ["ip", "link", "set", "dev", dev, "mtu", str(mtu)], Namespaces(pid))
 
 
 def stop_underlay(net: Mininet, timeout: float = 5.0) -> None:
@@ -129,7 +160,7 @@ def stop_underlay(net: Mininet, timeout: float = 5.0) -> None:
     for host in net.hosts:
         host.terminate()
     for switch in net.switches:
-        prefix = f"{switch.name}-eth"
+        prefix = f"{switch.name}-"
         ports = [intf.name for intf in switch.intfList() if intf.name.startswith(prefix)]
         _delete_link(switch.name)
         deadline = time.monotonic() + timeout

@@ -6,13 +6,17 @@ A backend module owns everything about its backend (the contract is in ``emu.fea
 per node), the ``ip`` lines that create its devices, its kernel needs, and its hops in ``emu trace``. This package
 holds what they share: the inputs of ``plan_node`` (a node's ``Lease`` and the ``BackendContext``) and its output
 (``NodeDataplane``). ``emu.registry`` lists the modules.
+
+On a routed underlay (segments joined by routers) a backend learns from its context which remote nodes share the
+node's L2 segment (``BackendContext.on_link``): flannel's rules for that (host-gw's routes, vxlan's DirectRouting)
+live in the backend modules.
 """
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Optional, Tuple
 
-from emu.plan.model import Device, FdbEntry, Neighbour, Route, UdpDaemon
+from emu.plan.model import Device, FailedRoute, FdbEntry, Neighbour, Route, UdpDaemon
 
 __all__ = ["Lease", "BackendContext", "NodeDataplane", "pod_mtu"]
 
@@ -38,9 +42,23 @@ class BackendContext:
     underlay_dev: str
     underlay_mtu: int
     leases: Tuple[Lease, ...]
+    #: Each node's own L2 network: its segment's CIDR, the connected route of its underlay device (empty: every
+    #: node on ``underlay``, the single switch).
+    node_networks: Tuple[Tuple[str, IPv4Network], ...] = ()
 
     def remote(self, lease: Lease) -> Tuple[Lease, ...]:
         return tuple(other for other in self.leases if other.node != lease.node)
+
+    def network_of(self, lease: Lease) -> IPv4Network:
+        """The L2 network (segment) ``lease``'s node is on."""
+        return dict(self.node_networks).get(lease.node, self.underlay)
+
+    def on_link(self, lease: Lease, remote: Lease) -> bool:
+        """Whether ``remote``'s underlay IP is on ``lease``'s node's own L2 segment: ``ip route get`` in the node
+        answers it with a connected route, no gateway. flannel's DirectRouting test (``ip.DirectRouting``), and
+        the kernel's condition for accepting a route via that IP (host-gw's), which fails otherwise with
+        "network is unreachable"."""
+        return remote.public_ip in self.network_of(lease)
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,7 @@ class NodeDataplane:
     neighbours: Tuple[Neighbour, ...] = ()
     fdb: Tuple[FdbEntry, ...] = ()
     udp: Optional[UdpDaemon] = None
+    failed_routes: Tuple[FailedRoute, ...] = ()  # routes flanneld tries, and the kernel refuses
 
 
 def pod_mtu(configured: Optional[int], overhead: int, underlay_mtu: int) -> int:

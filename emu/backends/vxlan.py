@@ -5,8 +5,11 @@ As flannel's own comment puts it, per remote host the node gets "1 route, 1 arp 
 - a permanent neighbour entry: that .0 address -> the remote flannel.1 MAC;
 - a permanent FDB entry: the remote flannel.1 MAC -> the remote node's underlay IP.
 The device itself has the lease's network address as a /32, ``nolearning``, the VNI, UDP port 8472 (the Linux
-default flannel uses) and MTU = underlay MTU - 50. With DirectRouting, a remote node on the same L2 network is
-reached with a plain route via its underlay IP instead (as host-gw does), and gets no neighbour or FDB entry.
+default flannel uses) and MTU = underlay MTU - 50. With DirectRouting, flannel asks the kernel for its route to
+the remote node's IP (``ip.DirectRouting``: one route, no gateway): a remote node on the node's own L2 segment is
+reached with a plain route via its underlay IP instead (as host-gw does) and gets no neighbour or FDB entry; a
+remote node behind a router still gets VXLAN. The outer header leaves DF unset (flannel sets no ``df``), so a
+router with a smaller MTU on the way fragments the outer packets rather than dropping them.
 """
 
 from dataclasses import dataclass
@@ -85,7 +88,7 @@ def plan_node(ctx: BackendContext, lease: Lease) -> NodeDataplane:
     )
     routes, neighbours, fdb = [], [], []
     for remote in ctx.remote(lease):
-        if options.direct_routing and remote.public_ip in ctx.underlay:
+        if options.direct_routing and ctx.on_link(lease, remote):
             routes.append(Route(str(remote.subnet), ctx.underlay_dev, via=str(remote.public_ip)))
             continue
         gateway = str(remote.subnet.network_address)
@@ -141,11 +144,10 @@ def trace_out(walk: Any, node: NodePlan, device: Device, entry: Any) -> None:
              f"{vni} (neighbour {gateway} is {neighbour.lladdr}; the FDB sends that MAC to {fdb.dst})",
              mtu=device.mtu, size=walk.size,
              expects=(("neigh", str(neighbour)), ("fdb", str(fdb))))
-    remote = walk.node_by_ip.get(fdb.dst)
     capture = f"udp and dst port {port} and dst host {fdb.dst}"
-    walk.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:{port}, "
-                  f"{outer} bytes with the inner packet", outer, capture)
-    if remote is None:
+    remote = walk.underlay(node, fdb.dst, f"leaves {node.name} by {node.link.dev}: UDP {node.ip} -> {fdb.dst}:"
+                           f"{port}, {outer} bytes with the inner packet", outer, capture)
+    if remote is None:  # dropped on the way (walk.underlay says where: no node has it, a router has no route)
         return
     remote_device = walk.device(remote, device.name)
     if remote_device is None or remote_device.kind != "vxlan" or remote_device.option("id") != vni:

@@ -16,14 +16,16 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from emu.apply.handles import Node, Pod, Service
+from emu.apply.handles import Node, Pod, Router, Service
+from emu.apply.impair import EndReport
 from emu.apply.live import LiveCluster, Progress
 from emu.apply.processes import sigterm_to_exit
 from emu.controller.placements import Placement, placements
 from emu.errors import EmuError
 from emu.graph import render as render_graph
+from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
@@ -33,6 +35,18 @@ from emu.spec.model import ClusterSpec
 
 if TYPE_CHECKING:
     from emu.spec.yamlsrc import Document
+
+
+class LinkReport(list):  # type: ignore[type-arg]
+    """What ``Cluster.link`` did: the ends (``EndReport``) as the tools show them now, and notes on what Kubernetes
+    would show. ``str()`` gives the text the CLI prints."""
+
+    def __init__(self, ends: Sequence[EndReport], notes: Sequence[str] = ()) -> None:
+        super().__init__(ends)
+        self.notes = list(notes)
+
+    def __str__(self) -> str:
+        return "\n".join([end.text() for end in self] + [f"note: {n}" for n in self.notes])
 
 
 class Cluster:
@@ -51,12 +65,13 @@ class Cluster:
         path: Union[str, "os.PathLike[str]", Sequence[str]],
         backend: Optional[str] = None,
         progress: Optional[Progress] = None,
+        proxy_mode: Optional[str] = None,
     ) -> "Cluster":
-        """Load and validate a topology (plus manifests) and plan it, on ``backend`` when given; nothing is built
-        yet. Raises SpecError for a bad topology."""
+        """Load and validate a topology (plus manifests) and plan it, on ``backend`` and with kube-proxy in
+        ``proxy_mode`` when given; nothing is built yet. Raises SpecError for a bad topology."""
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         spec, _warnings = load([str(p) for p in paths])
-        return cls(build_plan(spec, backend=backend), progress=progress)
+        return cls(build_plan(spec, backend=backend, proxy_mode=proxy_mode), progress=progress)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -106,6 +121,11 @@ class Cluster:
         return self.plan.backend
 
     @property
+    def proxy_mode(self) -> str:
+        """kube-proxy's mode in this cluster (``iptables``, ``nftables``)."""
+        return self.plan.proxy_mode
+
+    @property
     def net(self) -> Any:
         """The Mininet network underneath (its hosts are the nodes), for Mininet-style use and its CLI."""
         return self.live.net
@@ -118,6 +138,16 @@ class Cluster:
     @property
     def build_seconds(self) -> float:
         return self.live.build_seconds
+
+    @property
+    def rule_load_seconds(self) -> Dict[str, float]:
+        """Seconds each node's rules (iptables-restore, nft -f) took to load when the cluster was built."""
+        return dict(self.live.rule_load_seconds)
+
+    @property
+    def last_rule_update(self) -> Dict[str, Tuple[float, float]]:
+        """The last change's rule loading: node -> (time.monotonic() at its start, at its end)."""
+        return dict(self.live.last_rule_update)
 
     @property
     def problems(self) -> List[str]:
@@ -138,6 +168,14 @@ class Cluster:
 
     def node(self, name: str) -> Node:
         return self.live.node(name)
+
+    @property
+    def routers(self) -> List[Router]:
+        """The routers of a routed underlay (none on the single switch)."""
+        return list(self.live.routers.values())
+
+    def router(self, name: str) -> Router:
+        return self.live.router(name)
 
     def pod(self, name: str) -> Pod:
         return self.live.pod(name)
@@ -174,6 +212,8 @@ class Cluster:
             return pod.ip
         if name in self.live.nodes:
             return self.live.nodes[name].ip
+        if name in self.live.routers:
+            return self.live.routers[name].ip
         for s in self.plan.services:
             if s.name == name:
                 return s.cluster_ip
@@ -240,6 +280,55 @@ class Cluster:
             self.delete_pod(name)
             return
         raise EmuError(f"cannot delete a {kind} from a running cluster (pods can be deleted)")
+
+    def link(
+        self,
+        target: str,
+        bw: Any = impair.UNCHANGED,
+        delay: Any = impair.UNCHANGED,
+        jitter: Any = impair.UNCHANGED,
+        loss: Any = impair.UNCHANGED,
+        up: Optional[bool] = None,
+        reset: bool = False,
+        show: bool = True,
+    ) -> LinkReport:
+        """Impair an underlay link while the cluster runs, in place (no rebuild); the ends as tc/ip show them.
+
+        target: ``NODE``, ``ROUTER`` or ``SEGMENT`` (all its link ends), or ``A:B`` (A's end of its link to B;
+            the single switch's segment is ``switch``). What an end is given shapes what it sends.
+        bw: Mbit/s (HTB); delay, jitter: like "5ms" (netem: refused without it, ImpairRefused); loss: percent
+            (netem, else random drop rules); None clears one; up: False pulls the link's cable, True plugs it
+            back; reset: back to the topology's shaping first; show: False skips reading the ends back from the
+            kernel (for a change timed to the millisecond: the report then says what was asked).
+        Raises ImpairError (bad input), ImpairRefused (this kernel cannot), EmuError (not running).
+        A node cut off keeps its pods and their Service endpoints: there is no control plane to notice (in
+        Kubernetes the node turns NotReady after about 40 s and its pods' endpoints are removed then).
+        """
+        return self.change_link(target, impair.change_of(bw, delay, jitter, loss, up, reset), show)
+
+    def change_link(self, target: str, change: impair.Change, show: bool = True) -> LinkReport:
+        """``link`` with the change already parsed (``emu.plan.impair.parse_change`` of the CLI's words); an empty
+        change only reports."""
+        reports = self.live.link(target, change, show)
+        return LinkReport(reports, self._cut_off_notes(reports))
+
+    def _cut_off_notes(self, reports: Sequence[EndReport]) -> List[str]:
+        """What Kubernetes would show for every node whose link is down (and what it would not, here)."""
+        notes = []
+        down = sorted({r.end.owner if r.end.kind == "node" else r.end.peer for r in reports if not r.impairment.up}
+                      & set(self.live.nodes))
+        for node in down:
+            pods = [p.name for p in self.pods if p.node == node and not p.plan.host_network]
+            services = sorted({s.name for s in self.plan.services for port in s.ports for e in port.endpoints
+                               if e.node == node})
+            note = f"node {node} is cut off: its pods ({', '.join(pods) or 'none'}) are unreachable from the others"
+            if services:
+                which = f"Service {services[0]} keeps its" if len(services) == 1 else \
+                    f"Services {', '.join(services)} keep their"
+                note += (f"; {which} endpoints on it (no control plane here: in Kubernetes the node would turn "
+                         "NotReady after about 40 s and those endpoints be removed)")
+            notes.append(note)
+        return notes
 
     def _change(self, spec: ClusterSpec) -> None:
         """Re-plan for ``spec`` and have the live cluster apply the difference; ``spec`` is kept once done."""

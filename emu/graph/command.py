@@ -38,12 +38,12 @@ def _render(plan: Plan, output_format: str, node: Optional[str], trace: Any) -> 
 
 
 def run_graph(files: Sequence[str], output_format: Optional[str] = None, node: Optional[str] = None,
-              backend: Optional[str] = None, output: Optional[str] = None) -> int:
+              backend: Optional[str] = None, proxy_mode: Optional[str] = None, output: Optional[str] = None) -> int:
     """``emu graph FILE...``: the drawing of the topology's plan, to ``output`` or standard output."""
     spec, warnings = load(list(files))
     for warning in warnings:
         print(str(warning), file=sys.stderr)
-    plan = build_plan(spec, backend=backend)
+    plan = build_plan(spec, backend=backend, proxy_mode=proxy_mode)
     if output:
         print(f"graph: {write_graph(plan, output, output_format, node)}", file=sys.stderr)
     else:

@@ -2,7 +2,8 @@
 
 ``build_plan(spec, backend=None)`` is the one place a run's choices are made: the flannel backend (the spec's,
 or the override every verb's ``--backend`` gives) is chosen here and nowhere else, and every layer after this one
-reads it from the Plan. The order of work mirrors a real cluster coming up: flannel leases a subnet per node and
+reads it from the Plan; so is kube-proxy's mode (the spec's ``network.kubeProxy.mode``, or ``--proxy-mode``). The
+order of work mirrors a real cluster coming up: flannel leases a subnet per node and
 writes subnet.env; the backend (its module, from ``emu.registry``) programs its devices, routes, neighbour and
 FDB entries; the CNI bridge plugin wires each pod (``emu.plan.pods``); kube-proxy writes the Service rules
 (``emu.plan.services``). Nothing here runs a command or imports Mininet.
@@ -16,30 +17,38 @@ from emu import registry
 from emu.backends import BackendContext, Lease, pod_mtu
 from emu.plan import flannel, names
 from emu.plan.ipam import gateway, node_subnets
-from emu.plan.model import Device, Link, NodePlan, Plan, Route
+from emu.plan.model import Device, NodePlan, Plan, Route
 from emu.plan.pods import UNDERLAY_DEV, plan_pods
-from emu.plan.services import node_iptables, plan_services
-from emu.spec.model import Backend, ClusterSpec, Node
+from emu.plan.services import plan_services, with_rules
+from emu.plan.underlay import node_link, node_network, node_routes, plan_underlay
+from emu.spec.model import Backend, ClusterSpec
 
 BRIDGE = "cni0"
 
 
-def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
-    """Compute the whole dataplane of ``spec``, on flannel backend ``backend`` when given (else the spec's).
+def build_plan(spec: ClusterSpec, backend: Optional[str] = None, proxy_mode: Optional[str] = None) -> Plan:
+    """Compute the whole dataplane of ``spec``, on flannel backend ``backend`` when given (else the spec's), with
+    kube-proxy in mode ``proxy_mode`` when given (else the spec's ``network.kubeProxy.mode``).
 
-    Raises ``emu.registry.UnknownFeature`` for a backend name the registry does not know.
+    Raises ``emu.registry.UnknownFeature`` for a backend or mode name the registry does not know.
     """
     if backend is not None and backend != spec.network.backend.type:
         spec = with_backend(spec, backend)
+    if proxy_mode is not None and proxy_mode != spec.network.proxy_mode:
+        registry.proxy_mode(proxy_mode)
+        spec = replace(spec, network=replace(spec.network, proxy_mode=proxy_mode))
     net = spec.network
     module = registry.backend(net.backend.type)
-    proxy = registry.proxy_mode(registry.DEFAULT_PROXY_MODE)
+    proxy = registry.proxy_mode(net.proxy_mode)
     mtu = pod_mtu(net.backend.mtu, module.OVERHEAD, spec.underlay.mtu)
     subnets = node_subnets(net.pod_cidr, net.subnet_len, len(spec.nodes))
     leases = tuple(
         Lease(node.name, node.ip, subnet, names.vtep_mac(spec.name, node.name))
         for node, subnet in zip(spec.nodes, subnets)
     )
+    networks = {node.name: node_network(spec, node) for node in spec.nodes}
+    # flannel derives the pod MTU from each node's own underlay device
+    mtu_of = {name: pod_mtu(net.backend.mtu, module.OVERHEAD, node_mtu) for name, (_, node_mtu) in networks.items()}
     ctx = BackendContext(
         options=net.backend.options,
         pod_mtu=mtu,
@@ -48,28 +57,35 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         underlay_dev=UNDERLAY_DEV,
         underlay_mtu=spec.underlay.mtu,
         leases=leases,
+        node_networks=tuple((name, cidr) for name, (cidr, _) in networks.items()) if spec.underlay.routed else (),
     )
     subnet_of: Dict[str, IPv4Network] = {lease.node: lease.subnet for lease in leases}
-    pods = plan_pods(spec, subnet_of, mtu)
+    pods = plan_pods(spec, subnet_of, mtu, mtu_of)
     services = plan_services(spec, pods)
     nodes: List[NodePlan] = []
     for index, (node, lease) in enumerate(zip(spec.nodes, leases)):
-        dataplane = module.plan_node(ctx, lease)
+        node_ctx = ctx
+        if mtu_of[node.name] != mtu:
+            node_ctx = replace(ctx, pod_mtu=mtu_of[node.name], underlay_mtu=networks[node.name][1])
+        dataplane = module.plan_node(node_ctx, lease)
         nodes.append(
             NodePlan(
                 name=node.name,
                 ip=str(node.ip),
-                link=_underlay_link(spec, node, index),
+                link=node_link(spec, node, index),
                 subnet=str(lease.subnet),
-                subnet_env=flannel.subnet_env(net.pod_cidr, lease.subnet, mtu),
-                devices=(_bridge(lease.subnet, mtu),) + dataplane.devices,
+                subnet_env=flannel.subnet_env(net.pod_cidr, lease.subnet, mtu_of[node.name]),
+                devices=(_bridge(lease.subnet, mtu_of[node.name]),) + dataplane.devices,
                 routes=dataplane.routes,
                 neighbours=dataplane.neighbours,
                 fdb=dataplane.fdb,
                 sysctls=flannel.SYSCTLS + tuple(sorted(proxy.required_sysctls().items())),
-                iptables=node_iptables(services, net.pod_cidr, str(node.ip), lease.subnet),
+                iptables="",  # with_rules below: every node's rules, made from the Services at once
                 udp=dataplane.udp,
                 service_routes=(Route(str(net.service_cidr), UNDERLAY_DEV),),
+                segment=node.segment,
+                underlay_routes=node_routes(spec, node),
+                failed_routes=dataplane.failed_routes,
             )
         )
     plan = Plan(
@@ -83,13 +99,15 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None) -> Plan:
         underlay_cidr=str(spec.underlay.cidr),
         underlay_mtu=spec.underlay.mtu,
         pod_mtu=mtu,
-        switch=names.switch_name(spec.name),
+        switch="" if spec.underlay.routed else names.switch_name(spec.name),
         nodes=tuple(nodes),
         pods=tuple(pods),
         services=tuple(services),
+        underlay=plan_underlay(spec),
+        proxy_mode=net.proxy_mode,
         spec=spec,
     )
-    return with_addons(plan, spec)
+    return with_addons(with_rules(plan), spec)
 
 
 def with_addons(plan: Plan, spec: ClusterSpec) -> Plan:
@@ -116,19 +134,4 @@ def _bridge(subnet: IPv4Network, mtu: int) -> Device:
         mtu=mtu,
         mac=names.mac_from_ip(gateway(subnet)),
         addresses=(f"{gateway(subnet)}/{subnet.prefixlen}",),
-    )
-
-
-def _underlay_link(spec: ClusterSpec, node: Node, index: int) -> Link:
-    """The node's link to the underlay switch, with its shaping."""
-    return Link(
-        dev=UNDERLAY_DEV,
-        address=f"{node.ip}/{spec.underlay.cidr.prefixlen}",
-        mac=names.mac_from_ip(node.ip),
-        mtu=spec.underlay.mtu,
-        switch_port=names.switch_port(spec.name, index),
-        bw=node.link.bw,
-        delay=node.link.delay,
-        jitter=node.link.jitter,
-        loss=node.link.loss,
     )

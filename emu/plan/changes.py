@@ -2,18 +2,19 @@
 
 ``replan(plan, spec)`` is the plan of a changed spec for a cluster that runs ``plan`` now: pods that stay keep
 their addresses and everything else of theirs (a live pod never changes its IP), new pods get the lowest free
-address of their node's subnet, and every Service's endpoints and every node's rule document are computed again.
-``diff(old, new)`` says what the apply layer must do to go from one to the other.
+address of their node's subnet, and every Service's endpoints and every node's rule documents are computed again.
+``diff(old, new)`` says what the apply layer must do to go from one to the other (with the conntrack entries
+kube-proxy deletes after the change: ``emu.proxy.conntrack``).
 """
 
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Network
 from typing import List, Tuple
 
 from emu.plan.build import with_addons
 from emu.plan.model import NodePlan, Plan, PodPlan
 from emu.plan.pods import plan_added_pod
-from emu.plan.services import node_iptables, plan_services
+from emu.plan.services import kube_services, plan_services, with_rules
+from emu.proxy.conntrack import Flows, stale_flows
 from emu.spec.model import ClusterSpec
 
 
@@ -26,10 +27,12 @@ class PlanDiff:
     added_pods: Tuple[PodPlan, ...] = ()
     changed_nodes: Tuple[NodePlan, ...] = ()  # the new plans of the nodes whose rule documents changed
     removed_pods: Tuple[PodPlan, ...] = ()
+    #: Conntrack entries kube-proxy deletes in every node once the new rules are in (UDP endpoints that went).
+    stale_flows: Tuple[Flows, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.added_pods or self.changed_nodes or self.removed_pods)
+        return not (self.added_pods or self.changed_nodes or self.removed_pods or self.stale_flows)
 
 
 def replan(plan: Plan, spec: ClusterSpec) -> Plan:
@@ -44,11 +47,8 @@ def replan(plan: Plan, spec: ClusterSpec) -> Plan:
         if pod.name not in known:
             pods.append(plan_added_pod(replace(plan, pods=tuple(pods)), spec, pod))
     services = plan_services(spec, pods)
-    nodes = tuple(
-        replace(node, iptables=node_iptables(services, IPv4Network(plan.pod_cidr), node.ip, IPv4Network(node.subnet)))
-        for node in plan.nodes
-    )
-    return with_addons(replace(plan, pods=tuple(pods), services=tuple(services), nodes=nodes, spec=spec), spec)
+    changed = with_rules(replace(plan, pods=tuple(pods), services=tuple(services), spec=spec))
+    return with_addons(changed, spec)
 
 
 def diff(old: Plan, new: Plan) -> PlanDiff:
@@ -60,4 +60,5 @@ def diff(old: Plan, new: Plan) -> PlanDiff:
         added_pods=tuple(p for name, p in new_pods.items() if name not in old_pods),
         changed_nodes=tuple(n for n in new.nodes if old_nodes.get(n.name) != n),
         removed_pods=tuple(p for name, p in old_pods.items() if name not in new_pods),
+        stale_flows=stale_flows(kube_services(old.services), kube_services(new.services)),
     )

@@ -56,6 +56,8 @@ MAX_CHAIN_NAME = 28
 _POLICIES = ("-", "ACCEPT", "DROP")
 _NO_QUOTE = re.compile(r"[A-Za-z0-9_-]+")
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+_SPACE = re.compile(r"\s")
+_TARGET = re.compile(r" -[jg] (\S+)")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Chain:
     policy: str = "-"
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > MAX_CHAIN_NAME or any(c.isspace() for c in self.name):
+        if not self.name or len(self.name) > MAX_CHAIN_NAME or _SPACE.search(self.name):
             raise ValueError(f"bad iptables chain name {self.name!r} (1..{MAX_CHAIN_NAME} chars, no spaces)")
         if self.policy not in _POLICIES:
             raise ValueError(f"chain {self.name}: policy must be one of {_POLICIES}, not {self.policy!r}")
@@ -230,15 +232,11 @@ _TARGETS = frozenset({
 
 
 def _check_target(table: str, index: Dict[str, int], rule: str) -> None:
-    words = rule.split()
-    for flag in ("-j", "-g"):
-        if flag in words:
-            pos = len(words) - 1 - words[::-1].index(flag)
-            if pos + 1 >= len(words):
-                raise ValueError(f"table {table}: {flag} without a target: {rule!r}")
-            target = words[pos + 1]
-            if target not in _TARGETS and target.upper() == target and target not in index:
-                raise ValueError(f"table {table}: jump to undeclared chain {target}: {rule!r}")
+    if rule.endswith((" -j", " -g")):
+        raise ValueError(f"table {table}: {rule[-2:]} without a target: {rule!r}")
+    for target in _TARGET.findall(rule):
+        if target not in _TARGETS and target.upper() == target and target not in index:
+            raise ValueError(f"table {table}: jump to undeclared chain {target}: {rule!r}")
 
 
 def normalize_save(text: str) -> str:

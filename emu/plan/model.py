@@ -4,8 +4,14 @@ Nothing here computes anything; ``emu.plan.build`` fills these records and ``emu
 ``to_dict`` gives the stable JSON form that ``emu plan --format json`` prints (documented in docs/plan-json.md).
 """
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Dict, Optional, Tuple
+
+from emu.plan.nftables import NftTable
+
+#: Field metadata of a field left out of the plan's JSON while it has its default value (a field added after
+#: plans were first written: plans that do not use it read as before).
+OMIT_DEFAULT = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,21 @@ class Link:
 
 
 @dataclass(frozen=True)
+class FailedRoute:
+    """A route the backend tries to add in a node and the kernel refuses, as it would in a real cluster.
+
+    host-gw's route to a node on another L2 segment: its gateway is not on the node's own network, so the kernel
+    answers "network is unreachable" and flanneld logs it; the route is missing from the node.
+    route: the route as flanneld asks for it; error: the kernel's answer, as flanneld logs it; reason: why, for
+    people.
+    """
+
+    route: Route
+    error: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class NodePlan:
     name: str
     ip: str
@@ -103,6 +124,79 @@ class NodePlan:
     # a packet to a Service with no endpoints (not DNATed) is dropped by routing before the REJECT rule in
     # FORWARD, and a node's own connection to a cluster IP fails before nat OUTPUT can DNAT it.
     service_routes: Tuple[Route, ...] = ()
+    #: On a routed underlay: the node's segment, its own network configuration (a default route via its
+    #: segment's router), and the routes its backend could not add. Not in the JSON while empty.
+    segment: str = field(default="", metadata=OMIT_DEFAULT)
+    underlay_routes: Tuple[Route, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    failed_routes: Tuple[FailedRoute, ...] = field(default=(), metadata=OMIT_DEFAULT)
+    #: The node's nftables tables (kube-proxy's nftables mode: ``table ip kube-proxy``), loaded with ``nft -f``.
+    nftables: Tuple[NftTable, ...] = field(default=(), metadata=OMIT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """An L2 segment of the underlay: one Linux bridge switch in the root namespace.
+
+    gateway: the address of the router nodes on it use as their default gateway ("" when no router is on it).
+    """
+
+    name: str
+    cidr: str
+    mtu: int
+    switch: str
+    gateway: str = ""
+
+
+@dataclass(frozen=True)
+class RouterPort:
+    """A router's interface on a segment, with its end of the link on the segment's switch, and its shaping."""
+
+    dev: str
+    segment: str
+    address: str  # CIDR notation
+    mac: str
+    mtu: int
+    switch_port: str
+    bw: Optional[float] = None
+    delay: Optional[str] = None
+    jitter: Optional[str] = None
+    loss: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RouterPlan:
+    """A router: a Mininet host that forwards between its segments with static routes derived from them.
+
+    routes: to the segments it is not on, via the next router (the first hop of a shortest path).
+    iptables: its iptables-restore document ("" for none): with fragmentation_needed "drop", the rules that drop
+    ICMP "fragmentation needed" (type 3 code 4) it would send or forward.
+    """
+
+    name: str
+    ports: Tuple[RouterPort, ...]
+    routes: Tuple[Route, ...]
+    sysctls: Tuple[Tuple[str, str], ...]
+    fragmentation_needed: str
+    iptables: str = ""
+
+    def port(self, segment: str) -> RouterPort:
+        for port in self.ports:
+            if port.segment == segment:
+                return port
+        raise KeyError(f"router {self.name} has no link to {segment!r}")
+
+
+@dataclass(frozen=True)
+class UnderlayPlan:
+    """A routed underlay: its segments (switches) and routers. The single-switch underlay has none (the Plan's
+    ``switch`` and ``underlay_cidr`` describe it)."""
+
+    segments: Tuple[SegmentPlan, ...]
+    routers: Tuple[RouterPlan, ...] = ()
+
+
+#: The name of the single switch's segment, where a segment name is needed (``emu link switch:node-1``).
+DEFAULT_SEGMENT = "switch"
 
 
 @dataclass(frozen=True)
@@ -191,9 +285,14 @@ class Plan:
     nodes: Tuple[NodePlan, ...]
     pods: Tuple[PodPlan, ...]
     services: Tuple[ServicePlan, ...] = field(default=())
+    #: kube-proxy's mode (``network.kubeProxy.mode``, or the override of ``build_plan``): a key of
+    #: ``emu.registry.PROXY_MODES``. Left out of the JSON in the default mode.
+    proxy_mode: str = field(default="iptables", metadata=OMIT_DEFAULT)
     #: Every enabled add-on's plan fragment, in registry order: (name, its fragment or None). In the JSON as an
     #: object ``{name: fragment}``, left out when no add-on is enabled.
-    addons: Tuple[Tuple[str, Any], ...] = field(default=())
+    addons: Tuple[Tuple[str, Any], ...] = field(default=(), metadata=OMIT_DEFAULT)
+    #: A routed underlay's segments and routers (None: every node on the one switch). Not in the JSON when None.
+    underlay: Optional[UnderlayPlan] = field(default=None, metadata=OMIT_DEFAULT)
     #: The ClusterSpec this plan was made from (what the controller re-plans from when the cluster changes).
     #: Not part of the plan's JSON, nor of its equality: two plans are equal when their kernel objects are.
     spec: Any = field(default=None, compare=False, repr=False)
@@ -217,20 +316,57 @@ class Plan:
         """The plan fragment of add-on ``name`` (None when it has none, or is not enabled)."""
         return dict(self.addons).get(name)
 
+    @property
+    def segments(self) -> Tuple[SegmentPlan, ...]:
+        """The underlay's segments; the single switch is one segment named ``DEFAULT_SEGMENT``."""
+        if self.underlay is not None:
+            return self.underlay.segments
+        return (SegmentPlan(DEFAULT_SEGMENT, self.underlay_cidr, self.underlay_mtu, self.switch),)
+
+    @property
+    def routers(self) -> Tuple[RouterPlan, ...]:
+        return self.underlay.routers if self.underlay is not None else ()
+
+    def router(self, name: str) -> RouterPlan:
+        for router in self.routers:
+            if router.name == name:
+                return router
+        raise KeyError(f"no router named {name!r}")
+
+    def segment(self, name: str) -> SegmentPlan:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(f"no segment named {name!r}")
+
+    def segment_of(self, node: NodePlan) -> SegmentPlan:
+        """The segment ``node`` is on."""
+        return self.segment(node.segment or DEFAULT_SEGMENT)
+
     def to_dict(self) -> Dict[str, Any]:
-        data = {f.name: _as_data(getattr(self, f.name)) for f in fields(self) if f.name != "spec"}
-        if not self.addons:
-            del data["addons"]
+        data = _record(self, skip=("spec",))
         data["format"] = "emu-plan/v1"
         return _lists(data)
 
 
+def _record(value: Any, skip: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """A record's fields as a dict, but those in ``skip`` and those marked ``OMIT_DEFAULT`` at their default."""
+    return {
+        f.name: _as_data(getattr(value, f.name))
+        for f in fields(value)
+        if f.name not in skip and not (f.metadata.get("omit_default") and getattr(value, f.name) == f.default)
+    }
+
+
 def _as_data(value: Any) -> Any:
-    """``dataclasses.asdict`` for one field's value (records and tuples of records)."""
-    if is_dataclass(value):
-        return asdict(value)
+    """``dataclasses.asdict`` for one field's value (records and tuples of records), leaving out the fields
+    marked ``OMIT_DEFAULT`` that have their default value."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _record(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_as_data(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_data(v) for k, v in value.items()}
     return value
 
 

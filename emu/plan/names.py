@@ -32,6 +32,21 @@ def switch_port(cluster: str, index: int) -> str:
     return name
 
 
+def segment_switch(cluster: str, index: int) -> str:
+    """The switch of segment ``index`` (0-based) of a routed underlay: ``<tag>s<N>``, numbered from 1."""
+    name = f"{cluster_tag(cluster)}s{index + 1}"
+    assert len(name) <= IFNAMSIZ - 4, name
+    return name
+
+
+def segment_port(cluster: str, segment_index: int, port: int) -> str:
+    """Port ``port`` (numbered from 1) of segment ``segment_index``'s switch: ``<tag>s<N>-<port>``, at most 14
+    bytes (32 segments, 999 ports)."""
+    name = f"{segment_switch(cluster, segment_index)}-{port}"
+    assert len(name) <= IFNAMSIZ, name
+    return name
+
+
 def host_veth(cluster: str, namespace: str, pod: str) -> str:
     """The node-side end of a pod's veth pair: ``veth`` + 8 hex digits, like the CNI bridge plugin's."""
     return "veth" + _digest("veth", cluster, namespace, pod)[:8]

@@ -8,14 +8,16 @@ gateway, and the whole pod Network). A hostNetwork pod takes its node's address 
 """
 
 from ipaddress import IPv4Address, IPv4Network
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from emu.plan import names
 from emu.plan.ipam import HostLocal, gateway
-from emu.plan.model import ContainerPlan, Mount, Plan, PodPlan, Route
+from emu.plan.model import ContainerPlan, Mount, NodePlan, Plan, PodPlan, Route
+from emu.plan.underlay import UNDERLAY_DEV, node_network
 from emu.spec.model import ClusterSpec, Container, Pod
 
-UNDERLAY_DEV = "eth0"
+__all__ = ["UNDERLAY_DEV", "POD_IFNAME", "plan_pods", "plan_added_pod", "pod_plan"]
+
 POD_IFNAME = "eth0"
 PLACEHOLDER_ARGV = ("sleep", "infinity")
 
@@ -30,15 +32,26 @@ KUBELET_HOSTS = (
 )
 
 
-def plan_pods(spec: ClusterSpec, subnet_of: Dict[str, IPv4Network], mtu: int) -> List[PodPlan]:
-    """Every pod of ``spec``, addressed in order from each node's host-local pool."""
+def plan_pods(
+    spec: ClusterSpec, subnet_of: Dict[str, IPv4Network], mtu: int, mtu_of: Optional[Dict[str, int]] = None
+) -> List[PodPlan]:
+    """Every pod of ``spec``, addressed in order from each node's host-local pool.
+
+    mtu: the pod MTU; mtu_of: a node's own, where it differs (flannel derives it from each node's underlay
+    device, and segments of a routed underlay may have different MTUs).
+    """
     ipam = {node: HostLocal(subnet) for node, subnet in subnet_of.items()}
     node_ip = {node.name: node.ip for node in spec.nodes}
     out: List[PodPlan] = []
     for pod in spec.pods:
         ip = node_ip[pod.node] if pod.host_network else ipam[pod.node].allocate()
-        out.append(pod_plan(spec, pod, subnet_of[pod.node], ip, mtu))
+        out.append(pod_plan(spec, pod, subnet_of[pod.node], ip, (mtu_of or {}).get(pod.node, mtu)))
     return out
+
+
+def node_pod_mtu(node: NodePlan, default: int) -> int:
+    """The MTU the CNI plugin gives pods of ``node``: its cni0's (flannel's FLANNEL_MTU for that node)."""
+    return next((d.mtu for d in node.devices if d.kind == "bridge"), default)
 
 
 def plan_added_pod(plan: Plan, spec: ClusterSpec, pod: Pod) -> PodPlan:
@@ -56,30 +69,32 @@ def plan_added_pod(plan: Plan, spec: ClusterSpec, pod: Pod) -> PodPlan:
         raise ValueError(f"pod {pod.name!r} is already in the plan")
     node = plan.node(pod.node)
     subnet = IPv4Network(node.subnet)
+    mtu = node_pod_mtu(node, plan.pod_mtu)
     if pod.host_network:
-        return pod_plan(spec, pod, subnet, IPv4Address(node.ip), plan.pod_mtu)
+        return pod_plan(spec, pod, subnet, IPv4Address(node.ip), mtu)
     taken = {IPv4Address(p.ip) for p in plan.pods if p.node == pod.node and not p.host_network}
     ipam = HostLocal(subnet)
     ip = ipam.allocate()
     while ip in taken:
         ip = ipam.allocate()
-    return pod_plan(spec, pod, subnet, ip, plan.pod_mtu)
+    return pod_plan(spec, pod, subnet, ip, mtu)
 
 
 def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, mtu: int) -> PodPlan:
     """One pod's plan at address ``ip`` of its node's ``subnet`` (the node's own address for hostNetwork)."""
     containers = tuple(_plan_container(c) for c in pod.containers)
     if pod.host_network:
+        network, underlay_mtu = node_network(spec, spec.node(pod.node))
         return PodPlan(
             name=pod.name,
             namespace=pod.namespace,
             node=pod.node,
             host_network=True,
             ip=str(ip),
-            prefixlen=spec.underlay.cidr.prefixlen,
+            prefixlen=network.prefixlen,
             gateway="",
             mac="",
-            mtu=spec.underlay.mtu,
+            mtu=underlay_mtu,
             ifname=UNDERLAY_DEV,
             host_veth="",
             host_veth_mac="",

@@ -2,13 +2,15 @@
 
 ClusterIPs are allocated from serviceCIDR (given ones honoured), NodePorts from 30000; each Service port's
 endpoints are the selected pods' addresses with the target port resolved (a number, or a container port's name);
-and every node's rule document is kube-proxy's rules (its mode's module, from ``emu.registry``) merged with
-flanneld's. ``replan_services`` recomputes all of it after pods came or went, as kube-proxy does on an
-EndpointSlice change.
+and every node's rule documents are kube-proxy's rules (its mode's module, from ``emu.registry``: iptables rules
+merged with flanneld's, nftables tables) made by ``with_rules``, again after pods came or went, as kube-proxy does
+on an EndpointSlice change.
 """
 
 from dataclasses import replace
+from functools import lru_cache
 from ipaddress import IPv4Network
+from types import ModuleType
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from emu import registry
@@ -17,16 +19,25 @@ from emu.plan.ipam import cluster_ips
 from emu.plan.iptables import merge_tables, render_restore
 from emu.plan.model import EndpointPlan, Plan, PodPlan, ServicePlan, ServicePortPlan
 from emu.proxy import services as kubeproxy
-from emu.spec.model import ClusterSpec, Pod, Service
+from emu.spec.model import ClusterSpec, Pod
 
 
 def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePlan]:
     """Every Service of ``spec`` with its address, node ports and the endpoints among ``pods``."""
     ips = cluster_ips(spec.network.service_cidr, [s.cluster_ip for s in spec.services])
     pod_spec = {p.name: p for p in spec.pods}
+    # Pods by (namespace, label, value), in pod order: a Service looks at the pods of its selector's first
+    # label only (10,000 Services over thousands of pods would otherwise compare every pair).
+    labelled: Dict[Tuple[str, str, str], List[PodPlan]] = {}
+    labels: Dict[str, Dict[str, str]] = {}
+    for pod in pods:
+        labels[pod.name] = pod_spec[pod.name].label_map
+        for key, value in pod_spec[pod.name].labels:
+            labelled.setdefault((pod.namespace, key, value), []).append(pod)
     out: List[ServicePlan] = []
     for service, ip in zip(spec.services, ips):
-        selected = [p for p in pods if p.namespace == service.namespace and _selects(service, pod_spec[p.name])]
+        candidates = labelled.get((service.namespace,) + tuple(service.selector[0]), []) if service.selector else []
+        selected = [p for p in candidates if all(labels[p.name].get(k) == v for k, v in service.selector)]
         ports = []
         for port in service.ports:
             endpoints = []
@@ -52,30 +63,41 @@ def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePla
     return out
 
 
-def node_iptables(services: Sequence[ServicePlan], pod_cidr: IPv4Network, node_ip: str, subnet: IPv4Network) -> str:
+def node_iptables(
+    services: Sequence[ServicePlan],
+    pod_cidr: IPv4Network,
+    node_ip: str,
+    subnet: IPv4Network,
+    proxy_mode: str = registry.DEFAULT_PROXY_MODE,
+) -> str:
     """A node's whole iptables-restore document: kube-proxy's rules first (its jumps come first on a real node),
     then flanneld's."""
-    proxy = registry.proxy_mode(registry.DEFAULT_PROXY_MODE)
+    return _iptables(registry.proxy_mode(proxy_mode), kube_services(services), pod_cidr, node_ip, subnet)
+
+
+def _iptables(mode: ModuleType, services: Sequence[kubeproxy.Service], pod_cidr: IPv4Network, node_ip: str,
+              subnet: IPv4Network) -> str:
     tables = merge_tables(
-        proxy.node_tables(kube_services(services), str(pod_cidr), node_ip),
+        mode.node_tables(services, str(pod_cidr), node_ip),
         flannel.iptables_tables(pod_cidr, subnet),
     )
     return render_restore(tables)
 
 
-def replan_services(plan: Plan, spec: ClusterSpec, live_pods: Sequence[PodPlan]) -> Plan:
-    """The plan after pods came or went: endpoints recomputed from ``live_pods``, every node's rules re-rendered.
-
-    Pod addresses and everything else stay as they are (a live pod never changes its IP).
-    """
-    live = {p.name for p in live_pods}
-    kept = replace(spec, pods=tuple(p for p in spec.pods if p.name in live))
-    services = plan_services(kept, list(live_pods))
+def with_rules(plan: Plan) -> Plan:
+    """``plan`` with every node's rule documents made from its Services, by its kube-proxy mode (the module of
+    ``plan.proxy_mode``): the iptables document (the mode's rules merged with flanneld's) and the nftables tables
+    (the mode's ``node_nftables``, if it has one)."""
+    mode = registry.proxy_mode(plan.proxy_mode)
+    services = kube_services(plan.services)
+    pod_cidr = IPv4Network(plan.pod_cidr)
+    nftables = getattr(mode, "node_nftables", None)
     nodes = []
     for node in plan.nodes:
-        document = node_iptables(services, IPv4Network(plan.pod_cidr), node.ip, IPv4Network(node.subnet))
-        nodes.append(replace(node, iptables=document))
-    return replace(plan, services=tuple(services), nodes=tuple(nodes), pods=tuple(live_pods))
+        tables = nftables(services, plan.pod_cidr, plan.service_cidr, node.ip) if nftables else ()
+        iptables = _iptables(mode, services, pod_cidr, node.ip, IPv4Network(node.subnet))
+        nodes.append(replace(node, iptables=iptables, nftables=tuple(tables)))
+    return replace(plan, nodes=tuple(nodes))
 
 
 def service_env(services: Sequence[ServicePlan]) -> Dict[str, str]:
@@ -111,11 +133,6 @@ def _allocate_node_ports(services: List[ServicePlan]) -> None:
         services[i] = replace(service, ports=tuple(ports))
 
 
-def _selects(service: Service, pod: Pod) -> bool:
-    labels = pod.label_map
-    return bool(service.selector) and all(labels.get(k) == v for k, v in service.selector)
-
-
 def _resolve_target(target: str, protocol: str, pod: Pod) -> Optional[int]:
     if target.isdigit():
         return int(target)
@@ -128,25 +145,29 @@ def _resolve_target(target: str, protocol: str, pod: Pod) -> Optional[int]:
 
 def kube_services(services: Sequence[ServicePlan]) -> Tuple[kubeproxy.Service, ...]:
     """The planned Services in kube-proxy's input form (what its rules are computed from)."""
-    return tuple(
-        kubeproxy.Service(
-            namespace=s.namespace,
-            name=s.name,
-            type=s.type,
-            cluster_ip=s.cluster_ip,
-            ports=tuple(
-                kubeproxy.ServicePort(
-                    name=p.name,
-                    protocol=p.protocol,
-                    port=p.port,
-                    target=p.target_port,
-                    node_port=p.node_port,
-                    endpoints=tuple(kubeproxy.Endpoint(e.pod, e.ip, e.port, e.node) for e in p.endpoints),
-                )
-                for p in s.ports
-            ),
-            session_affinity=s.session_affinity,
-            affinity_timeout=s.affinity_timeout,
-        )
-        for s in services
+    return tuple(_kube_service(s) for s in services)
+
+
+@lru_cache(maxsize=1 << 16)
+def _kube_service(s: ServicePlan) -> kubeproxy.Service:
+    """One planned Service in kube-proxy's form (cached: a re-plan converts only the Services that changed, and
+    the same records come back, so kube-proxy's per-Service rules are found in their caches)."""
+    return kubeproxy.Service(
+        namespace=s.namespace,
+        name=s.name,
+        type=s.type,
+        cluster_ip=s.cluster_ip,
+        ports=tuple(
+            kubeproxy.ServicePort(
+                name=p.name,
+                protocol=p.protocol,
+                port=p.port,
+                target=p.target_port,
+                node_port=p.node_port,
+                endpoints=tuple(kubeproxy.Endpoint(e.pod, e.ip, e.port, e.node) for e in p.endpoints),
+            )
+            for p in s.ports
+        ),
+        session_affinity=s.session_affinity,
+        affinity_timeout=s.affinity_timeout,
     )

@@ -38,14 +38,22 @@ kube-proxy passes to iptables-restore, so a plan can be compared line for line w
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from emu.features import KernelNeed, Tool
 from emu.plan.iptables import Chain, Table, save_quote
-from emu.proxy.services import Endpoint, Service, ServicePort, hash16, service_port_name
+from emu.proxy.services import (
+    Endpoint,
+    Service,
+    ServicePort,
+    check_cidr,
+    check_ipv4,
+    checked_ports,
+    hash16,
+    service_port_name,
+)
 
 __all__ = [
     "Endpoint",
@@ -65,7 +73,7 @@ __all__ = [
 
 NAME = "iptables"
 KERNEL_NEEDS: Tuple[KernelNeed, ...] = ()
-TOOLS = (Tool("iptables-restore", "iptables"), Tool("iptables-save", "iptables"))
+TOOLS = (Tool("iptables-restore", "iptables"), Tool("iptables-save", "iptables"), Tool("conntrack", "conntrack"))
 
 #: kube-proxy's default --masquerade-bit: the SNAT mark is 1 << 14 = 0x4000.
 MASQUERADE_BIT = 14
@@ -82,9 +90,6 @@ KUBE_FORWARD = "KUBE-FORWARD"
 KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 KUBE_FIREWALL = "KUBE-FIREWALL"  # kubelet's chain; kube-proxy ensures the jumps to it and its localnet rule
 
-PROTOCOLS = ("TCP", "UDP")
-SERVICE_TYPES = ("ClusterIP", "NodePort")
-AFFINITIES = ("None", "ClientIP")
 # xt_recent --mask as iptables-save prints it for an IPv4 rule.
 _RECENT_TAIL = "--mask 255.255.255.255 --rsource"
 
@@ -130,9 +135,19 @@ def probabilities(n: int) -> List[Optional[str]]:
     return [_probability(n - i) for i in range(n - 1)] + ([None] if n else [])
 
 
+# One entry: the nodes of one plan share their rules (the same Services, compared by identity; the rules do not
+# depend on the node). Callers never modify the tables (``merge_tables`` copies).
+_last: List[Any] = [None, None]
+
+
 def node_tables(services: Sequence[Service], cluster_cidr: str, node_ip: str) -> Dict[str, Table]:
     """The proxy mode's rules in a node (the contract of ``emu.features``): kube-proxy's defaults."""
-    return kube_proxy_tables(services, cluster_cidr, node_ip)
+    check_ipv4(node_ip, "node_ip")
+    if _last[0] is services and _last[1] is not None and _last[1][0] == cluster_cidr:
+        return _last[1][1]
+    tables = kube_proxy_tables(services, cluster_cidr, node_ip)
+    _last[0], _last[1] = services, (cluster_cidr, tables)
+    return tables
 
 
 def required_sysctls(localhost_nodeports: bool = True) -> Dict[str, str]:
@@ -164,94 +179,29 @@ class _PortPlan:
 
 
 def _ipv4(value: str, what: str) -> str:
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{what}: {value!r} is not an IP address") from None
-    if addr.version != 4:
-        raise ValueError(f"{what}: {value} is IPv6; emu's kube-proxy rules are IPv4 only")
-    return str(addr)
-
-
-def _port(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ValueError(f"{what}: port must be an integer 1..65535, not {value!r}")
-    return value
-
-
-def _cluster_cidr(value: str) -> str:
-    try:
-        net = ipaddress.ip_network(value, strict=True)
-    except ValueError as err:
-        raise ValueError(f"cluster_cidr {value!r}: {err}") from None
-    if net.version != 4:
-        raise ValueError(f"cluster_cidr {value}: IPv6 is not supported")
-    return str(net)
+    return check_ipv4(value, what)
 
 
 def _plan_ports(services: Sequence[Service]) -> List[_PortPlan]:
     """Validate the input and compute every name and probability, in kube-proxy-deterministic order."""
     plans: List[_PortPlan] = []
-    seen_services = set()
-    for svc in sorted(services, key=lambda s: (s.namespace, s.name)):
-        key = (svc.namespace, svc.name)
-        label = f"service {svc.namespace}/{svc.name}"
-        if key in seen_services:
-            raise ValueError(f"{label} is given twice")
-        seen_services.add(key)
-        if not svc.namespace or not svc.name:
-            raise ValueError(f"{label}: namespace and name must be set")
-        if svc.type not in SERVICE_TYPES:
-            raise ValueError(f"{label}: type must be one of {SERVICE_TYPES}, not {svc.type!r}")
-        if svc.session_affinity not in AFFINITIES:
-            raise ValueError(f"{label}: session_affinity must be one of {AFFINITIES}, not {svc.session_affinity!r}")
-        if svc.session_affinity == "ClientIP" and not 0 < svc.affinity_timeout <= 86400:
-            raise ValueError(f"{label}: affinity_timeout must be 1..86400 seconds, not {svc.affinity_timeout}")
-        if svc.cluster_ip in ("None", ""):
-            continue  # headless: kube-proxy skips it (proxy.ShouldSkipService)
-        _ipv4(svc.cluster_ip, f"{label}: cluster_ip")
-        if not svc.ports:
-            raise ValueError(f"{label}: has no ports")
-        seen_ports = set()
-        for sp in sorted(svc.ports, key=lambda p: (p.name, p.port, p.protocol)):
-            spn = service_port_name(svc.namespace, svc.name, sp.name)
-            if sp.name in seen_ports:
-                raise ValueError(f"{label}: port name {sp.name!r} is used twice")
-            seen_ports.add(sp.name)
-            if sp.protocol not in PROTOCOLS:
-                raise ValueError(f"{spn}: protocol must be one of {PROTOCOLS}, not {sp.protocol!r}")
-            _port(sp.port, f"{spn} port")
-            node_port: Optional[int] = None
-            if svc.type == "NodePort":
-                if sp.node_port is None:
-                    raise ValueError(f"{spn}: a NodePort service needs a node_port on every port "
-                                     "(allocate one before planning)")
-                node_port = _port(sp.node_port, f"{spn} node_port")
-            elif sp.node_port is not None:
-                raise ValueError(f"{spn}: node_port is set but the service type is {svc.type}")
-            endpoints = sorted(sp.endpoints, key=lambda e: e.address)
-            addresses = set()
-            for ep in endpoints:
-                _ipv4(ep.ip, f"{spn} endpoint {ep.pod}")
-                _port(ep.port, f"{spn} endpoint {ep.pod}")
-                if ep.address in addresses:
-                    raise ValueError(f"{spn}: endpoint {ep.address} is listed twice")
-                addresses.add(ep.address)
-            probs = probabilities(len(endpoints))
-            eplans = tuple(
-                _EndpointPlan(ep, endpoint_chain(svc.namespace, svc.name, sp.name, sp.protocol, ep.address), p)
-                for ep, p in zip(endpoints, probs)
-            )
-            plans.append(_PortPlan(
-                service=svc,
-                port=sp,
-                spn=spn,
-                proto=sp.protocol.lower(),
-                svc_chain=service_port_chain(svc.namespace, svc.name, sp.name, sp.protocol),
-                ext_chain=external_chain(svc.namespace, svc.name, sp.name, sp.protocol),
-                node_port=node_port,
-                endpoints=eplans,
-            ))
+    for checked in checked_ports(services):
+        svc, sp = checked.service, checked.port
+        probs = probabilities(len(checked.endpoints))
+        eplans = tuple(
+            _EndpointPlan(ep, endpoint_chain(svc.namespace, svc.name, sp.name, sp.protocol, ep.address), p)
+            for ep, p in zip(checked.endpoints, probs)
+        )
+        plans.append(_PortPlan(
+            service=svc,
+            port=sp,
+            spn=checked.spn,
+            proto=sp.protocol.lower(),
+            svc_chain=service_port_chain(svc.namespace, svc.name, sp.name, sp.protocol),
+            ext_chain=external_chain(svc.namespace, svc.name, sp.name, sp.protocol),
+            node_port=checked.node_port,
+            endpoints=eplans,
+        ))
     return plans
 
 
@@ -285,7 +235,7 @@ def kube_proxy_tables(
     large_cluster_endpoints: above this many endpoints in total, per-endpoint comments are left out.
     Returns {"filter": Table, "nat": Table}; render with ``emu.plan.iptables.render_restore``.
     """
-    cidr = _cluster_cidr(cluster_cidr)
+    cidr = check_cidr(cluster_cidr)
     _ipv4(node_ip, "node_ip")
     if not 0 <= masquerade_bit <= 31:
         raise ValueError(f"masquerade_bit must be 0..31, not {masquerade_bit}")

@@ -9,7 +9,9 @@ from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from emu import registry
-from emu.spec.model import Backend, LinkProps, Network, Node, Underlay
+from emu.spec import underlay as routed
+from emu.spec.errors import dotted
+from emu.spec.model import Backend, LinkProps, Network, Node, Router, Segment, Underlay
 from emu.spec.reader import Reader, closest, short
 from emu.spec.yamlsrc import FieldPath
 
@@ -21,9 +23,15 @@ DEFAULT_SUBNET_LEN = 24
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_UNDERLAY = "192.168.56.0/24"
 CLUSTER_FIELDS = {"apiVersion", "kind", "name", "network", "underlay", "nodes", "manifests", "addons"}
-NETWORK_FIELDS = {"podCIDR", "subnetLen", "serviceCIDR", "backend"}
-UNDERLAY_FIELDS = {"cidr", "mtu", "link"}
-NODE_FIELDS = {"name", "ip", "link"}
+NETWORK_FIELDS = {"podCIDR", "subnetLen", "serviceCIDR", "backend", "kubeProxy"}
+KUBE_PROXY_FIELDS = {"mode"}
+#: kube-proxy modes emu does not build, and why (the hint of their error).
+UNBUILT_PROXY_MODES = {
+    "ipvs": "kube-proxy's ipvs mode needs the kernel's ip_vs and dummy modules (see emu doctor); emu does not build it",
+    "kernelspace": "kube-proxy's kernelspace mode is Windows only",
+}
+UNDERLAY_FIELDS = {"cidr", "mtu", "link", "segments", "routers"}
+NODE_FIELDS = {"name", "ip", "link", "segment"}
 
 def read_cluster(r: Reader) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
     """The cluster object's fields as a raw resolved dict, and its manifests as (index, pattern) pairs.
@@ -40,20 +48,37 @@ def read_cluster(r: Reader) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
     underlay = _read_underlay(r, data.get("underlay"))
     pod_cidr, service_cidr, subnet_len = network["podCIDR"], network["serviceCIDR"], network["subnetLen"]
     underlay_cidr, underlay_mtu = underlay["cidr"], underlay["mtu"]
-    ranges = [("network.podCIDR", pod_cidr), ("network.serviceCIDR", service_cidr), ("underlay.cidr", underlay_cidr)]
-    for (a_name, a), (b_name, b) in pairs(ranges):
-        if a is not None and b is not None and a.overlaps(b):
-            path = tuple(b_name.split("."))
-            r.error(path, f"{b} overlaps {a_name} {a}", "the pod, service and node ranges must be disjoint")
+    segments: List[Segment] = underlay["segments"]
+    ranges: List[Tuple[FieldPath, Optional[IPv4Network]]] = [
+        (("network", "podCIDR"), pod_cidr),
+        (("network", "serviceCIDR"), service_cidr),
+    ]
+    if segments:
+        ranges += [(("underlay", "segments", i, "cidr"), s.cidr) for i, s in enumerate(segments)]
+    else:
+        ranges.append((("underlay", "cidr"), underlay_cidr))
+    for (a_path, a), (b_path, b) in pairs(ranges):
+        if a is not None and b is not None and a.overlaps(b) and not (a_path[1:2] == b_path[1:2] == ("segments",)):
+            a_name = dotted(a_path)
+            r.error(b_path, f"{b} overlaps {a_name} {a}", "the pod, service and node ranges must be disjoint")
     backend: Backend = network["backend"]
-    overhead = registry.backend(backend.type).OVERHEAD
-    if backend.mtu is not None and underlay_mtu is not None and backend.mtu > underlay_mtu - overhead:
+    module = registry.backend(backend.type)
+    smallest = min([s.mtu for s in segments] or [underlay_mtu or 1500])
+    if backend.mtu is not None and underlay_mtu is not None and backend.mtu > smallest - module.OVERHEAD:
         r.error(
             network["mtu_path"],
-            f"MTU {backend.mtu} does not fit the underlay MTU {underlay_mtu} with {backend.type}'s encapsulation",
-            f"at most {underlay_mtu - overhead}",
+            f"MTU {backend.mtu} does not fit the underlay MTU {smallest} with {backend.type}'s encapsulation",
+            f"at most {smallest - module.OVERHEAD}",
         )
-    nodes = _read_nodes(r, data.get("nodes"), underlay_cidr, underlay["link"])
+    routers = routed.read_routers(r, underlay["routers"], segments) if segments else []
+    nodes = _read_nodes(r, data.get("nodes"), underlay_cidr, underlay["link"], segments, routers, underlay["declared"])
+    if segments:
+        routed.check_names(r, segments, routers, nodes)
+        if not any(p.severity == "error" for p in r.problems):  # no warning that an error may have caused
+            routed.warn_about_underlay(r, segments, routers)
+        warn = getattr(module, "underlay_warnings", None)
+        for message, hint in warn([(n.name, n.segment) for n in nodes]) if warn else ():
+            r.warn(network["backend_path"], message, hint)
     if subnet_len is not None and pod_cidr is not None and subnet_len > pod_cidr.prefixlen:
         available = 2 ** (subnet_len - pod_cidr.prefixlen) - 1  # flannel never leases the first subnet
         if len(nodes) > available:
@@ -69,8 +94,15 @@ def read_cluster(r: Reader) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
             subnet_len or DEFAULT_SUBNET_LEN,
             service_cidr or ip_network(DEFAULT_SERVICE_CIDR),
             backend,
+            network["proxy_mode"],
         ),
-        "underlay": Underlay(underlay_cidr or ip_network(DEFAULT_UNDERLAY), underlay_mtu or 1500, underlay["link"]),
+        "underlay": Underlay(
+            segments[0].cidr if segments else underlay_cidr or ip_network(DEFAULT_UNDERLAY),
+            underlay_mtu or 1500,
+            underlay["link"],
+            tuple(segments),
+            tuple(routers),
+        ),
         "nodes": nodes,
         "addons": _read_addons(r, data.get("addons")),
     }
@@ -98,18 +130,54 @@ def _read_network(r: Reader, value: Any) -> Dict[str, Any]:
         "subnetLen": subnet_len,
         "backend": backend,
         "mtu_path": mtu_path,
+        "backend_path": ("network", "backend"),
+        "proxy_mode": _read_kube_proxy(r, net.get("kubeProxy")),
     }
 
 
+def _read_kube_proxy(r: Reader, value: Any) -> str:
+    """``network.kubeProxy``: kube-proxy's configuration; its ``mode`` (the registry's default when absent)."""
+    path: FieldPath = ("network", "kubeProxy")
+    config = r.mapping(value, path, KUBE_PROXY_FIELDS)
+    mode = r.string(config.get("mode"), path + ("mode",), registry.DEFAULT_PROXY_MODE)
+    if mode in registry.PROXY_MODES:
+        return str(mode)
+    modes = ", ".join(registry.PROXY_MODES)
+    if mode in UNBUILT_PROXY_MODES:
+        r.error(path + ("mode",), UNBUILT_PROXY_MODES[str(mode)], f"one of {modes}")
+    else:
+        close = closest(str(mode), registry.PROXY_MODES)
+        r.error(path + ("mode",), f"unknown kube-proxy mode {short(mode)}",
+                f"did you mean '{close}'?" if close else f"one of {modes}")
+    return registry.DEFAULT_PROXY_MODE
+
+
 def _read_underlay(r: Reader, value: Any) -> Dict[str, Any]:
-    """``underlay``: the node network's CIDR and MTU (None where wrong) and the links' shaping."""
+    """``underlay``: the node network's CIDR and MTU (None where wrong), the links' shaping, and a routed
+    underlay's segments (``emu.spec.underlay``; its routers are read once the segments are known)."""
     under = r.mapping(value, ("underlay",), UNDERLAY_FIELDS)
     cidr = r.network(under.get("cidr"), ("underlay", "cidr"), DEFAULT_UNDERLAY)
     mtu = r.integer(under.get("mtu"), ("underlay", "mtu"), 1280, 9000, 1500)
     link = r.link(under.get("link"), ("underlay", "link"))
     if cidr is not None and cidr.prefixlen > 29:
         r.error(("underlay", "cidr"), f"{cidr} is too small for a node network", "e.g. 192.168.56.0/24")
-    return {"cidr": cidr, "mtu": mtu, "link": link}
+    segments: List[Segment] = []
+    if under.get("segments") is not None:
+        if under.get("cidr") is not None:
+            r.error(("underlay", "cidr"), "underlay.cidr and underlay.segments exclude each other",
+                    "give each segment its cidr, and remove underlay.cidr")
+        segments = routed.read_segments(r, under.get("segments"), mtu)
+    elif under.get("routers") is not None:
+        r.error(("underlay", "routers"), "routers join segments, and there are none",
+                "declare underlay.segments: [{name: rack-a, cidr: ...}, ...]")
+    return {
+        "cidr": cidr,
+        "mtu": mtu,
+        "link": link,
+        "segments": segments,
+        "declared": routed.declared_names(under.get("segments")) | {s.name for s in segments},
+        "routers": under.get("routers"),
+    }
 
 
 def _read_manifests(r: Reader, value: Any) -> List[Tuple[int, str]]:
@@ -129,12 +197,22 @@ def _read_manifests(r: Reader, value: Any) -> List[Tuple[int, str]]:
     return manifests
 
 
-def _read_nodes(r: Reader, value: Any, cidr: Optional[IPv4Network], underlay_link: LinkProps) -> List[Node]:
-    """The nodes, with their addresses: given, or the (11 + i)th of the underlay (192.168.56.11, .12, ...).
+def _read_nodes(
+    r: Reader,
+    value: Any,
+    cidr: Optional[IPv4Network],
+    underlay_link: LinkProps,
+    segments: Sequence[Segment] = (),
+    routers: Sequence[Router] = (),
+    declared: Set[str] = frozenset(),
+) -> List[Node]:
+    """The nodes, with their addresses: given, or the (11 + i)th of their network (192.168.56.11, .12, ...).
 
     cidr: the underlay, None when it is itself wrong (addresses are then not checked against it).
+    segments, routers: a routed underlay's; each node then names its segment, and its default address is the
+        (11 + i)th of the segment for the segment's ith node, the routers' addresses skipped.
+    declared: every segment name given, valid or not (a node on a segment that is itself wrong is skipped).
     """
-    underlay_cidr = cidr or IPv4Network(DEFAULT_UNDERLAY)
     nodes: List[Node] = []
     raw_nodes = r.sequence(value, ("nodes",))
     if value is None or (isinstance(value, list) and not value):
@@ -143,7 +221,9 @@ def _read_nodes(r: Reader, value: Any, cidr: Optional[IPv4Network], underlay_lin
         r.error(("nodes",), f"{len(raw_nodes)} nodes", f"at most {MAX_NODES}")
         raw_nodes = raw_nodes[:MAX_NODES]
     seen: Dict[str, int] = {}
-    used_ips: Dict[IPv4Address, str] = {}
+    used_ips: Dict[IPv4Address, str] = {link.ip: f"router {rt.name}" for rt in routers for link in rt.links}
+    reserved = set(used_ips)
+    per_segment: Dict[str, int] = {}
     for i, raw in enumerate(raw_nodes):
         path: FieldPath = ("nodes", i)
         if isinstance(raw, str):
@@ -158,7 +238,16 @@ def _read_nodes(r: Reader, value: Any, cidr: Optional[IPv4Network], underlay_lin
             r.error(path + ("name",), f"duplicate node name '{node_name}'", f"first used at nodes[{seen[node_name]}]")
             continue
         seen[node_name] = i
-        ip = _default_node_ip(underlay_cidr, i)
+        segment = _node_segment(r, node.get("segment"), path + ("segment",), segments, declared, node_name)
+        if declared and segment is None:
+            continue
+        network = segment.cidr if segment is not None else cidr
+        where = f"segment {segment.name} ({segment.cidr})" if segment is not None else f"underlay {network}"
+        index = i
+        if segment is not None:
+            index = per_segment.get(segment.name, 0)
+            per_segment[segment.name] = index + 1
+        ip = routed.node_address(network or IPv4Network(DEFAULT_UNDERLAY), index, reserved)
         if node.get("ip") is not None:
             text = r.string(node.get("ip"), path + ("ip",))
             if text is None:
@@ -166,27 +255,46 @@ def _read_nodes(r: Reader, value: Any, cidr: Optional[IPv4Network], underlay_lin
             try:
                 ip = IPv4Address(text)
             except ValueError:
-                r.error(path + ("ip",), f"{short(text)} is not an IPv4 address", f"an address in {underlay_cidr}")
+                r.error(path + ("ip",), f"{short(text)} is not an IPv4 address", f"an address in {network}")
                 continue
         if ip is None:
-            r.error(path, f"underlay {underlay_cidr} has no room for node {i + 1}", "use a larger underlay.cidr")
+            r.error(path, f"{where} has no room for node {index + 1}", "use a larger cidr")
             continue
-        if cidr is not None and (ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address)):
-            r.error(path + ("ip",), f"{ip} is not a host address of underlay {underlay_cidr}", "pick one inside it")
+        if network is not None and (ip not in network or ip in (network.network_address, network.broadcast_address)):
+            r.error(path + ("ip",), f"{ip} is not a host address of {where}", "pick one inside it")
         elif ip in used_ips:
-            r.error(path + ("ip",), f"{ip} is already node {used_ips[ip]}'s address", "give every node its own")
-        used_ips[ip] = node_name
-        link = underlay_link.merged(r.link(node.get("link"), path + ("link",)))
-        nodes.append(Node(node_name, ip, link, r.doc.line(path)))
+            r.error(path + ("ip",), f"{ip} is already {used_ips[ip]}'s address", "give every node its own")
+        used_ips[ip] = f"node {node_name}"
+        link = routed.node_link_defaults(underlay_link, segment).merged(r.link(node.get("link"), path + ("link",)))
+        nodes.append(Node(node_name, ip, link, r.doc.line(path), segment.name if segment is not None else ""))
     return nodes
 
 
-def _default_node_ip(cidr: IPv4Network, index: int) -> Optional[IPv4Address]:
-    """Node i gets the (11 + i)th address, like the 192.168.56.11, .12, ... of the usual Vagrant labs."""
-    offset = 11 + index if cidr.num_addresses > 16 + index else 1 + index
-    if offset >= cidr.num_addresses - 1:
+def _node_segment(
+    r: Reader, value: Any, path: FieldPath, segments: Sequence[Segment], declared: Set[str], node: str
+) -> Optional[Segment]:
+    """The segment a node names: required with segments (one of them), an error without."""
+    if isinstance(value, str) and value in declared and not any(s.name == value for s in segments):
+        return None  # a segment that is itself wrong: reported there
+    if not declared:
+        if value is not None:
+            r.error(path, "the underlay has no segments: every node is on its one switch",
+                    "remove segment, or declare underlay.segments")
         return None
-    return cidr.network_address + offset
+    names = [s.name for s in segments]
+    if value is None:
+        r.missing(path, f"node {node} names no segment", f"segment: {names[0]} (one of {', '.join(names)})")
+        return None
+    name = r.string(value, path)
+    if name is None:
+        return None
+    for segment in segments:
+        if segment.name == name:
+            return segment
+    close = closest(name, names)
+    hint = f"did you mean '{close}'?" if close else "one of " + ", ".join(names)
+    r.error(path, f"no segment named {short(name)}", hint)
+    return None
 
 
 def pairs(items: Sequence[Any]) -> Iterable[Tuple[Any, Any]]:

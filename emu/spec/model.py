@@ -50,17 +50,77 @@ class Backend:
 
 @dataclass(frozen=True)
 class Network:
+    """The cluster network: the pod range and its node subnets, the Service range, flannel's backend, and the
+    mode kube-proxy runs in (a key of ``emu.registry.PROXY_MODES``)."""
+
     pod_cidr: IPv4Network
     subnet_len: int
     service_cidr: IPv4Network
     backend: Backend
+    proxy_mode: str = "iptables"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A named L2 segment of a routed underlay: one switch, its own CIDR and MTU.
+
+    link: the shaping of every node link on it (over ``underlay.link``; a node's own ``link`` over this).
+    """
+
+    name: str
+    cidr: IPv4Network
+    mtu: int
+    link: LinkProps = field(default_factory=LinkProps)
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class RouterLink:
+    """A router's link to a segment: its address there, the MTU of its interface, and the link's shaping."""
+
+    segment: str
+    ip: IPv4Address
+    mtu: int
+    link: LinkProps = field(default_factory=LinkProps)
+
+
+@dataclass(frozen=True)
+class Router:
+    """A router joining segments: a Mininet host that forwards, with static routes derived from the segments.
+
+    fragmentation_needed: "send" (the router answers a too-big packet with DF set with ICMP "fragmentation
+    needed", as routers do) or "drop" (it sends none and drops those it forwards: a path that breaks path MTU
+    discovery, as an ICMP-filtering firewall does).
+    """
+
+    name: str
+    links: Tuple[RouterLink, ...]
+    fragmentation_needed: str = "send"
+    line: int = 0
 
 
 @dataclass(frozen=True)
 class Underlay:
+    """The node network: one switch (``segments`` empty: every node on ``cidr``), or routed segments.
+
+    With segments, ``cidr`` is the first segment's and ``mtu`` the default MTU of every segment.
+    """
+
     cidr: IPv4Network
     mtu: int
     link: LinkProps
+    segments: Tuple[Segment, ...] = ()
+    routers: Tuple[Router, ...] = ()
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.segments)
+
+    def segment(self, name: str) -> Segment:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -69,6 +129,7 @@ class Node:
     ip: IPv4Address
     link: LinkProps
     line: int = 0
+    segment: str = ""  # the node's segment on a routed underlay ("" on the single switch)
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,10 @@ class Reader:
         return text
 
     def link(self, value: Any, path: FieldPath) -> LinkProps:
-        data = self.mapping(value, path, LINK_FIELDS)
+        return self.link_fields(self.mapping(value, path, LINK_FIELDS), path)
+
+    def link_fields(self, data: Dict, path: FieldPath) -> LinkProps:
+        """The shaping fields (bw, delay, jitter, loss) of a mapping already checked for unknown fields."""
         delay = self.duration(data.get("delay"), path + ("delay",))
         jitter = self.duration(data.get("jitter"), path + ("jitter",))
         return LinkProps(

@@ -87,7 +87,8 @@ def start_captures(cluster: "Cluster", candidates: Sequence[Prediction]) -> List
                 proc = commands.popen(argv)
             else:
                 argv = base + ["-i", "any"] + (decode if kind == "node" else []) + ["ip"]
-                proc = (cluster.pod(location) if kind == "pod" else cluster.node(location)).popen(argv)
+                where = {"pod": cluster.pod, "router": cluster.router}.get(kind, cluster.node)
+                proc = where(location).popen(argv)
             own(cluster, proc, f"tcpdump/{location}")
             started.append(Capture(location, kind, device, proc))
         for capture in list(started):

@@ -24,6 +24,7 @@ def run_trace(
     src: str,
     dst: str,
     backend: Optional[str] = None,
+    proxy_mode: Optional[str] = None,
     port: Optional[int] = None,
     proto: Optional[str] = None,
     count: int = 5,
@@ -43,7 +44,8 @@ def run_trace(
     spec, warnings = load([file])
     for warning in warnings:
         print(str(warning), file=sys.stderr)
-    plan = build_plan(spec, backend=backend)  # the run's one plan: predicted from, built, verified against
+    # The run's one plan: predicted from, built, verified against.
+    plan = build_plan(spec, backend=backend, proxy_mode=proxy_mode)
     prediction = predict(plan, src, dst, port, proto, size=size)  # bad questions fail before a build
     if predict_only:
         text = json.dumps(prediction.to_dict(), indent=2, sort_keys=True) + "\n"

@@ -1,4 +1,5 @@
-"""Reading a live cluster's kernel evidence for ``emu trace``: device counters, iptables rule counters, live routes.
+"""Reading a live cluster's kernel evidence for ``emu trace``: device counters, iptables rule counters (and the
+nftables counters a trace puts in: ``emu.trace.nftcount``), live routes.
 
 ``snapshot`` reads, in every pod, node and switch of a path, each link's packet counters, MTU, flags and master
 (``ip -json -s link``) and each node's iptables rule counters (``iptables-save -c``); two snapshots, before and
@@ -15,7 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from emu.apply import commands
 from emu.errors import EmuError
+from emu.trace import nftcount
 from emu.trace.model import Hop
+from emu.trace.nftcount import Counters
 from emu.types import ExecResult
 
 if TYPE_CHECKING:
@@ -31,9 +34,9 @@ def runner(cluster: "Cluster", location: str, kind: str) -> Runner:
     if kind == "pod":
         pod = cluster.pod(location)
         return lambda argv: pod.exec(argv, timeout=15)
-    if kind == "node":
-        node = cluster.node(location)
-        return lambda argv: node.exec(argv, timeout=15)
+    if kind in ("node", "router"):
+        host = cluster.node(location) if kind == "node" else cluster.router(location)
+        return lambda argv: host.exec(argv, timeout=15)
     return lambda argv: commands.run(argv, timeout=15)
 
 
@@ -87,9 +90,15 @@ class Snapshot:
     rules: Dict[str, Dict[Tuple[str, str, str, int], int]]
 
 
-def snapshot(cluster: "Cluster", locations: Sequence[Tuple[str, str]]) -> Snapshot:
+def snapshot(
+    cluster: "Cluster", locations: Sequence[Tuple[str, str]], counters: Sequence[Counters] = ()
+) -> Snapshot:
+    """Every location's device counters, every node's iptables rule counters, and the nftables counters a trace
+    put in (``emu.trace.nftcount``)."""
     links = {(loc, kind): read_links(cluster, loc, kind) for loc, kind in locations}
     rules = {loc: read_rules(cluster, loc) for loc, kind in locations if kind == "node"}
+    for placed in counters:
+        rules.setdefault(placed.node, {}).update(nftcount.read(cluster, placed))
     return Snapshot(links, rules)
 
 

@@ -2,7 +2,8 @@
 
 A device hop needs its counter in the hop's direction to grow by the packets sent (and as many IPv4 packets
 captured there, when tcpdump watched it); a routing hop needs the live route to be the planned one and the packets
-to have got there; a kube-proxy hop needs its KUBE-SERVICES and KUBE-SEP DNAT rule counters to grow.
+to have got there; a kube-proxy hop needs its KUBE-SERVICES and KUBE-SEP DNAT rule counters to grow (iptables
+mode), or the counters a trace puts at the head of the service-... and endpoint-... chains (nftables mode).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import TYPE_CHECKING, List, Tuple
 from emu.trace.capture import Captured
 from emu.trace.evidence import Snapshot, describe_live, route_get, route_matches, rule_delta
 from emu.trace.model import Hop, Prediction
+from emu.trace.nftcount import TABLE as NFT_TABLE
 from emu.trace.result import HopResult
 
 if TYPE_CHECKING:
     from emu.controller import Cluster
 
-__all__ = ["judge"]
+__all__ = ["judge", "service_delta", "endpoint_delta"]
 
 
 def judge(cluster: "Cluster", prediction: Prediction, before: Snapshot, after: Snapshot, expected: int,
@@ -71,18 +73,32 @@ def judge(cluster: "Cluster", prediction: Prediction, before: Snapshot, after: S
     return results
 
 
+def service_delta(before: Snapshot, after: Snapshot, node: str, svc_chain: str) -> int:
+    """Packets kube-proxy's rules sent to a Service's chain in ``node``: the KUBE-SERVICES rule jumping to it
+    (iptables), or the trace's counter at its head (nftables: ``emu.trace.nftcount``)."""
+    return rule_delta(before, after, node, lambda t, c, r: (t == "nat" and c == "KUBE-SERVICES"
+                                                            and r.endswith(f"-j {svc_chain}"))
+                      or (t == NFT_TABLE and c == svc_chain))
+
+
+def endpoint_delta(before: Snapshot, after: Snapshot, node: str, sep_chain: str, dnat: str) -> int:
+    """Packets DNATed to one endpoint in ``node``: its KUBE-SEP DNAT rule (iptables), or the trace's counter at
+    the head of its endpoint-... chain (nftables)."""
+    return rule_delta(before, after, node, lambda t, c, r: (t == "nat" and c == sep_chain
+                                                            and r.endswith(f"-j DNAT --to-destination {dnat}"))
+                      or (t == NFT_TABLE and c == sep_chain))
+
+
 def _judge_kube_proxy(hop: Hop, before: Snapshot, after: Snapshot, reached: bool) -> Tuple[bool, str]:
     choice = hop.service
     if choice is None:
         return reached, "no rule applies, as the plan says" if reached else "not reached"
     node = hop.location
-    svc = rule_delta(before, after, node, lambda t, c, r: t == "nat" and c == "KUBE-SERVICES"
-                      and r.endswith(f"-j {choice.svc_chain}"))
-    picked = {
-        sep: rule_delta(before, after, node, lambda t, c, r, sep=sep, dnat=dnat: t == "nat" and c == sep
-                         and r.endswith(f"-j DNAT --to-destination {dnat}"))
-        for sep, dnat, _pod, _p in choice.alternatives
-    }
+    svc = service_delta(before, after, node, choice.svc_chain)
+    picked = {sep: endpoint_delta(before, after, node, sep, dnat) for sep, dnat, _pod, _p in choice.alternatives}
     counts = ", ".join(f"{sep} +{n}" for sep, n in picked.items())
-    evidence = f"nat KUBE-SERVICES -> {choice.svc_chain} +{svc}; DNAT rules: {counts}"
+    if choice.proxy_mode == "nftables":
+        evidence = f"nft counters: {choice.svc_chain} +{svc}; endpoint chains: {counts}"
+    else:
+        evidence = f"nat KUBE-SERVICES -> {choice.svc_chain} +{svc}; DNAT rules: {counts}"
     return svc >= 1 and picked.get(choice.sep_chain, 0) >= 1, evidence

@@ -33,6 +33,7 @@ STEPS = (
     "decap",  # vxlan decapsulation on the other node's flannel.<VNI>
     "tun-in",  # flanneld writes it into the other node's flannel0
     "deliver",  # it enters the destination pod's eth0
+    "router",  # a router of a routed underlay decides where the packet goes (emu.trace.routed)
     "drop",  # the plan says the packet ends here
 )
 
@@ -84,7 +85,8 @@ class RouteChoice:
 
 @dataclass(frozen=True)
 class ServiceChoice:
-    """kube-proxy's decision for a packet to a ClusterIP:port (see ``emu.proxy.iptables.describe``).
+    """kube-proxy's decision for a packet to a ClusterIP:port (see ``emu.proxy.iptables.describe`` and
+    ``emu.proxy.nftables.describe``).
 
     chain: the built-in nat chain that jumps to KUBE-SERVICES ("PREROUTING" for a pod's packet, "OUTPUT" for
     a node's own). sep_chain, dnat, pod, node, probability: the endpoint this path follows; alternatives: every
@@ -105,6 +107,7 @@ class ServiceChoice:
     probability: Optional[str]
     share: float
     alternatives: Tuple[Tuple[str, str, str, Optional[str]], ...]
+    proxy_mode: str = "iptables"  # whose rules decided: iptables (KUBE-* chains) or nftables (table ip kube-proxy)
 
 
 @dataclass(frozen=True)

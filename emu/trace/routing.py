@@ -57,7 +57,7 @@ def node_table(node: NodePlan) -> List[RouteEntry]:
         if iface.network.prefixlen < 32:
             entries.append(RouteEntry(iface.network, dev, "", "connected",
                                   f"{iface.network} dev {dev} (connected: {address} on {dev})"))
-    routes = tuple(node.routes) + tuple(node.service_routes)
+    routes = tuple(node.routes) + tuple(node.service_routes) + tuple(node.underlay_routes)
     return entries + [_planned(route) for route in routes]
 
 

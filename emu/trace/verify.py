@@ -4,7 +4,8 @@ This module owns sending the trace's traffic, reading the kernel's evidence befo
 first hop the packets did not reach. It only reads state and runs short-lived helper processes (a client in the
 source; a listener in the destination for tcp/udp when nothing listens there: the programs of
 ``emu.trace.probe``; a tcpdump of IPv4 packets in each pod
-and node on the path and on the underlay switch's port); it changes nothing in the cluster, records its helpers in
+and node on the path and on the underlay switch's port); it changes nothing in the cluster (but for the counter
+rules of nftables mode, deleted again), records its helpers in
 the cluster's state (so ``emu clean`` finds them after a crash) and stops them all before returning, even on
 failure.
 
@@ -16,7 +17,9 @@ Evidence, per kind of hop (``emu.trace.predict.Hop``):
 - a routing decision: the live ``ip route get DST [from SRC iif DEV]`` in that namespace must choose the planned
   route, and the packets must have reached it (the hop before was seen);
 - a kube-proxy decision: the counters of the KUBE-SERVICES rule and of the endpoint's KUBE-SEP DNAT rule
-  (``iptables-save -c``) must grow; for a Service the trace follows the endpoint kube-proxy really picked;
+  (``iptables-save -c``) must grow; in nftables mode, those of the counter rules the trace puts at the head of the
+  Service's chain and its endpoints' chains for the time of its packets (``emu.trace.nftcount``: the only change
+  a trace makes, undone before it returns); for a Service the trace follows the endpoint kube-proxy really picked;
 - the underlay hop also shows the first packet captured there (the VXLAN or flanneld encapsulation, or none).
 For the first hop not seen, ``diagnose`` compares the live state with the plan there and further on: a missing
 route, a device that is missing, down, detached from cni0 or has a smaller MTU than the packet, a path MTU the
@@ -32,10 +35,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from emu.errors import EmuError
+from emu.trace import nftcount
 from emu.trace.capture import Capture, Captured, read_captures, start_captures
 from emu.trace.diagnose import diagnose
-from emu.trace.evidence import Snapshot, rule_delta, snapshot
-from emu.trace.judge import judge
+from emu.trace.evidence import Snapshot, snapshot
+from emu.trace.judge import endpoint_delta, judge
 from emu.trace.model import Prediction, TraceInputError
 from emu.trace.predict import predict
 from emu.trace.result import HopResult, TraceResult
@@ -101,6 +105,7 @@ def _exchange(cluster: "Cluster", candidates: Sequence[Prediction], count: int, 
                 locations.append(where)
     processes: List["subprocess.Popen[str]"] = []
     captures: List[Capture] = []
+    counters: List[nftcount.Counters] = []
     captured = Captured()
     try:
         if first.proto in ("tcp", "udp"):
@@ -112,11 +117,14 @@ def _exchange(cluster: "Cluster", candidates: Sequence[Prediction], count: int, 
                     processes.append(proc)
         if capture:
             captures = start_captures(cluster, candidates)
-        before = snapshot(cluster, locations)
+        counters = _nft_counters(cluster, candidates)
+        before = snapshot(cluster, locations, counters)
         expected, answered, client = send(cluster, first, count, size)
         time.sleep(0.15)  # let the last packets cross the path before reading the counters
-        after = snapshot(cluster, locations)
+        after = snapshot(cluster, locations, counters)
     finally:
+        for placed in counters:
+            nftcount.remove(cluster, placed)
         try:
             captured = read_captures(captures)
         finally:
@@ -124,6 +132,16 @@ def _exchange(cluster: "Cluster", candidates: Sequence[Prediction], count: int, 
             for proc in processes + [c.proc for c in captures]:
                 disown(cluster, proc)
     return _Exchange(before, after, expected, answered, client, captured, listened, len(captures))
+
+
+def _nft_counters(cluster: "Cluster", candidates: Sequence[Prediction]) -> List[nftcount.Counters]:
+    """In nftables mode, counters at the head of the Service's chain and its endpoints' chains, in the node that
+    translates (kube-proxy's nftables rules count nothing themselves)."""
+    hop = next((h for h in candidates[0].hops if h.service is not None), None)
+    if hop is None or hop.service.proxy_mode != "nftables":
+        return []
+    chains = [hop.service.svc_chain] + [sep for sep, _dnat, _pod, _p in hop.service.alternatives]
+    return [nftcount.install(cluster, hop.location, "ip", nftcount.TABLE, chains)]
 
 
 def _followed(candidates: Sequence[Prediction], seen: _Exchange, notes: List[str]) -> Prediction:
@@ -136,10 +154,8 @@ def _followed(candidates: Sequence[Prediction], seen: _Exchange, notes: List[str
     for candidate in candidates:
         choice = candidate.service
         assert choice is not None
-        delta = rule_delta(seen.before, seen.after, next(h.location for h in candidate.hops if h.service is not None),
-                           lambda t, c, r, ch=choice: t == "nat" and c == ch.sep_chain
-                           and r.endswith(f"-j DNAT --to-destination {ch.dnat}"))
-        deltas.append(delta)
+        node = next(h.location for h in candidate.hops if h.service is not None)
+        deltas.append(endpoint_delta(seen.before, seen.after, node, choice.sep_chain, choice.dnat))
     if max(deltas) == 0:
         return first
     chosen = candidates[deltas.index(max(deltas))]

@@ -6,8 +6,9 @@
 - routing is ``emu.trace.routing.lookup`` over each namespace's table;
 - a pod's packet leaves its ``eth0``, enters its veth end on ``cni0``; the bridge either forwards it by MAC to
   another pod of the node, or passes it up to the node (the destination MAC is cni0's, the pods' gateway);
-- kube-proxy's nat rules (``emu.proxy.iptables.describe``) turn a ClusterIP:port into one endpoint
-  (KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, DNAT), in PREROUTING for a pod's packet, OUTPUT for a node's;
+- kube-proxy's nat rules (its mode's ``describe``, from ``emu.registry``) turn a ClusterIP:port into one endpoint
+  (iptables: KUBE-SERVICES -> KUBE-SVC -> KUBE-SEP, DNAT; nftables: the ``service-ips`` verdict map ->
+  service-... -> numgen -> endpoint-..., DNAT), in PREROUTING for a pod's packet, OUTPUT for a node's;
 - a node's routing decision hands the packet to one method per kind of device the route leaves by: ``out_bridge``
   (cni0), ``out_vxlan`` (flannel.<VNI>: neighbour entry -> VTEP MAC, FDB entry -> remote node IP), ``out_tun``
   (flannel0, udp's flanneld and its subnet -> node table), ``out_underlay`` (eth0: host-gw, vxlan DirectRouting,
@@ -27,7 +28,7 @@ from typing import Any, Dict, List, Optional
 from emu import registry
 from emu.plan.model import Device, NodePlan, Plan, PodPlan, ServicePlan
 from emu.plan.services import kube_services
-from emu.proxy import iptables as kubeproxy
+from emu.trace import routed
 from emu.trace.model import Hop, RouteChoice, ServiceChoice, TraceInputError
 from emu.trace.routing import RouteEntry, lookup, node_table, pod_table
 
@@ -177,9 +178,17 @@ class Walk:
         if service is None:
             return True
         self.nat_done = True
-        described = kubeproxy.describe(kube_services([service]))
+        described = registry.proxy_mode(self.plan.proxy_mode).describe(kube_services([service]))
         protocol = self.proto.upper()
         match = next((d for d in described if d["protocol"] == protocol and d["port"] == self.port), None)
+        nft = self.plan.proxy_mode == "nftables"
+        if match is None and nft and self.proto in ("tcp", "udp"):
+            self.add(node.name, "node", "", "", "kube-proxy",
+                     f"kube-proxy (table ip kube-proxy): no @service-ips element for {self.dst_ip} . {self.proto} . "
+                     f"{self.port}; cluster-ips-check: {self.dst_ip} is in @cluster-ips: reject (Service "
+                     f"{service.name} has {_service_ports(service)})")
+            self.drop(node.name, "node", f"rejected: Service {service.name} has no port {self.port}/{self.proto}")
+            return False
         if match is None:
             what = self.proto if self.port is None else f"{self.proto} port {self.port}"
             self.add(node.name, "node", "", "", "kube-proxy",
@@ -191,9 +200,12 @@ class Walk:
                               "pod")
             return True
         if match["no_endpoints"]:
-            self.add(node.name, "node", "", "", "kube-proxy",
-                     f"kube-proxy (filter KUBE-SERVICES): {match['service_port']} has no endpoints: REJECT "
-                     "(icmp-port-unreachable)")
+            rule = (f"kube-proxy (table ip kube-proxy, service-endpoints-check): @no-endpoint-services "
+                    f"{self.dst_ip} . {self.proto} . {self.port} -> goto reject-chain: {match['service_port']} has "
+                    "no endpoints: reject (icmp port unreachable)" if nft else
+                    f"kube-proxy (filter KUBE-SERVICES): {match['service_port']} has no endpoints: REJECT "
+                    "(icmp-port-unreachable)")
+            self.add(node.name, "node", "", "", "kube-proxy", rule)
             self.drop(node.name, "node", f"rejected: Service {service.name} has no endpoints (no ready pod is "
                       "selected)")
             return False
@@ -227,16 +239,23 @@ class Walk:
             probability=chosen["probability"],
             share=chosen["share"],
             alternatives=alternatives,
+            proxy_mode=self.plan.proxy_mode,
         )
         position = endpoints.index(chosen) + 1
-        rule = (f"probability {chosen['probability']}" if chosen["probability"] is not None
-                else "the last rule, unconditional")
         others = [f"{e['sep_chain']} -> {e['dnat']}" for e in endpoints if e is not chosen]
         also = f"; the other endpoints: {', '.join(others)}" if others else ""
-        self.add(node.name, "node", "", "", "kube-proxy",
-                 f"kube-proxy (nat {chain}{hook}): KUBE-SERVICES -> {match['svc_chain']} -> {chosen['sep_chain']} "
-                 f"({rule}; endpoint {position} of {len(endpoints)}, share 1/{len(endpoints)}) DNAT to "
-                 f"{chosen['dnat']} (pod {chosen['pod']}){also}", service=choice)
+        if choice.proxy_mode == "nftables":
+            text = (f"kube-proxy (table ip kube-proxy, nat-{chain.lower()}{hook}): services: @service-ips "
+                    f"{self.dst_ip} . {self.proto} . {self.port} -> goto {match['svc_chain']} -> numgen random mod "
+                    f"{len(endpoints)} = {chosen['index']} -> goto {chosen['sep_chain']} (share 1/{len(endpoints)})"
+                    f" DNAT to {chosen['dnat']} (pod {chosen['pod']}){also}")
+        else:
+            rule = (f"probability {chosen['probability']}" if chosen["probability"] is not None
+                    else "the last rule, unconditional")
+            text = (f"kube-proxy (nat {chain}{hook}): KUBE-SERVICES -> {match['svc_chain']} -> {chosen['sep_chain']} "
+                    f"({rule}; endpoint {position} of {len(endpoints)}, share 1/{len(endpoints)}) DNAT to "
+                    f"{chosen['dnat']} (pod {chosen['pod']}){also}")
+        self.add(node.name, "node", "", "", "kube-proxy", text, service=choice)
         self.dst_ip = chosen["ip"]
         self.port = int(chosen["port"])
 
@@ -270,6 +289,7 @@ class Walk:
             self.delivered = True
             return
         self.add(node.name, "node", "", "", "route", f"{where}: route {entry.text} matched", route=choice)
+        self.notes += [n for n in routed.refused_route_notes(node, self.dst_ip) if n not in self.notes]
         device = self.device(node, entry.dev)
         if entry.dev == "cni0":
             self.out_bridge(node, entry)
@@ -315,18 +335,25 @@ class Walk:
             self.src_ip = node.ip
         else:
             masq = ""
-        if entry.kind == "planned" and entry.via and IPv4Address(self.dst_ip) in pod_network:
+        backend_route = entry.kind == "planned" and entry.via and entry.network.prefixlen  # not a default route
+        if backend_route and IPv4Address(self.dst_ip) in pod_network:
             mode = registry.backend(self.plan.backend).DIRECT_ROUTES
             text = f"{mode}: forwarded to {next_hop} on {node.link.dev}, no encapsulation{masq}"
         else:
             text = f"leaves {node.name} by {node.link.dev} to {next_hop}{masq}"
-        self.underlay(node, next_hop, text, self.size, f"dst host {self.dst_ip}")
-        remote = self.node_by_ip.get(next_hop)
+        remote = self.underlay(node, next_hop, text, self.size, f"dst host {self.dst_ip}", ip_dst=self.dst_ip)
         if remote is not None:
             self.route_in_node(remote, iif=remote.link.dev)
 
-    def underlay(self, node: NodePlan, next_hop: str, text: str, size: int, capture: str) -> None:
-        """eth0 out of ``node``, the switch, eth0 into the node holding ``next_hop`` (or a drop)."""
+    def underlay(self, node: NodePlan, next_hop: str, text: str, size: int, capture: str,
+                 ip_dst: Optional[str] = None) -> Optional[NodePlan]:
+        """eth0 out of ``node``, the switch, eth0 into the node holding ``next_hop`` (or a drop); on a routed
+        underlay also the routers on the way to ``ip_dst`` (default ``next_hop``: an outer packet's destination),
+        ``emu.trace.routed``. Returns the node that receives it."""
+        if self.plan.underlay is not None:
+            entry = lookup(node_table(node), next_hop) if next_hop != ip_dst else None
+            first = next_hop if entry is None or entry.kind != "planned" else (entry.via or next_hop)
+            return routed.walk(self, node, first, ip_dst or next_hop, text, size, capture)
         remote = self.node_by_ip.get(next_hop)
         if remote is None:
             what = (f"{next_hop} is a Service's ClusterIP: no host holds it" if
@@ -334,7 +361,7 @@ class Walk:
             self.add(node.name, "node", node.link.dev, "", "underlay-out", f"{node.name} asks for {next_hop}'s MAC "
                      f"on {node.link.dev} (ARP)", mtu=node.link.mtu, size=size)
             self.drop(node.name, "node", f"{what}: the ARP request gets no answer, the packet is dropped")
-            return
+            return None
         self.add(node.name, "node", node.link.dev, "tx", "underlay-out", text, mtu=node.link.mtu, size=size,
                  capture=capture)
         self.add(self.plan.switch, "switch", remote.link.switch_port, "tx", "switch",
@@ -342,3 +369,4 @@ class Walk:
                  f"{remote.link.switch_port}", mtu=remote.link.mtu, size=size)
         self.add(remote.name, "node", remote.link.dev, "rx", "underlay-in",
                  f"enters {remote.name} by {remote.link.dev} ({remote.ip})", mtu=remote.link.mtu, size=size)
+        return remote

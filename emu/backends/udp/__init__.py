@@ -97,10 +97,10 @@ def trace_out(walk: Any, node: NodePlan, device: Device, entry: Any) -> None:
         return
     outer = walk.size + OVERHEAD
     capture = f"udp and dst port {daemon.port} and dst host {remote_ip}"
-    walk.underlay(node, remote_ip, f"udp encapsulation by flanneld: UDP {daemon.listen_ip} -> {remote_ip}:"
-                  f"{daemon.port}, the whole IP packet in one datagram ({outer} bytes)", outer, capture)
-    remote = walk.node_by_ip.get(remote_ip)
-    if remote is None:
+    remote = walk.underlay(node, remote_ip, f"udp encapsulation by flanneld: UDP {daemon.listen_ip} -> "
+                           f"{remote_ip}:{daemon.port}, the whole IP packet in one datagram ({outer} bytes)",
+                           outer, capture)
+    if remote is None:  # dropped on the way (walk.underlay says where)
         return
     remote_device = walk.device(remote, device.name)
     if remote_device is None or remote.udp is None:
