@@ -14,9 +14,12 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 # mininet brings mnexec and the 'mininet' module for the system python3; the rest are the kernel tools emu drives
-# (nftables: kube-proxy's nftables mode; conntrack: kube-proxy's deletion of stale UDP flows).
+# (nftables: kube-proxy's nftables mode; conntrack: kube-proxy's deletion of stale UDP flows). dnsmasq-base is
+# cluster DNS's server (the binary only: no system service, the machine's resolver untouched); dnsutils brings dig
+# and nslookup for the pods.
 apt-get install -y --no-install-recommends \
     mininet iproute2 iptables nftables conntrack iperf3 iputils-ping tcpdump curl ethtool procps util-linux kmod \
+    dnsmasq-base dnsutils \
     python3 python3-yaml python3-matplotlib python3-pytest python3-jsonschema python-is-python3 sudo
 # headless Chromium: the tests load emu graph's pages in a real browser (tests/test_graph_browser.py). Debian calls
 # it chromium; Ubuntu chromium-browser. Only those tests need it: they skip, saying so, without it.

@@ -63,6 +63,7 @@ kind: Cluster
 name: {name}
 network:
   backend: vxlan
+addons: {{dns: false}}  # the pods alone, as the raw ip -batch baseline builds them
 nodes:
 {node_list}
 ---

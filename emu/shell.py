@@ -136,15 +136,17 @@ class ClusterCLI(CLI):
         if not args:
             print(f"*** Please enter a command for pod {first}: {first} CMD ARGS", file=sys.stderr)
             return None
-        self._run_in_pod(first, None, self._words(args))
+        self._run_in_pod(first, None, self._words(args, first))
         return None
 
-    def _words(self, text: str) -> List[str]:
+    def _words(self, text: str, pod: str) -> List[str]:
+        """The command's words, pod and node names replaced by their addresses (Service names too, unless the
+        pod resolves them through cluster DNS)."""
         try:
             words = shlex.split(text)
         except ValueError as exc:
             raise EmuError(f"cannot parse the command: {exc}") from None
-        return [self.cluster.resolve(w) for w in words]
+        return [self.cluster.resolve(w, in_pod=pod) for w in words]
 
     def _run_in_pod(self, pod_name: str, container: Optional[str], argv: List[str]) -> None:
         pod = self.cluster.pod(pod_name)
@@ -208,7 +210,7 @@ class ClusterCLI(CLI):
         pod = self.cluster.pod(head[0])
         if container is None:
             container = next(iter(pod.containers), None)
-        self._run_in_pod(head[0], container, [self.cluster.resolve(w) for w in argv])
+        self._run_in_pod(head[0], container, [self.cluster.resolve(w, in_pod=head[0]) for w in argv])
 
     def do_logs(self, line: str) -> None:
         """logs POD [-c CONTAINER]: print a container's output; logs NODE: what flanneld logged there."""
@@ -224,14 +226,16 @@ class ClusterCLI(CLI):
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete pod NAME: delete a pod; kube-proxy drops it from every Service's endpoints."""
+        """delete pod|svc NAME: delete a pod (kube-proxy drops it from every Service's endpoints, cluster DNS
+        from its records) or a Service (its rules and records go)."""
         words = line.split()
-        if len(words) != 2 or words[0] not in ("pod", "pods", "po"):
-            print("*** usage: delete pod NAME", file=sys.stderr)
+        kinds = ("pod", "pods", "po", "service", "services", "svc")
+        if len(words) != 2 or words[0] not in kinds:
+            print("*** usage: delete pod|svc NAME", file=sys.stderr)
             self.last_status = 2
             return
-        self.cluster.delete_pod(words[1])
-        print(f'pod "{words[1]}" deleted')
+        self.cluster.delete(words[0], words[1])
+        print(f'{"pod" if words[0].startswith("po") else "service"} "{words[1]}" deleted')
 
     def do_apply(self, line: str) -> None:
         """apply -f FILE: create the Pods of a YAML file; every Service that selects one gets it as an endpoint."""

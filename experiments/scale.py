@@ -51,6 +51,7 @@ name: {name}
 network:
   podCIDR: 10.244.0.0/16
   backend: {{Type: {backend}}}
+addons: {{dns: false}}  # the generated pods alone: every figure is per pod of them
 nodes:
 {nodes}
 ---

@@ -5,7 +5,7 @@ The path (topologies/service_lb.yaml):
 
       node-1                                          node-2
     +-----------------------------------+          +-----------------------------------+
-    | client --connect 10.96.0.10:80--+ |          |                                   |
+    | client --connect 10.96.0.20:80--+ |          |                                   |
     |   nat OUTPUT: KUBE-SERVICES       | |          |                                   |
     |     KUBE-SVC-web: random 1/3 -----+-+----------+--> web-0 :8080  "web-0"           |
     |                   random 1/2 -----+-+-> web-1 :8080  "web-1"                        |

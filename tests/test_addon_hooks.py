@@ -86,12 +86,16 @@ PROBE.__dict__.update(
 
 @pytest.fixture(autouse=True)
 def probe_registered() -> Iterator[None]:
+    """The probe add-on alone in the registry (the shipped ones, such as cluster DNS, are left out here)."""
+    shipped = dict(registry.ADDONS)
+    registry.ADDONS.clear()
     registry.ADDONS["probe"] = PROBE
     CALLS.clear()
     try:
         yield
     finally:
-        del registry.ADDONS["probe"]
+        registry.ADDONS.clear()
+        registry.ADDONS.update(shipped)
 
 
 def topology(tmp_path: Path, addons: str, name: str = "addon") -> Path:
@@ -131,7 +135,7 @@ def test_settings_manifests_objects_and_fragment_reach_the_plan(tmp_path: Path) 
     assert dict(spec.addons)["probe"] == "hi"
     assert sorted(p.name for p in spec.pods) == ["app", "probe-agent"]  # its manifest's pod, scheduled
     plan = build_plan(spec)
-    assert plan.addon("probe") == Fragment("hi", ("remember me",), ("probe-agent", "app"))
+    assert plan.addon("probe") == Fragment("hi", ("remember me",), ("app", "probe-agent"))  # add-ons' pods last
     assert '"probe": {' in to_json(plan) and '"greeting": "hi"' in to_json(plan)
 
 
@@ -161,10 +165,10 @@ def test_live_hooks_run_at_start_on_every_change_and_at_stop(tmp_path: Path) -> 
 
     spec, _ = load([str(topology(tmp_path, "addons: {probe: true}", name=f"addon-{os.getpid()}"))])
     with Cluster(build_plan(spec)) as cluster:
-        assert CALLS == [("start", ("probe-agent", "app"))]
+        assert CALLS == [("start", ("app", "probe-agent"))]
         assert cluster.node("node-1").exec(["ip", "link", "show", "probe0"]).returncode == 0
         cluster.delete_pod("app")
-        assert CALLS[-1] == ("update", ("probe-agent", "app"), ("probe-agent",))
+        assert CALLS[-1] == ("update", ("app", "probe-agent"), ("probe-agent",))
         assert cluster.plan.addon("probe").pods == ("probe-agent",)
     assert CALLS[-1] == ("stop",)
     assert sys.modules  # the cluster is gone; nothing of it is left (conftest's teardown tests cover that)

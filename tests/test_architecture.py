@@ -34,6 +34,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "emu.plan.ipam",
             "emu.plan.iptables",
             "emu.plan.nftables",
+            "emu.plan.resolv",
         ),
     ),
     ("features", ("emu.backends", "emu.proxy", "emu.addons", "emu.registry")),

@@ -440,6 +440,26 @@ def test_service_lb_quick(tmp_path: Path) -> None:
 @pytest.mark.root
 @pytest.mark.slow
 @requires_root
+def test_dns_quick(tmp_path: Path) -> None:
+    """Every lookup answered; the DNS pods see 2, 2, 4 and 8 queries per lookup (A and AAAA along the search
+    path: the ndots:5 amplification of an outside name); both DNS pods answer direct queries."""
+    result = emu_run(["experiments/dns.py", "--quick", "--backend", "vxlan", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    directory = run_dir(tmp_path)
+    rows = rows_of(directory)
+    per_lookup = {k: values(rows, placement=k, metric="queries_per_lookup")[0] for k in
+                  ("fqdn", "short-name", "other-namespace", "outside-name")}
+    assert per_lookup == {"fqdn": 2.0, "short-name": 2.0, "other-namespace": 4.0, "outside-name": 8.0}
+    assert set(values(rows, metric="failed")) == {0.0}
+    assert values(rows, placement="same-node-dns-pod", metric="answered") == [100.0]
+    assert values(rows, placement="cross-node-dns-pod", metric="answered") == [100.0]
+    assert all(0 < v < 50 for v in values(rows, metric="rtt_p50"))
+    assert_figures(directory, ["dns"])
+
+
+@pytest.mark.root
+@pytest.mark.slow
+@requires_root
 def test_bandwidth_quick_vxlan(tmp_path: Path) -> None:
     result = emu_run(["experiments/bandwidth.py", "--quick", "--backend", "vxlan", "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -520,7 +540,7 @@ def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> No
     assert body[2][0] == "cluster" and body[2][-2:] == ["1.25", "2"]
 
 
-@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale", "service_scale"])
+@pytest.mark.parametrize("experiment", ["mtu", "service_lb", "bandwidth", "scale", "service_scale", "dns"])
 def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: str) -> None:
     """``emu plot`` of a run's CSV finds the experiment (metadata.json, else experiments/<name>.py) and draws
     its figures; checked here on rows shaped like each experiment's own, without root."""
@@ -529,7 +549,7 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
 
     path = tmp_path / "run" / "results.csv"
     keys = {"mtu": ["case", "backend"], "service_lb": [], "bandwidth": ["bw", "backend"], "scale": ["size"],
-            "service_scale": ["proxy_mode", "services"]}[experiment]
+            "service_scale": ["proxy_mode", "services"], "dns": ["backend"]}[experiment]
     with Results.open(path, experiment, keys) as results:
         if experiment == "mtu":
             for case in ("flannel-mtu", "core-1400-no-icmp"):
@@ -567,6 +587,16 @@ def test_emu_plot_draws_the_experiments_own_figures(tmp_path: Path, experiment: 
                                     ms / 0.02, "ratio")
                     results.add("cluster", "c", "", "emu", "program_seconds", n / 1000.0, "s")
                     results.add("endpoint-change", "client-0", "mmm-probe", "emu", "visible_ms", n / 10.0, "ms")
+        elif experiment == "dns":
+            for backend in ("vxlan", "host-gw"):
+                results.set_context({"backend": backend}, 0)
+                for kind, queries in (("fqdn", 2), ("short-name", 2), ("other-namespace", 4), ("outside-name", 8)):
+                    for metric, value in (("rtt_p50", 0.2 * queries), ("rtt_p99", 0.5 * queries)):
+                        results.add(kind, "client", kind, "dns", metric, value, "ms")
+                    results.add(kind, "client", kind, "dns", "queries_per_lookup", queries, "count")
+                for server, rtt in (("same-node-dns-pod", 0.2), ("cross-node-dns-pod", 0.3)):
+                    results.add(server, "client", "kube-dns-0", "dns", "rtt_p50", rtt, "ms")
+                    results.add(server, "client", "kube-dns-0", "dns", "rtt_p99", rtt * 3, "ms")
         else:
             for size, pods in (("2x2", 4), ("4x10", 40)):
                 results.set_context({"size": size}, 0)

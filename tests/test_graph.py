@@ -47,7 +47,10 @@ def plan_of(files: List[Path], backend: str = "") -> Plan:
 
 def planned_ids(plan: Plan, node: str = "") -> Set[str]:
     """The element id of every object of the plan the drawing must show (of one node, when given)."""
-    ids = {f"switch:{plan.switch}"}
+    ids = {f"switch:{s.switch}" for s in plan.segments if not node or s.name == plan.segment_of(plan.node(node)).name}
+    if not node:
+        ids |= {f"router:{r.name}" for r in plan.routers}
+        ids |= {f"dev:{r.name}:{p.dev}" for r in plan.routers for p in r.ports}
     for n in plan.nodes:
         if node and n.name != node:
             continue
@@ -137,7 +140,7 @@ def test_one_node() -> None:
     graph = build_graph(plan, "node-2")
     assert {e.id for e in graph.elements} == planned_ids(plan, "node-2")
     assert "pod:client-0" not in graph.index and "svc:default/web" in graph.index
-    assert {e.dst for e in graph.edges if e.kind == "endpoint"} == {"pod:web-1"}
+    assert {e.dst for e in graph.edges if e.kind == "endpoint" and e.src == "svc:default/web"} == {"pod:web-1"}
     with pytest.raises(KeyError, match="no node named 'node-9'"):
         build_graph(plan, "node-9")
 

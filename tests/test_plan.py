@@ -29,6 +29,7 @@ def cluster_yaml(nodes: int, backend: str = "vxlan", pods_per_node: int = 2, ext
         name: test-{nodes}
         network:
           backend: {{Type: {backend}}}
+        addons: {{dns: false}}
         nodes:
         """
     ) + node_list + textwrap.dedent(

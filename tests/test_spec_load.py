@@ -29,8 +29,9 @@ def write(directory: Path, name: str, text: str) -> Path:
 
 
 def cluster_text(nodes: int = 2, extra: str = "") -> str:
+    """A cluster object; without cluster DNS, whose pods and Service tests/test_dns_plan.py covers."""
     node_lines = "".join(f"  - name: node-{i + 1}\n" for i in range(nodes))
-    return f"apiVersion: emu/v1\nkind: Cluster\nname: test\n{extra}nodes:\n{node_lines}"
+    return f"apiVersion: emu/v1\nkind: Cluster\nname: test\naddons: {{dns: false}}\n{extra}nodes:\n{node_lines}"
 
 
 def load_text(tmp_path: Path, text: str, *more: Tuple[str, str]) -> Tuple[ClusterSpec, List[Problem]]:
@@ -390,7 +391,8 @@ def test_shipped_topologies_load_without_errors(name: str) -> None:
 
 
 def test_guestbook_manifests_load_unchanged() -> None:
-    """The upstream guestbook: 6 pods, 3 Services, notices for what emu does not emulate, exit 0."""
+    """The upstream guestbook: 6 pods, 3 Services (and cluster DNS's 2 pods and Service), notices for what emu
+    does not emulate, exit 0."""
     proc = subprocess.run(
         [sys.executable, "-m", "emu", "validate", "topologies/guestbook.yaml"],
         cwd=str(ROOT),
@@ -400,7 +402,7 @@ def test_guestbook_manifests_load_unchanged() -> None:
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    assert "valid: cluster guestbook, 3 nodes, 6 pods, 3 services" in output
+    assert "valid: cluster guestbook, 3 nodes, 8 pods, 4 services" in output
     assert "notice: spec.template.spec.containers[0].resources: 'resources' has no effect" in output
     assert "emulated as NodePort" in output
     assert "error" not in output.lower() and "warning:" not in output
@@ -413,10 +415,12 @@ def test_guestbook_manifests_load_unchanged() -> None:
         "redis-follower-0": "node-1",
         "redis-follower-1": "node-2",
         "redis-leader-0": "node-3",
+        "kube-dns-0": "node-1",  # cluster DNS's pods come last, spread over two nodes
+        "kube-dns-1": "node-2",
     }
     frontend = [p for p in spec.pods if p.owner == "frontend"]
     assert all(p.containers[0].env == (("GET_HOSTS_FROM", "dns"),) for p in frontend)
-    assert all(c.argv == () for p in spec.pods for c in p.containers)  # images are not run
+    assert all(c.argv == () for p in spec.pods for c in p.containers if p.namespace == "default")  # images: not run
     services = {s.name: s for s in spec.services}
     assert services["frontend"].type == "NodePort"
     assert [p.port for p in services["redis-follower"].ports] == [6379]
@@ -426,7 +430,8 @@ def test_deployment_topology_spreads_six_replicas() -> None:
     spec, problems = load([str(TOPOLOGIES / "deployment.yaml")])
     web = [p for p in spec.pods if p.owner == "web"]
     assert len(web) == 6
-    per_node = {n.name: [p.name for p in spec.pods if p.node == n.name] for n in spec.nodes}
+    per_node = {n.name: [p.name for p in spec.pods if p.node == n.name and p.namespace == "default"]
+                for n in spec.nodes}
     assert per_node == {
         "node-1": ["web-2", "web-5", "client"],
         "node-2": ["web-0", "web-3"],
@@ -453,5 +458,7 @@ def test_the_complete_example_in_the_docs_is_valid(tmp_path: Path) -> None:
         "web-0": "node-2",
         "web-1": "node-1",
         "web-2": "node-2",
+        "kube-dns-0": "node-1",
+        "kube-dns-1": "node-2",
     }
     assert spec.nodes[0].link.delay == "2ms" and spec.nodes[1].link.bw == 1000

@@ -35,6 +35,7 @@ apiVersion: emu/v1
 kind: Cluster
 name: {name}
 network: {{backend: vxlan}}
+addons: {{dns: false}}  # names are resolved by a fake DNS server here (cluster DNS is tests/test_live_dns.py's)
 nodes: [node-1, node-2]
 ---
 apiVersion: apps/v1

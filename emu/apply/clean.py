@@ -55,7 +55,7 @@ def clean_state(state: ClusterState, directory: Path, verbose: bool = True, dry_
             removed.append(f"link {link}")
             if not dry_run:
                 subprocess.run(["ip", "link", "del", link], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for entry in state.links:
+    for entry in reversed(state.links):  # a directory's parents were recorded before it: remove it first
         if entry.startswith("dir:"):
             path = entry[4:]
             if dry_run and _removable(path) or not dry_run and remove_created_dir(path):

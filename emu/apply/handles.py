@@ -125,8 +125,8 @@ class Pod:
             if proc.poll() is not None:
                 raise EmuError(f"container {container} of pod {self.name} has exited (see its log)")
             return Namespaces(net_pid=proc.pid, mount_pid=proc.pid, uts=True)
-        node_pid = self.cluster.node(self.node).pid
-        return Namespaces(net_pid=self.pause.pid, mount_pid=node_pid, uts=True)
+        # The pause process's mount namespace: the node's files, with the pod's /etc/hosts and /etc/resolv.conf
+        return Namespaces(net_pid=self.pause.pid, mount_pid=self.pause.pid, uts=True)
 
     def exec_env(self, container: Optional[str]) -> Dict[str, str]:
         """The environment a command gets: a container's own (as ``kubectl exec`` gives), else a root shell's."""

@@ -37,7 +37,7 @@ from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
 from emu.apply.routers import apply_router, node_underlay
 from emu.apply.spawner import Spawner
-from emu.apply.state import ClusterState
+from emu.apply.state import ClusterState, all_states
 from emu.errors import EmuError
 from emu.features import Daemon
 from emu.plan.changes import PlanDiff
@@ -85,6 +85,7 @@ class LiveCluster:
         self._stopping = False
         self._reported: Set[str] = set()
         self._starter: Optional[threading.Thread] = None
+        self._other_dirs: Optional[Set[str]] = None  # see _dirs_of_other_clusters
 
     @property
     def running(self) -> bool:
@@ -191,7 +192,9 @@ class LiveCluster:
                 try:
                     record = self._recorder("pause", pod_plan.name)
                     node_pid = self.nodes[pod_plan.node].pid
-                    proc = pod_ops.start_pause(pod_plan, self.plan.cluster, node_pid, record, self._spawner)
+                    proc = pod_ops.start_pause(
+                        pod_plan, self.plan.cluster, node_pid, record, self._spawner, self.pod_directory(pod_plan.name)
+                    )
                 except BaseException as exc:  # raised in the building thread below
                     failed.append(exc)
                     return
@@ -218,10 +221,29 @@ class LiveCluster:
         pod_dir = self.state.directory / "pods" / pod_plan.name
         pod_ops.write_pod_files(pod_plan, pod_dir)
         for path in pod_ops.missing_mount_points(pod_plan):
-            self._created_dirs.append(path)
-            self.state.links.append(f"dir:{path}")
-            self.state.save()
+            self._own_dir(path)
             os.makedirs(path, exist_ok=True)
+        # A mount point another running cluster created is owned by both: the last one to go removes it.
+        for path in pod_ops.mount_point_dirs(pod_plan):
+            if path not in self._created_dirs and path in self._dirs_of_other_clusters():
+                self._own_dir(path)
+
+    def _own_dir(self, path: str) -> None:
+        self._created_dirs.append(path)
+        self.state.links.append(f"dir:{path}")
+        self.state.save()
+
+    def _dirs_of_other_clusters(self) -> Set[str]:
+        """The directories other clusters' state says they created (read once per build or change)."""
+        if self._other_dirs is None:
+            self._other_dirs = {
+                link[4:]
+                for directory, state in all_states().items()
+                if state is not None and directory != self.state.directory
+                for link in state.links
+                if link.startswith("dir:")
+            }
+        return self._other_dirs
 
     def _start_containers(self, pod: Pod, env: Dict[str, str]) -> None:
         node_pid = self.nodes[pod.node].pid
@@ -400,9 +422,12 @@ class LiveCluster:
         self.progress(f"pod {pod_plan.name}: {pod_plan.ip} on {pod_plan.node}")
         if pod_plan.name in self.pods:  # a deleted pod of the same name: its files and logs go
             shutil.rmtree(self.state.directory / "pods" / pod_plan.name, ignore_errors=True)
+        self._other_dirs = None
         self._write_pod_files(pod_plan)
         record = self._recorder("pause", pod_plan.name)
-        pause = pod_ops.start_pause(pod_plan, self.plan.cluster, node.pid, record, self._spawner)
+        pause = pod_ops.start_pause(
+            pod_plan, self.plan.cluster, node.pid, record, self._spawner, self.pod_directory(pod_plan.name)
+        )
         pod = Pod(self, pod_plan, pause)
         try:
             pod_ops.wait_pause(pod_plan, pause)

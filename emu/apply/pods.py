@@ -1,17 +1,21 @@
 """Pods as the kubelet and the CNI bridge plugin make them: a pause process, a veth into cni0, containers.
 
-- The **pause** process holds the pod: ``unshare --net --uts`` gives it a new network and UTS namespace, its
-  hostname is the pod name, and it then becomes ``sleep infinity`` named ``emu-pause:<cluster>/<pod>`` (no shell or
-  interpreter stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's network
-  namespace instead, with a UTS namespace of its own so the machine's hostname is never touched.
+- The **pause** process holds the pod: ``unshare --net --uts --mount`` gives it a new network, UTS and mount
+  namespace, its hostname is the pod name, the kubelet's ``/etc/hosts`` and ``/etc/resolv.conf`` are bound over
+  the node's in its mount namespace (so a command run in the pod without a container resolves names as the pod
+  does), and it then becomes ``sleep infinity`` named ``emu-pause:<cluster>/<pod>`` (no shell or interpreter
+  stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's network namespace
+  instead, with UTS and mount namespaces of its own so the machine's hostname and files are never touched.
 - The **CNI bridge plugin's** work: a veth pair, the pod end moved into the pod as ``eth0`` with its planned MAC,
   MTU and address, the node end (``veth`` + 8 hex) on ``cni0`` with hairpin mode on (flannel's CNI config sets
   ``hairpinMode: true``), and the pod's routes. All pods of a node are wired with one ``ip -batch`` in the node;
   inside each pod the same ``ip`` requests go over rtnetlink from emu itself (``configure_pod``).
 - **Containers** are processes that join the pause process's network and UTS namespaces (the
   ``--net=container:<pause>`` of the source text) plus a mount namespace of their own: a private ``/tmp``, the
-  kubelet's ``/etc/hosts`` and ``/etc/hostname``, and bind-mounted ``emptyDir`` volumes shared between the
-  containers that mount them. Their output goes to a log file.
+  kubelet's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (when the plan gives the pod one; else
+  the node's stays), and bind-mounted ``emptyDir`` volumes shared between the containers that mount them. Their
+  output goes to a log file. emu's own helper programs (``python3 -m emu....``, such as cluster DNS's
+  dnsmasq-nanny) find the emu package through ``PYTHONPATH``.
 
 A cluster starts its pause and container processes from one helper (``spawner=``, see emu.apply.spawner): one
 fork and one exec each, with the namespaces and mounts made in the child, instead of the shell chains below
@@ -33,15 +37,22 @@ from emu.plan.model import ContainerPlan, PodPlan
 if TYPE_CHECKING:
     from emu.apply.spawner import Mount, Spawner
 
+#: The directory holding the ``emu`` package: emu's helper programs import it from there.
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
 # Both scripts first wait behind GATE until emu has recorded their pid (commands.release).
-PAUSE_SCRIPT = GATE + 'hostname "$1" && exec -a "$2" sleep infinity </dev/null'
+PAUSE_SCRIPT = GATE + (
+    'mount --bind "$3" /etc/hosts && { [ -z "$4" ] || mount --bind "$4" /etc/resolv.conf; } && '
+    'hostname "$1" && exec -a "$2" sleep infinity </dev/null'
+)
 
 # Runs inside the container's fresh mount namespace, then becomes the container's process (exec).
 CONTAINER_SCRIPT = r"""set -e
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mount --bind "$1" /etc/hosts
 mount --bind "$2" /etc/hostname
-shift 2
+if [ -n "$3" ]; then mount --bind "$3" /etc/resolv.conf; fi
+shift 3
 n=$1; shift
 while [ "$n" -gt 0 ]; do
   mount --bind "$1" "$2"
@@ -60,24 +71,35 @@ def start_pause(
     node_pid: int,
     record: Optional[Callable[[int], object]] = None,
     spawner: Optional["Spawner"] = None,
+    pod_dir: Optional[Path] = None,
 ) -> "subprocess.Popen[str]":
     """Start the pod's pause process (not waiting for it: see wait_pause).
 
     record: called with the pid before the process may go on (it writes the pid into the state file).
     spawner: start it from this helper (one fork and one exec, see emu.apply.spawner) rather than through
         ``unshare`` and ``bash``; the result is the same process in the same namespaces.
+    pod_dir: the pod's files (``write_pod_files``), bound over the node's in the pod's mount namespace.
     """
+    assert pod_dir is not None, "the pod's files are written before its pause process starts"
+    resolv = str(pod_dir / "resolv.conf") if pod.resolv_conf else ""
     if spawner is not None:
-        setns = []
+        setns = [("mnt", f"/proc/{node_pid}/ns/mnt")]
         if pod.host_network:
-            setns = [("net", f"/proc/{node_pid}/ns/net"), ("mnt", f"/proc/{node_pid}/ns/mnt")]
+            setns.insert(0, ("net", f"/proc/{node_pid}/ns/net"))
         argv = [f"emu-pause:{cluster}/{pod.name}", "infinity"]
+        mounts: List["Mount"] = [
+            (None, "/", None, ("rec", "private"), None),
+            (str(pod_dir / "hosts"), "/etc/hosts", None, ("bind",), None),
+        ]
+        if resolv:
+            mounts.append((resolv, "/etc/resolv.conf", None, ("bind",), None))
         try:
             spawned = spawner.spawn(
                 argv,
                 "emu-pause",
                 setns=setns,
-                unshare=["uts"] if pod.host_network else ["net", "uts"],
+                unshare=["uts", "mnt"] if pod.host_network else ["net", "uts", "mnt"],
+                mounts=mounts,
                 hostname=pod.hostname,
                 executable="sleep",
             )
@@ -85,13 +107,12 @@ def start_pause(
             raise BuildError(f"pod {pod.name}: start the pause process", ["sleep"] + argv, str(exc)) from None
         release(spawned, record)
         return spawned  # type: ignore[return-value]  # Popen's interface, see Spawned
-    argv = ["unshare", "--uts"]
-    ns = None
-    if pod.host_network:
-        ns = Namespaces(net_pid=node_pid, mount_pid=node_pid)
-    else:
+    argv = ["unshare", "--uts", "--mount", "--propagation", "private"]
+    ns = Namespaces(net_pid=node_pid, mount_pid=node_pid)
+    if not pod.host_network:
         argv.append("--net")
     argv += ["--", "bash", "-c", PAUSE_SCRIPT, "emu-pause", pod.hostname, f"emu-pause:{cluster}/{pod.name}"]
+    argv += [str(pod_dir / "hosts"), resolv]
     proc = popen(argv, ns, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     release(proc, record)
     return proc
@@ -164,6 +185,8 @@ def write_pod_files(pod: PodPlan, pod_dir: Path) -> None:
     pod_dir.mkdir(parents=True, exist_ok=True)
     (pod_dir / "hosts").write_text(pod.hosts_file)
     (pod_dir / "hostname").write_text(pod.hostname + "\n")
+    if pod.resolv_conf:
+        (pod_dir / "resolv.conf").write_text(pod.resolv_conf)
     for container in pod.containers:
         open(pod_dir / f"{container.name}.log", "ab").close()
     for volume in pod.volumes:
@@ -171,13 +194,41 @@ def write_pod_files(pod: PodPlan, pod_dir: Path) -> None:
 
 
 def missing_mount_points(pod: PodPlan) -> List[str]:
-    """Mount points that do not exist on the machine and must be created (and removed again at teardown)."""
+    """Directories that do not exist on the machine and must be created for the pod's mount points (and removed
+    again at teardown, in reverse): every missing level of each path, the outermost first."""
     out: List[str] = []
     for container in pod.containers:
         for mount in container.mounts:
-            if not os.path.isdir(mount.path) and mount.path not in out:
-                out.append(mount.path)
+            missing: List[str] = []
+            path = os.path.normpath(mount.path)
+            while path not in ("/", "") and not os.path.isdir(path):
+                missing.insert(0, path)
+                path = os.path.dirname(path)
+            out += [p for p in missing if p not in out]
     return out
+
+
+def mount_point_dirs(pod: PodPlan) -> List[str]:
+    """Every directory level of the pod's mount points (outermost first), as missing_mount_points would list them
+    when none existed."""
+    out: List[str] = []
+    for container in pod.containers:
+        for mount in container.mounts:
+            levels: List[str] = []
+            path = os.path.normpath(mount.path)
+            while path not in ("/", ""):
+                levels.insert(0, path)
+                path = os.path.dirname(path)
+            out += [p for p in levels if p not in out]
+    return out
+
+
+def helper_env(container: ContainerPlan) -> Dict[str, str]:
+    """``PYTHONPATH`` for emu's own helper programs (``python3 -m emu.<module>``), nothing for other commands."""
+    argv = container.argv
+    if len(argv) >= 3 and argv[0] in ("python3", "python") and argv[1] == "-m" and argv[2].startswith("emu."):
+        return {"PYTHONPATH": PACKAGE_ROOT}
+    return {}
 
 
 def start_container(
@@ -199,7 +250,8 @@ def start_container(
     if spawner is not None:
         return _spawn_container(pod, container, pause_pid, node_pid, pod_dir, extra_env, record, spawner)
     ns = Namespaces(net_pid=pause_pid, mount_pid=node_pid, uts=True)
-    args: List[str] = [str(pod_dir / "hosts"), str(pod_dir / "hostname"), str(len(container.mounts))]
+    resolv = str(pod_dir / "resolv.conf") if pod.resolv_conf else ""
+    args: List[str] = [str(pod_dir / "hosts"), str(pod_dir / "hostname"), resolv, str(len(container.mounts))]
     for mount in container.mounts:
         args += [str(pod_dir / "volumes" / mount.volume), mount.path, "ro" if mount.read_only else "rw"]
     args.append(container.working_dir)
@@ -210,6 +262,7 @@ def start_container(
     )
     env = base_env({"HOSTNAME": pod.hostname})
     env.update(extra_env)
+    env.update(helper_env(container))
     env.update(dict(container.env))
     log = open(pod_dir / f"{container.name}.log", "ab")
     try:
@@ -220,14 +273,18 @@ def start_container(
     return proc
 
 
-def container_mounts(container: ContainerPlan, pod_dir: Path) -> List["Mount"]:
-    """What CONTAINER_SCRIPT mounts, as (source, target, fstype, flags, data) for the spawner, in order."""
+def container_mounts(container: ContainerPlan, pod_dir: Path, resolv: bool = False) -> List["Mount"]:
+    """What CONTAINER_SCRIPT mounts, as (source, target, fstype, flags, data) for the spawner, in order.
+
+    resolv: the pod has a resolv.conf of its own (else the node's stays)."""
     mounts: List["Mount"] = [
         (None, "/", None, ("rec", "private"), None),  # unshare --propagation private
         ("tmpfs", "/tmp", "tmpfs", (), "mode=1777"),
         (str(pod_dir / "hosts"), "/etc/hosts", None, ("bind",), None),
         (str(pod_dir / "hostname"), "/etc/hostname", None, ("bind",), None),
     ]
+    if resolv:
+        mounts.append((str(pod_dir / "resolv.conf"), "/etc/resolv.conf", None, ("bind",), None))
     for mount in container.mounts:
         mounts.append((str(pod_dir / "volumes" / mount.volume), mount.path, None, ("bind",), None))
         if mount.read_only:
@@ -247,6 +304,7 @@ def _spawn_container(
 ) -> "subprocess.Popen[str]":
     env = base_env({"HOSTNAME": pod.hostname})
     env.update(extra_env)
+    env.update(helper_env(container))
     env.update(dict(container.env))
     log = open(pod_dir / f"{container.name}.log", "ab")
     try:
@@ -259,7 +317,7 @@ def _spawn_container(
                 ("mnt", f"/proc/{node_pid}/ns/mnt"),
             ],
             unshare=["mnt"],
-            mounts=container_mounts(container, pod_dir),
+            mounts=container_mounts(container, pod_dir, resolv=bool(pod.resolv_conf)),
             cwd=container.working_dir,
             env=env,
             stdout=log,

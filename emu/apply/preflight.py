@@ -40,7 +40,8 @@ def preflight(plan: Plan) -> None:
     """Stop with one clear message if this machine cannot build ``plan``."""
     if os.geteuid() != 0:
         raise EnvironmentProblem("building a cluster needs root: run it with sudo (e.g. sudo python -m emu up ...)")
-    features = (registry.backend(plan.backend), registry.proxy_mode(plan.proxy_mode))
+    features = [registry.backend(plan.backend), registry.proxy_mode(plan.proxy_mode)]
+    features += [registry.addon(name) for name, _fragment in plan.addons]
     missing = missing_tools(TOOLS + tuple(t.command for m in features for t in getattr(m, "TOOLS", ())))
     if missing:
         raise EnvironmentProblem(f"missing commands: {', '.join(missing)}; {INSTALL_HINT}")

@@ -29,6 +29,7 @@ from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
+from emu.spec.added import load_added_service, pinned
 from emu.spec.errors import Problem, SpecError
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
@@ -196,17 +197,21 @@ class Cluster:
                 return Service(s)
         raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
 
-    def resolve(self, word: str) -> str:
+    def resolve(self, word: str, in_pod: Optional[str] = None) -> str:
         """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
-        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``."""
+        or an address: ``web/hostname``, ``web:80/hostname``, ``http://web/clientip`` name ``web``.
+
+        in_pod: the pod the word is used in; when it resolves names through cluster DNS, Service names are left
+        for its resolver (as in a real pod), and only pod and node names (which DNS does not know) are replaced.
+        """
         match = re.match(r"^([a-z]+://)?([a-z0-9][a-z0-9.-]*)([:/].*)?$", word)
         if match and match.group(2) != word:
-            address = self._address(match.group(2))
+            address = self._address(match.group(2), in_pod)
             if address != match.group(2):
                 return (match.group(1) or "") + address + (match.group(3) or "")
-        return self._address(word)
+        return self._address(word, in_pod)
 
-    def _address(self, name: str) -> str:
+    def _address(self, name: str, in_pod: Optional[str] = None) -> str:
         pod = self.live.pods.get(name)
         if pod is not None and not pod.deleted:
             return pod.ip
@@ -214,8 +219,10 @@ class Cluster:
             return self.live.nodes[name].ip
         if name in self.live.routers:
             return self.live.routers[name].ip
+        if in_pod is not None and self._uses_cluster_dns(in_pod):
+            return name
         for s in self.plan.services:
-            if s.name == name:
+            if s.name == name and s.cluster_ip not in ("None", ""):  # headless, ExternalName: DNS names only
                 return s.cluster_ip
         return name
 
@@ -224,6 +231,14 @@ class Cluster:
         details on hover), svg, dot or mermaid; only ``node`` when given; with ``trace`` (what ``emu.trace.trace``
         returns) drawn on it: the hops highlighted, and where the packet was last seen."""
         return render_graph(self.plan, output_format, node, trace)
+
+    def _uses_cluster_dns(self, pod_name: str) -> bool:
+        """Whether the pod's resolver is a Service of the cluster (cluster DNS), which then resolves names."""
+        pod = self.live.pods.get(pod_name)
+        if pod is None or not pod.plan.resolv_conf:
+            return False
+        servers = {line.split()[1] for line in pod.plan.resolv_conf.splitlines() if line.startswith("nameserver ")}
+        return any(s.cluster_ip in servers for s in self.plan.services)
 
     def placements(self) -> List[Placement]:
         """The standard paths (same-pod, same-node, cross-node, pod-to-service, node-to-pod, node-to-node) this
@@ -257,17 +272,42 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
+    def add_service(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Service:
+        """Create a Service in the running cluster, as ``kubectl apply`` of a Service object would: validated with
+        the loader's rules, given the next free cluster IP (or its own), kube-proxy's rules loaded in every node,
+        its records in cluster DNS. No other Service's address moves. Raises SpecError for an invalid one."""
+        with self.live.lock:
+            if not self.live.running:
+                raise EmuError("the cluster is not running: cannot add a Service")
+            spec = pinned(self.spec, self.plan.services)
+            service = load_added_service(manifest, spec, document)
+            self._change(replace(spec, services=spec.services + (service,)))
+            return self.service(service.name)
+
+    def delete_service(self, name: str, namespace: str = "default") -> None:
+        """Delete a Service: its rules go from every node, its records from cluster DNS; the others keep theirs."""
+        with self.live.lock:
+            spec = pinned(self.spec, self.plan.services)
+            kept = tuple(s for s in spec.services if (s.namespace, s.name) != (namespace, name))
+            if len(kept) == len(spec.services):
+                raise KeyError(f"no Service named {name!r} in namespace {namespace!r}")
+            self._change(replace(spec, services=kept))
+
     def apply(self, documents: Sequence["Document"]) -> List[str]:
-        """``kubectl apply -f``: create the objects of ``documents`` (Pods), one change each; returns a line per
-        object created. Raises SpecError for an invalid one (those before it are created)."""
+        """``kubectl apply -f``: create the objects of ``documents`` (Pods, Services), one change each; returns a
+        line per object created. Raises SpecError for an invalid one (those before it are created)."""
         created: List[str] = []
         for document in documents:
             kind = document.data.get("kind") if isinstance(document.data, dict) else None
+            if kind == "Service":
+                service = self.add_service(document.data, document)
+                created.append(f'service "{service.name}" created ({service.cluster_ip})')
+                continue
             if kind != "Pod":
                 what = f"kind {kind!r}" if kind else "an object without a kind"
                 problem = Problem(
                     document.file, document.line(("kind",)), "kind", f"{what} cannot be applied to a running cluster",
-                    "kind: Pod (Deployments and Services are read when the cluster is built)",
+                    "kind: Pod or Service (Deployments are read when the cluster is built)",
                 )
                 raise SpecError([problem])
             pod = self.add_pod(document.data, document)
@@ -275,11 +315,14 @@ class Cluster:
         return created
 
     def delete(self, kind: str, name: str) -> None:
-        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods)."""
+        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods, Services)."""
         if kind.lower() in ("pod", "pods", "po"):
             self.delete_pod(name)
             return
-        raise EmuError(f"cannot delete a {kind} from a running cluster (pods can be deleted)")
+        if kind.lower() in ("service", "services", "svc"):
+            self.delete_service(name)
+            return
+        raise EmuError(f"cannot delete a {kind} from a running cluster (pods and Services can be deleted)")
 
     def link(
         self,

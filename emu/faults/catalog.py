@@ -24,6 +24,8 @@ SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
 )}
 #: New connections each client opens to each Service port in ``traffic``.
 CONNECTIONS = 10
+#: The add-ons' namespace.
+SYSTEM = "kube-system"
 
 
 def scenario(name: str) -> Scenario:
@@ -70,9 +72,10 @@ def survey(cluster: "Cluster") -> List[str]:
 def traffic(cluster: "Cluster") -> List[str]:
     """What real traffic shows: every pod pings a pod of every node (its own included) with packets as large as
     its own MTU allows (DF set), and every pod that is not an endpoint opens CONNECTIONS new connections to each
-    Service's TCP ports; a line per failure."""
+    Service's TCP ports; a line per failure. The add-ons' pods (kube-system: cluster DNS) are reached through
+    their Services."""
     found: List[str] = []
-    pods = [p for p in cluster.pods if not p.plan.host_network]
+    pods = [p for p in cluster.pods if not p.plan.host_network and p.namespace != SYSTEM]
     for src in pods:
         mtu = pod_mtu(cluster, src.name, src.plan.ifname) or src.plan.mtu
         src.exec(["ip", "route", "flush", "cache"])  # forget path MTUs learnt before a repair

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["BridgeNetfilterOff", "ConntrackFull", "MissingServiceEndpointRule"]
 
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
+#: The add-ons' namespace: their pods are not the leaking client or its server.
+SYSTEM = "kube-system"
 
 
 class BridgeNetfilterOff(Scenario):
@@ -58,9 +60,9 @@ class ConntrackFull(Scenario):
     def targets(self, plan: Plan) -> List[Fault]:
         found = []
         for node in plan.nodes:
-            client = next((p for p in plan.pods_on(node.name) if not p.host_network), None)
+            client = next((p for p in plan.pods_on(node.name) if not p.host_network and p.namespace != SYSTEM), None)
             server = next((p for p in plan.pods if not p.host_network and client is not None
-                           and p.name != client.name), None)
+                           and p.name != client.name and p.namespace != SYSTEM), None)
             if client is not None and server is not None:
                 found.append(Fault(self.name, node.name, f"leak {client.name} -> {server.name}", detail=(
                     ("src", client.ip), ("dst", server.ip), ("dport", "8080"))))
@@ -89,8 +91,8 @@ class ConntrackFull(Scenario):
 
 
 def _last_endpoint_rule(node: NodePlan) -> List[Tuple[str, str]]:
-    """(KUBE-SEP chain, its DNAT rule) of the last endpoint of every Service port in ``node``'s rules: the one
-    kube-proxy's KUBE-SVC chain jumps to unconditionally."""
+    """(KUBE-SEP chain, its DNAT rule) of the last endpoint of every TCP Service port in ``node``'s rules: the
+    one kube-proxy's KUBE-SVC chain jumps to unconditionally."""
     lines = node.iptables.splitlines()
     last: dict = {}
     for line in lines:
@@ -101,7 +103,8 @@ def _last_endpoint_rule(node: NodePlan) -> List[Tuple[str, str]]:
                 last[words[1]] = target
     found = []
     for chain in last.values():
-        rule = next((line for line in lines if line.startswith(f"-A {chain} ") and "-j DNAT" in line), None)
+        rule = next((line for line in lines if line.startswith(f"-A {chain} ") and "-j DNAT" in line
+                     and "-p tcp" in line), None)
         if rule is not None:
             found.append((chain, rule))
     return found

@@ -112,29 +112,89 @@ def layout(graph: Graph) -> Layout:
     boxes: Dict[str, Box] = {}
     services = graph.of_kind("service")
     top = MARGIN + HEADER + (SERVICE_ROW + 30 if services else 0)
-    x = MARGIN
+    switch_of = _switch_of_nodes(graph)
+    switches = graph.of_kind("switch")
+    order = {s.id: i for i, s in enumerate(switches)}
+    nodes = sorted(graph.of_kind("node"), key=lambda n: order.get(switch_of.get(n.id, ""), 0))
+    x, previous = MARGIN, None
+    spans: Dict[str, List[float]] = {}
     bottoms: List[float] = []
     gutters: Dict[str, float] = {}
-    for node in graph.of_kind("node"):
+    for node in nodes:
+        switch = switch_of.get(node.id, "")
+        if previous is not None and switch != previous:
+            x += NODE_GAP  # a wider gap between the segments
         width, bottom = _place_node(graph, node, x, top, boxes, gutters)
+        span = spans.setdefault(switch, [x, x + width])
+        span[1] = x + width
         x += width + NODE_GAP
         bottoms.append(bottom)
+        previous = switch
     right = max(x - NODE_GAP, MARGIN + 300)
-    switch_y = (max(bottoms) if bottoms else top) + 50
-    for switch in graph.of_kind("switch"):
-        boxes[switch.id] = Box(MARGIN, switch_y, right - MARGIN, text_height(switch.label))
+    y = (max(bottoms) if bottoms else top) + 50
+    for switch in switches:
+        if switch.id in spans:
+            x0, x1 = spans[switch.id]
+            boxes[switch.id] = Box(x0, y, x1 - x0, text_height(switch.label))
+    y = max((b.bottom for b in boxes.values()), default=y)
+    routers = graph.of_kind("router")
+    if routers:
+        y, right = _place_routers(graph, routers, y + 60, boxes, right)
+        rest = [s for s in switches if s.id not in boxes]
+        for switch in rest:  # segments only routers are on: under the routers that reach them
+            ends = [boxes[e.src] for e in graph.edges if e.kind == "link" and e.dst == switch.id and e.src in boxes]
+            x0 = min((b.x for b in ends), default=MARGIN)
+            x1 = max((b.right for b in ends), default=right)
+            boxes[switch.id] = Box(x0 - PAD, y + 50, max(x1 - x0 + 2 * PAD, text_width(switch.label)),
+                                   text_height(switch.label))
     sx = MARGIN
     for service in services:
         w = text_width(service.label)
         boxes[service.id] = Box(sx, MARGIN + HEADER, w, text_height(service.label))
         sx += w + GAP
-    right = max(right, sx - GAP)
+    right = max(right, sx - GAP, max((b.right for b in boxes.values()), default=right))
     height = max((b.bottom for b in boxes.values()), default=top) + MARGIN + 40
     width = max(right + MARGIN, MARGIN * 2 + len(graph.subtitle) * CHAR_WIDTH, MARGIN * 2 + len(graph.title) * 9.5,
                 MARGIN * 2 + max((len(line) for line in graph.trace), default=0) * CHAR_WIDTH)
     paths = {edge.id: _route(edge.kind, edge.src, edge.dst, boxes, gutters) for edge in graph.edges
              if edge.src in boxes and edge.dst in boxes}
     return Layout(width, height, boxes, paths)
+
+
+def _switch_of_nodes(graph: Graph) -> Dict[str, str]:
+    """node id -> the id of the switch its underlay link goes to."""
+    found: Dict[str, str] = {}
+    for edge in graph.edges:
+        if edge.kind == "link" and edge.src in graph.index:
+            parent = graph.element(edge.src).parent
+            if parent.startswith("node:"):
+                found[parent] = edge.dst
+    return found
+
+
+def _place_routers(graph: Graph, routers: List[Element], y: float, boxes: Dict[str, Box],
+                   right: float) -> Tuple[float, float]:
+    """Routers in a row under the switches, each near the switches it is on, its ports side by side; the
+    bottom of the row and the drawing's right edge."""
+    x = MARGIN
+    bottom = y
+    for router in routers:
+        ports = graph.children(router.id, "device")
+        widths = [text_width(p.label) for p in ports]
+        w = max(text_width(router.label), sum(widths) + GAP * (len(ports) - 1) + 2 * PAD)
+        near = [boxes[e.dst].cx for p in ports for e in graph.edges
+                if e.kind == "link" and e.src == p.id and e.dst in boxes]
+        x = max(x, (sum(near) / len(near) - w / 2) if near else x)
+        h = text_height(router.label) + 2 * LINE_HEIGHT + 2 * PAD
+        boxes[router.id] = Box(x, y, w, h)
+        px = x + PAD
+        for port, pw in zip(ports, widths):
+            boxes[port.id] = Box(px, y + h - 2 * LINE_HEIGHT - PAD, pw, 2 * LINE_HEIGHT + 4)
+            px += pw + GAP
+        x += w + NODE_GAP
+        bottom = max(bottom, y + h)
+        right = max(right, x - NODE_GAP)
+    return bottom, right
 
 
 def _place_node(graph: Graph, node: Element, x: float, top: float, boxes: Dict[str, Box],
@@ -195,7 +255,10 @@ def _route(kind: str, src: str, dst: str, boxes: Dict[str, Box], gutters: Dict[s
     if kind == "port" and gutters.get(src):  # down the gutter beside the pod's cell, to cni0
         gutter = gutters[src]
         return [(a.cx, a.bottom), (a.cx, a.bottom + 6), (gutter, a.bottom + 6), (gutter, b.y)]
-    if kind in ("veth", "port", "link", "route"):
+    if kind == "link":  # to the switch bar, above or below
+        x = min(max(a.cx, b.x + 6), b.right - 6)
+        return [(x, a.bottom), (x, b.y)] if b.y >= a.bottom else [(x, a.y), (x, b.bottom)]
+    if kind in ("veth", "port", "route"):
         x = a.cx if b.x <= a.cx <= b.right else b.cx
         return [(x, a.bottom), (x, b.y)]
     if kind == "encap":

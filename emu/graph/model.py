@@ -8,23 +8,24 @@ its details (addresses, MACs, MTU, routes, neighbour and FDB entries, commands) 
 text. ``emu.graph.layout`` places the elements; ``svg``, ``html``, ``dot`` and ``mermaid`` write them;
 ``emu.graph.overlay`` adds a trace's hops as ``Mark`` records.
 
-Ids: ``switch:<name>``, ``node:<node>``, ``dev:<node>:<device>`` (eth0, cni0, a backend's device, a pod's host
+Ids: ``switch:<name>`` (a segment's switch; the single underlay is one segment), ``router:<router>``,
+``dev:<router>:<port>``, ``node:<node>``, ``dev:<node>:<device>`` (eth0, cni0, a backend's device, a pod's host
 veth), ``pod:<pod>``, ``podif:<pod>`` (the pod's eth0), ``ctr:<pod>/<container>``, ``svc:<namespace>/<name>``.
 """
 
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from emu.plan.model import Device, NodePlan, Plan, PodPlan, ServicePlan
+from emu.plan.model import Device, NodePlan, Plan, PodPlan, RouterPlan, ServicePlan
 
 __all__ = ["Element", "Edge", "Mark", "Graph", "build_graph", "KINDS", "ROLES"]
 
 Details = Tuple[Tuple[str, str], ...]
 
 #: Element kinds, outermost first.
-KINDS = ("switch", "node", "device", "pod", "container", "service")
-#: What a device is for (``Element.role``): the node's underlay link, the CNI bridge, a flannel backend's device,
-#: a pod's host-side veth, a pod's own eth0.
+KINDS = ("switch", "router", "node", "device", "pod", "container", "service")
+#: What a device is for (``Element.role``): the node's (or a router's) underlay link, the CNI bridge, a flannel
+#: backend's device, a pod's host-side veth, a pod's own eth0.
 ROLES = ("underlay", "bridge", "overlay", "veth", "pod-eth0")
 
 
@@ -123,20 +124,32 @@ def build_graph(plan: Plan, node: Optional[str] = None) -> Graph:
         raise KeyError(f"no node named {node!r} (nodes: {', '.join(n.name for n in plan.nodes)})")
     elements: List[Element] = []
     edges: List[Edge] = []
-    switch = f"switch:{plan.switch}"
-    elements.append(Element(switch, "switch", f"switch {plan.switch}\nunderlay {plan.underlay_cidr}", details=(
-        ("underlay", plan.underlay_cidr), ("MTU", str(plan.underlay_mtu)),
-        ("what", "a Linux bridge in the root namespace: the nodes' L2 network"))))
+    wanted = {plan.segment_of(n).name for n in nodes} if node is not None else None
+    segments = [s for s in plan.segments if wanted is None or s.name in wanted]
+    for segment in segments:
+        routed = len(plan.segments) > 1
+        label = f"segment {segment.name}: switch {segment.switch}" if routed else f"switch {segment.switch}"
+        details = [("underlay", segment.cidr), ("MTU", str(segment.mtu))]
+        if segment.gateway:
+            details.append(("gateway", segment.gateway))
+        details.append(("what", "a Linux bridge in the root namespace: an L2 network of the underlay"))
+        elements.append(Element(f"switch:{segment.switch}", "switch", f"{label}\n{segment.cidr}",
+                                details=tuple(details)))
     for node_plan in nodes:
         _node(plan, node_plan, elements, edges)
-        edges.append(Edge(_dev(node_plan.name, node_plan.link.dev), switch, "link", node_plan.link.switch_port))
+        edges.append(Edge(_dev(node_plan.name, node_plan.link.dev), f"switch:{plan.segment_of(node_plan).switch}",
+                          "link", node_plan.link.switch_port))
+    if node is None:
+        for router in plan.routers:
+            _router(plan, router, elements, edges)
     drawn = {e.id for e in elements}
     for service in plan.services:
         _service(service, drawn, elements, edges, keep_unattached=node is None)
     options = " ".join(f"{k}={v}" for k, v in plan.backend_options)
-    subtitle = (f"flannel {plan.backend}{' (' + options + ')' if options else ''} · pod network {plan.pod_cidr} "
-                f"(MTU {plan.pod_mtu}) · Services {plan.service_cidr} · underlay {plan.underlay_cidr} "
-                f"(MTU {plan.underlay_mtu})")
+    underlay = (f"underlay {len(plan.segments)} segments, {len(plan.routers)} routers" if plan.underlay is not None
+                else f"underlay {plan.underlay_cidr} (MTU {plan.underlay_mtu})")
+    subtitle = (f"flannel {plan.backend}{' (' + options + ')' if options else ''} · kube-proxy {plan.proxy_mode} · "
+                f"pod network {plan.pod_cidr} (MTU {plan.pod_mtu}) · Services {plan.service_cidr} · {underlay}")
     title = f"cluster {plan.cluster}" + (f", node {node}" if node else "")
     return Graph(title, subtitle, tuple(elements), tuple(edges))
 
@@ -145,10 +158,29 @@ def _dev(node: str, device: str) -> str:
     return f"dev:{node}:{device}"
 
 
+def _router(plan: Plan, router: RouterPlan, elements: List[Element], edges: List[Edge]) -> None:
+    router_id = f"router:{router.name}"
+    details = [("routes", _lines(router.routes) or "(connected only)"),
+               ("sysctls", "\n".join(f"{k}={v}" for k, v in router.sysctls)),
+               ("fragmentation needed", router.fragmentation_needed)]
+    addresses = " · ".join(p.address for p in router.ports)
+    elements.append(Element(router_id, "router", f"router {router.name}\n{addresses}", details=tuple(details)))
+    for port in router.ports:
+        segment = plan.segment(port.segment)
+        elements.append(Element(_dev(router.name, port.dev), "device", f"{port.dev}\n{port.address}", router_id,
+                                "underlay", (("segment", port.segment), ("address", port.address), ("MAC", port.mac),
+                                             ("MTU", str(port.mtu)), ("switch port", port.switch_port))))
+        edges.append(Edge(_dev(router.name, port.dev), f"switch:{segment.switch}", "link", port.switch_port))
+
+
 def _node(plan: Plan, node: NodePlan, elements: List[Element], edges: List[Edge]) -> None:
     node_id = f"node:{node.name}"
     details: List[Tuple[str, str]] = [("underlay IP", node.ip), ("pod subnet", node.subnet)]
-    details.append(("routes", _lines(node.routes + node.service_routes) or "(connected only)"))
+    if node.segment:
+        details.append(("segment", node.segment))
+    details.append(("routes", _lines(node.underlay_routes + node.routes + node.service_routes) or "(connected only)"))
+    if node.failed_routes:
+        details.append(("refused routes", "\n".join(f"{f.route}: {f.error}" for f in node.failed_routes)))
     if node.neighbours:
         details.append(("neighbours", _lines(node.neighbours)))
     if node.fdb:
@@ -163,7 +195,7 @@ def _node(plan: Plan, node: NodePlan, elements: List[Element], edges: List[Edge]
     elements.append(Element(_dev(node.name, link.dev), "device", f"{link.dev}\n{link.address}", node_id, "underlay", (
         ("kind", "veth to the switch (the node's NIC)"), ("address", link.address), ("MAC", link.mac),
         ("MTU", str(link.mtu)), ("switch port", link.switch_port),
-        ("routes", _lines(_routes_of(node, link.dev)) or f"{plan.underlay_cidr} (connected)"))))
+        ("routes", _lines(_routes_of(node, link.dev)) or f"{plan.segment_of(node).cidr} (connected)"))))
     bridge = next((d for d in node.devices if d.kind == "bridge"), None)
     overlays = [d for d in node.devices if d.kind != "bridge"]
     for device in node.devices:
@@ -275,7 +307,7 @@ def _encap_label(node: NodePlan, device: Device) -> str:
 
 
 def _routes_of(node: NodePlan, device: str) -> Tuple:
-    return tuple(r for r in node.routes + node.service_routes if r.dev == device)
+    return tuple(r for r in node.underlay_routes + node.routes + node.service_routes if r.dev == device)
 
 
 def _lines(items: Iterable) -> str:

@@ -4,7 +4,8 @@
 or not, or a bare ``Prediction``) and reads only its fields (``hops``, ``hop.index``, ``hop.location``,
 ``hop.location_kind``, ``hop.device``, ``seen``, ``first_not_seen``, ``reason``): this module sits below the
 verbs and imports nothing of the trace package. A hop in a pod on ``eth0`` marks the pod's eth0, a hop in a node
-on a device marks that device (a routing or kube-proxy decision marks the node), a hop on the switch marks it.
+on a device marks that device (a routing or kube-proxy decision marks the node), a hop in a router marks its
+port (its routing decision, the router), a hop on a segment's switch marks that switch.
 The element where the packet was last seen is the one of the last hop seen before the first one not seen (of
 the last hop, when every hop was seen).
 """
@@ -26,9 +27,9 @@ def hop_element(graph: Graph, location: str, kind: str, device: str) -> str:
     elif kind == "pod":
         candidates = [f"podif:{location}"] if device else []
         candidates.append(f"pod:{location}")
-    elif kind == "node":
+    elif kind in ("node", "router"):
         candidates = [f"dev:{location}:{device}"] if device else []
-        candidates.append(f"node:{location}")
+        candidates.append(f"{kind}:{location}")
     return next((c for c in candidates if c in graph.index), "")
 
 

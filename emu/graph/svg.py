@@ -25,6 +25,7 @@ STYLE = """
 .emu-graph rect { stroke: #444; stroke-width: 1; }
 .el-switch > rect { fill: #d9d9d9; }
 .el-node > rect { fill: #f4f4f4; stroke-width: 1.5; }
+.el-router > rect { fill: #ececec; stroke-width: 1.5; }
 .el-pod > rect { fill: #ffffff; }
 .el-container > rect { fill: #eef3fb; stroke: #7a8fb5; }
 .el-service > rect { fill: #fff6df; stroke: #a7812a; }
@@ -33,7 +34,7 @@ STYLE = """
 .role-overlay > rect { fill: #fde3cf; }
 .role-veth > rect, .role-pod-eth0 > rect { fill: #e9eef2; }
 .emu-graph text { fill: #111; }
-.el-node > text, .el-pod > text { font-weight: bold; }
+.el-node > text, .el-pod > text, .el-router > text { font-weight: bold; }
 .edge { fill: none; stroke: #555; stroke-width: 1.2; }
 .edge-endpoint { stroke: #a7812a; stroke-dasharray: 5 3; opacity: 0.7; }
 .edge-route { stroke-dasharray: 2 3; }
@@ -59,7 +60,7 @@ _DEFS = """<defs>
 </defs>"""
 
 #: Elements drawn behind the lines (the lines run over them); every other element is drawn over the lines.
-_BACKGROUND = ("node", "switch")
+_BACKGROUND = ("node", "router", "switch")
 
 
 def to_svg(graph: Graph, placed: Optional[Layout] = None, standalone: bool = True) -> str:
@@ -117,13 +118,13 @@ def _element(element: Element, box: Box) -> str:
     head = (f'<g class="el el-{element.kind}{role}" data-emu-id="{escape(element.id)}" '
             f'data-emu-kind="{element.kind}" data-emu-role="{element.role}" data-emu-details="{escape(details)}">')
     rect = (f'<rect x="{box.x:.1f}" y="{box.y:.1f}" width="{box.w:.1f}" height="{box.h:.1f}" '
-            f'rx="{6 if element.kind in ("node", "pod", "service") else 3}"/>')
+            f'rx="{6 if element.kind in ("node", "router", "pod", "service") else 3}"/>')
     return f"{head}<title>{escape(details_text(element))}</title>{rect}{_label(element, box)}</g>"
 
 
 def _label(element: Element, box: Box) -> str:
     lines = element.label.split("\n")
-    if element.kind in ("node", "pod", "container"):  # a header at the top left
+    if element.kind in ("node", "router", "pod", "container"):  # a header at the top left
         x, anchor, y = box.x + PAD, "start", box.y + LINE_HEIGHT + (2 if element.kind != "container" else 0)
     else:  # centred
         x, anchor = box.cx, "middle"

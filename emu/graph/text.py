@@ -43,7 +43,7 @@ def to_dot(graph: Graph) -> str:
            '  node [fontname=monospace, fontsize=10, shape=box, style="rounded,filled", fillcolor=white];',
            "  edge [fontname=monospace, fontsize=9];"]
     for element in graph.elements:
-        if not element.parent and element.kind == "node":
+        if not element.parent and element.kind in ("node", "router"):
             out += _dot_cluster(graph, element, "  ")
         elif not element.parent:
             out.append("  " + _dot_node(graph, element))
@@ -109,7 +109,7 @@ def _mermaid(graph: Graph, element: Element, indent: str) -> List[str]:
     name = identifier(element.id)
     label = _mermaid_text(element.label + _hops(graph, element))
     children = graph.children(element.id)
-    if element.kind in ("node", "pod") and children:
+    if element.kind in ("node", "router", "pod") and children:
         out = [f'{indent}subgraph {name}["{label}"]']
         for child in children:
             out += _mermaid(graph, child, indent + "  ")

@@ -238,6 +238,11 @@ class PodPlan:
     labels: Tuple[Tuple[str, str], ...]
     containers: Tuple[ContainerPlan, ...]
     volumes: Tuple[str, ...]
+    subdomain: str = ""  # with a headless Service of that name: <hostname>.<subdomain>.<ns>.svc.<zone>
+    dns_policy: str = "ClusterFirst"
+    #: The pod's /etc/resolv.conf as the kubelet writes it (emu.plan.resolv), bind-mounted over the node's in
+    #: the pod; "" keeps the node's own resolver (dnsPolicy Default, hostNetwork pods, no cluster DNS).
+    resolv_conf: str = ""
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,7 @@ class ServicePlan:
     session_affinity: str
     affinity_timeout: int
     ports: Tuple[ServicePortPlan, ...]
+    external_name: str = ""  # type ExternalName (cluster_ip ""); a headless Service's cluster_ip is "None"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Every pod of a node gets the next free address of the node's subnet from host-lo
 a veth pair named after the pod (``veth`` + 8 hex digits on the node's side, ``eth0`` in the pod), the MAC the
 bridge plugin derives from the address (``0a:58:...``), the pod MTU, and flannel's CNI routes (default via the
 gateway, and the whole pod Network). A hostNetwork pod takes its node's address and devices. The kubelet's
-``/etc/hosts`` and hostname, and each container's process, come with it.
+``/etc/hosts``, hostname and ``/etc/resolv.conf`` (``emu.plan.resolv``; without cluster DNS here: the cluster
+DNS add-on gives the pods their nameserver), and each container's process, come with it.
 """
 
 from ipaddress import IPv4Address, IPv4Network
@@ -13,6 +14,7 @@ from typing import Dict, List, Optional
 from emu.plan import names
 from emu.plan.ipam import HostLocal, gateway
 from emu.plan.model import ContainerPlan, Mount, NodePlan, Plan, PodPlan, Route
+from emu.plan.resolv import kubelet_resolv_conf
 from emu.plan.underlay import UNDERLAY_DEV, node_network
 from emu.spec.model import ClusterSpec, Container, Pod
 
@@ -83,6 +85,13 @@ def plan_added_pod(plan: Plan, spec: ClusterSpec, pod: Pod) -> PodPlan:
 def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, mtu: int) -> PodPlan:
     """One pod's plan at address ``ip`` of its node's ``subnet`` (the node's own address for hostNetwork)."""
     containers = tuple(_plan_container(c) for c in pod.containers)
+    dns = {
+        "subdomain": pod.subdomain,
+        "dns_policy": pod.dns_policy,
+        "resolv_conf": kubelet_resolv_conf(
+            pod.namespace, pod.dns_policy, pod.host_network, pod.dns_config, None, spec.network.cluster_domain
+        ),
+    }
     if pod.host_network:
         network, underlay_mtu = node_network(spec, spec.node(pod.node))
         return PodPlan(
@@ -104,6 +113,7 @@ def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, 
             labels=pod.labels,
             containers=containers,
             volumes=pod.volumes,
+            **dns,
         )
     gw = gateway(subnet)
     return PodPlan(
@@ -125,12 +135,22 @@ def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, 
             Route("default", POD_IFNAME, via=str(gw)),
             Route(str(spec.network.pod_cidr), POD_IFNAME, via=str(gw)),
         ),
-        hostname=pod.name,
-        hosts_file=KUBELET_HOSTS + f"{ip}\t{pod.name}\n",
+        hostname=pod.hostname or pod.name,
+        hosts_file=KUBELET_HOSTS + _own_line(spec, pod, ip),
         labels=pod.labels,
         containers=containers,
         volumes=pod.volumes,
+        **dns,
     )
+
+
+def _own_line(spec: ClusterSpec, pod: Pod, ip: IPv4Address) -> str:
+    """The kubelet's line for the pod itself: its hostname, after its FQDN when it has a subdomain."""
+    hostname = pod.hostname or pod.name
+    if pod.subdomain:
+        fqdn = f"{hostname}.{pod.subdomain}.{pod.namespace}.svc.{spec.network.cluster_domain}"
+        return f"{ip}\t{fqdn}\t{hostname}\n"
+    return f"{ip}\t{hostname}\n"
 
 
 def _plan_container(container: Container) -> ContainerPlan:

@@ -8,6 +8,7 @@ the plan can be predicted, then checked line by line.
 import json
 from typing import Any, List, Optional
 
+from emu import registry
 from emu.plan.model import NodePlan, Plan, PodPlan, RouterPlan
 from emu.plan.nftables import render
 
@@ -65,6 +66,15 @@ def to_text(plan: Plan, node: Optional[str] = None, iptables: bool = True, nftab
                     f"  {s.name}{':' + p.name if p.name else ''}  {s.type}  {s.cluster_ip}:{p.port}/{p.protocol}"
                     f"{node_port} -> {eps}"
                 )
+            if s.external_name:
+                out.append(f"  {s.name}  ExternalName -> {s.external_name}")
+            elif not s.ports:
+                out.append(f"  {s.name}  {s.type}  {s.cluster_ip}  (no ports)")
+    for name, fragment in plan.addons:
+        lines = registry.addon_hook(name, "plan_text")(fragment) if node is None else []
+        if lines:
+            out.append("")
+            out.extend(lines)
     return "\n".join(out) + "\n"
 
 
@@ -165,6 +175,8 @@ def _pod_text(p: PodPlan) -> List[str]:
     else:
         lines = [f"    {p.name}  {p.ifname} {p.ip}/{p.prefixlen} {p.mac} mtu {p.mtu}  (peer {p.host_veth})"]
         lines.extend(f"      route {r}" for r in p.routes)
+    if p.resolv_conf:
+        lines.append(f"      /etc/resolv.conf ({p.dns_policy}): " + "; ".join(p.resolv_conf.strip().splitlines()))
     for c in p.containers:
         cmd = " ".join(c.argv) + ("  (placeholder: no command given)" if c.placeholder else "")
         ports = ", ".join(f"{port}/{proto}" + (f" ({name})" if name else "") for port, proto, name in c.ports)

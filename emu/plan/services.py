@@ -24,7 +24,8 @@ from emu.spec.model import ClusterSpec, Pod
 
 def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePlan]:
     """Every Service of ``spec`` with its address, node ports and the endpoints among ``pods``."""
-    ips = cluster_ips(spec.network.service_cidr, [s.cluster_ip for s in spec.services])
+    virtual = [s for s in spec.services if not s.headless and s.type != "ExternalName"]
+    ip_of = dict(zip((id(s) for s in virtual), cluster_ips(spec.network.service_cidr, [s.cluster_ip for s in virtual])))
     pod_spec = {p.name: p for p in spec.pods}
     # Pods by (namespace, label, value), in pod order: a Service looks at the pods of its selector's first
     # label only (10,000 Services over thousands of pods would otherwise compare every pair).
@@ -35,7 +36,8 @@ def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePla
         for key, value in pod_spec[pod.name].labels:
             labelled.setdefault((pod.namespace, key, value), []).append(pod)
     out: List[ServicePlan] = []
-    for service, ip in zip(spec.services, ips):
+    for service in spec.services:
+        ip = ip_of.get(id(service), "None" if service.headless else "")
         candidates = labelled.get((service.namespace,) + tuple(service.selector[0]), []) if service.selector else []
         selected = [p for p in candidates if all(labels[p.name].get(k) == v for k, v in service.selector)]
         ports = []
@@ -57,6 +59,7 @@ def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePla
                 session_affinity=service.session_affinity,
                 affinity_timeout=service.affinity_timeout,
                 ports=tuple(ports),
+                external_name=service.external_name,
             )
         )
     _allocate_node_ports(out)
@@ -104,7 +107,7 @@ def service_env(services: Sequence[ServicePlan]) -> Dict[str, str]:
     """The Docker-link style variables the kubelet gives every container for every Service."""
     env: Dict[str, str] = {}
     for s in services:
-        if not s.ports:
+        if not s.ports or s.cluster_ip in ("None", ""):  # headless and ExternalName Services get none
             continue
         prefix = s.name.upper().replace("-", "_")
         env[f"{prefix}_SERVICE_HOST"] = s.cluster_ip
@@ -145,7 +148,8 @@ def _resolve_target(target: str, protocol: str, pod: Pod) -> Optional[int]:
 
 def kube_services(services: Sequence[ServicePlan]) -> Tuple[kubeproxy.Service, ...]:
     """The planned Services in kube-proxy's input form (what its rules are computed from)."""
-    return tuple(_kube_service(s) for s in services)
+    # ExternalName Services are DNS names only: kube-proxy skips them (ShouldSkipService)
+    return tuple(_kube_service(s) for s in services if s.type != "ExternalName")
 
 
 @lru_cache(maxsize=1 << 16)

@@ -11,8 +11,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from emu import registry
 from emu.spec import underlay as routed
 from emu.spec.errors import dotted
-from emu.spec.model import Backend, LinkProps, Network, Node, Router, Segment, Underlay
-from emu.spec.reader import Reader, closest, short
+from emu.spec.model import DEFAULT_CLUSTER_DOMAIN, Backend, LinkProps, Network, Node, Router, Segment, Underlay
+from emu.spec.reader import DNS_LABEL, Reader, closest, short
 from emu.spec.yamlsrc import FieldPath
 
 MAX_NODES = 250
@@ -23,7 +23,7 @@ DEFAULT_SUBNET_LEN = 24
 DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
 DEFAULT_UNDERLAY = "192.168.56.0/24"
 CLUSTER_FIELDS = {"apiVersion", "kind", "name", "network", "underlay", "nodes", "manifests", "addons"}
-NETWORK_FIELDS = {"podCIDR", "subnetLen", "serviceCIDR", "backend", "kubeProxy"}
+NETWORK_FIELDS = {"podCIDR", "subnetLen", "serviceCIDR", "backend", "kubeProxy", "clusterDomain"}
 KUBE_PROXY_FIELDS = {"mode"}
 #: kube-proxy modes emu does not build, and why (the hint of their error).
 UNBUILT_PROXY_MODES = {
@@ -94,7 +94,8 @@ def read_cluster(r: Reader) -> Tuple[Dict[str, Any], List[Tuple[int, str]]]:
             subnet_len or DEFAULT_SUBNET_LEN,
             service_cidr or ip_network(DEFAULT_SERVICE_CIDR),
             backend,
-            network["proxy_mode"],
+            proxy_mode=network["proxy_mode"],
+            cluster_domain=network["clusterDomain"],
         ),
         "underlay": Underlay(
             segments[0].cidr if segments else underlay_cidr or ip_network(DEFAULT_UNDERLAY),
@@ -124,7 +125,13 @@ def _read_network(r: Reader, value: Any) -> Dict[str, Any]:
     if service_cidr is not None and service_cidr.prefixlen > 28:
         r.error(("network", "serviceCIDR"), f"{service_cidr} is too small for Services", "e.g. 10.96.0.0/12")
     backend, mtu_path = _read_backend(r, net.get("backend"), ("network", "backend"))
+    domain = r.string(net.get("clusterDomain"), ("network", "clusterDomain"), DEFAULT_CLUSTER_DOMAIN)
+    domain = (domain or DEFAULT_CLUSTER_DOMAIN).rstrip(".")
+    if len(domain) > 200 or not all(DNS_LABEL.match(label) for label in domain.split(".")):
+        r.error(("network", "clusterDomain"), f"{short(domain)} is not a DNS domain", "e.g. cluster.local")
+        domain = DEFAULT_CLUSTER_DOMAIN
     return {
+        "clusterDomain": domain,
         "podCIDR": pod_cidr,
         "serviceCIDR": service_cidr,
         "subnetLen": subnet_len,

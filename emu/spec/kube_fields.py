@@ -65,7 +65,31 @@ POD_SPEC = {
     "topologySpreadConstraints",
     "volumes",
 }
-POD_SPEC_USED = {"containers", "hostNetwork", "nodeName", "volumes"}
+POD_SPEC_USED = {
+    "containers",
+    "dnsConfig",
+    "dnsPolicy",
+    "hostNetwork",
+    "hostname",
+    "nodeName",
+    "subdomain",
+    "topologySpreadConstraints",
+    "volumes",
+}
+SPREAD_CONSTRAINT = {
+    "labelSelector",
+    "matchLabelKeys",
+    "maxSkew",
+    "minDomains",
+    "nodeAffinityPolicy",
+    "nodeTaintsPolicy",
+    "topologyKey",
+    "whenUnsatisfiable",
+}
+SPREAD_CONSTRAINT_USED = {"labelSelector", "maxSkew", "topologyKey", "whenUnsatisfiable"}
+HOSTNAME_KEY = "kubernetes.io/hostname"
+DNS_CONFIG = {"nameservers", "searches", "options"}
+DNS_CONFIG_OPTION = {"name", "value"}
 
 CONTAINER = {
     "args",
@@ -151,7 +175,7 @@ WORKLOAD_SPEC = {
     "persistentVolumeClaimRetentionPolicy",
     "ordinals",
 }
-WORKLOAD_SPEC_USED = {"replicas", "selector", "template"}
+WORKLOAD_SPEC_USED = {"replicas", "selector", "template", "serviceName"}
 POD_TEMPLATE = {"metadata", "spec"}
 LABEL_SELECTOR = {"matchLabels", "matchExpressions"}
 
@@ -177,7 +201,16 @@ SERVICE_SPEC = {
     "type",
     "trafficDistribution",
 }
-SERVICE_SPEC_USED = {"clusterIP", "clusterIPs", "ports", "selector", "sessionAffinity", "sessionAffinityConfig", "type"}
+SERVICE_SPEC_USED = {
+    "clusterIP",
+    "clusterIPs",
+    "externalName",
+    "ports",
+    "selector",
+    "sessionAffinity",
+    "sessionAffinityConfig",
+    "type",
+}
 SERVICE_PORT = {"appProtocol", "name", "nodePort", "port", "protocol", "targetPort"}
 
 TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec", "status"}

@@ -89,6 +89,7 @@ class _Collector:
         self.raw_pods: List[RawPod] = []
         self.services: List[Tuple[Service, Reader]] = []
         self.objects: List[Tuple[str, Any]] = []  # objects of the kinds add-ons read
+        self.addon_manifests: List[Tuple[str, Any]] = []  # (add-on, object), read after the user's files
         self.unsure = False  # some document's kind is unknown: "no Cluster" would then be a guess
 
     def read_files(self, paths: Sequence[str]) -> None:
@@ -106,6 +107,9 @@ class _Collector:
             for doc in docs:
                 self.files.append(doc.file)
                 self.read_document(doc, Path(path).parent)
+        # The add-ons' objects come last, so that they never move the user's pods (addresses, nodes).
+        for name, manifest in self.addon_manifests:
+            self.read_document(Document(f"<add-on {name}>", 0, manifest, {}), Path("."))
 
     def read_document(self, doc: Document, base: Path) -> None:
         r = Reader(doc, self.problems, self.notices)
@@ -174,8 +178,7 @@ class _Collector:
         self.queue.extend(_expand_manifests(r, base, manifests))
         for name, settings in self.cluster["addons"]:
             for manifest in registry.addon_hook(name, "manifests")(settings, self.cluster):
-                doc = Document(f"<add-on {name}>", 0, manifest, {})
-                self.read_document(doc, base)
+                self.addon_manifests.append((name, manifest))
 
     def no_cluster(self, paths: Sequence[str]) -> None:
         """Say that no cluster object was found (unless an unreadable document may have been it)."""
@@ -225,7 +228,10 @@ def _assemble(collected: _Collector) -> ClusterSpec:
     pods = _unique_pods(_expand_daemon_sets(collected.raw_pods, nodes), node_names)
     scheduled = _schedule([(r.pod, r.pinned) for r in pods], node_names)
     _check_capacity(scheduled, network, cr)
-    services = _check_services(collected.services, scheduled, network)
+    # The add-ons' Services first: an address one of them needs (kube-dns's) is refused at the user's Service.
+    ordered = sorted(collected.services, key=lambda item: not item[1].doc.file.startswith("<add-on "))
+    checked = {id(svc) for svc in _check_services(ordered, scheduled, network)}
+    services = [svc for svc, _reader in collected.services if id(svc) in checked]
     spec = ClusterSpec(
         name=cluster["name"],
         network=network,
@@ -345,6 +351,8 @@ def _check_cluster_ip(service: Service, network: Network, used_ips: Dict[IPv4Add
 
 def _check_selector(service: Service, pods: Sequence[Pod], r: Reader) -> None:
     """Warn about a Service that selects no pod, and a named target port no selected pod has."""
+    if service.type == "ExternalName":
+        return
     selected = [p for p in pods if p.namespace == service.namespace and _selects(service.selector, p)]
     if service.selector and not selected:
         r.warn(("spec", "selector"), "selects no pod: the Service has no endpoints", "check the labels")
@@ -372,24 +380,36 @@ def _selects(selector: Tuple[Tuple[str, str], ...], pod: Pod) -> bool:
 
 
 def _schedule(pods: List[Tuple[Pod, bool]], node_names: List[str]) -> List[Pod]:
-    """A deterministic spread scheduler: each unpinned pod goes to the node with the fewest pods so far.
+    """A deterministic spread scheduler: each unpinned pod goes to the node with the fewest pods so far; a pod
+    with a hostname topologySpreadConstraint first to the node with the fewest pods its selector matches.
 
     Pinned pods (spec.nodeName) count first; ties go to the earlier node in the cluster's list.
     """
     if not node_names:
         return [p for p, pinned in pods if pinned]
     load_count = {name: 0 for name in node_names}
-    for pod, pinned in pods:
-        if pinned:
-            load_count[pod.node] += 1
+    placed: List[Pod] = [pod for pod, pinned in pods if pinned]
+    for pod in placed:
+        load_count[pod.node] += 1
     out: List[Pod] = []
     for pod, pinned in pods:
         if not pinned:
-            target = min(node_names, key=lambda n: (load_count[n], node_names.index(n)))
+
+            def rank(n: str, pod: Pod = pod) -> Tuple[int, int, int]:
+                matching = sum(1 for p in placed if p.node == n and _spread_match(pod, p)) if pod.spread else 0
+                return matching, load_count[n], node_names.index(n)
+
+            target = min(node_names, key=rank)
             load_count[target] += 1
             pod = replace(pod, node=target)
+            placed.append(pod)
         out.append(pod)
     return out
+
+
+def _spread_match(pod: Pod, other: Pod) -> bool:
+    labels = other.label_map
+    return other.namespace == pod.namespace and all(labels.get(k) == v for k, v in pod.spread)
 
 
 def load_added_pod(manifest: Any, spec: ClusterSpec, document: Optional[Document] = None) -> Pod:

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Dict, Optional, Tuple
 
-SERVICE_TYPES = ("ClusterIP", "NodePort")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "ExternalName")
 PROTOCOLS = ("TCP", "UDP")
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Network:
     service_cidr: IPv4Network
     backend: Backend
     proxy_mode: str = "iptables"
+    #: The kubelet's clusterDomain: the zone of cluster DNS and the end of every pod's search path.
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,15 @@ class Container:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    """A pod's ``spec.dnsConfig``: merged by the kubelet into the resolv.conf its dnsPolicy gives."""
+
+    nameservers: Tuple[str, ...] = ()
+    searches: Tuple[str, ...] = ()
+    options: Tuple[Tuple[str, str], ...] = ()  # (name, value or "")
+
+
+@dataclass(frozen=True)
 class Pod:
     name: str
     namespace: str
@@ -175,6 +188,12 @@ class Pod:
     owner: str = ""  # Deployment name, when expanded from one
     file: str = ""
     line: int = 0
+    hostname: str = ""  # spec.hostname (a StatefulSet's pods: their own name); "" is the pod's name
+    subdomain: str = ""  # spec.subdomain (a StatefulSet's pods: its serviceName)
+    dns_policy: str = "ClusterFirst"
+    dns_config: Optional[DnsConfig] = None
+    #: A topologySpreadConstraint over hostnames: the labels whose pods the scheduler spreads this one from.
+    spread: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def label_map(self) -> Dict[str, str]:
@@ -198,6 +217,8 @@ class Service:
     selector: Tuple[Tuple[str, str], ...]
     ports: Tuple[ServicePort, ...]
     cluster_ip: Optional[IPv4Address] = None  # allocated by the plan when not given
+    headless: bool = False  # clusterIP: None (no virtual IP: DNS answers with the endpoints)
+    external_name: str = ""  # type ExternalName: the name DNS answers with a CNAME
     session_affinity: str = "None"
     affinity_timeout: int = 10800
     file: str = ""

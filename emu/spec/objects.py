@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from emu.spec import kube_fields as kf
 from emu.spec.model import Container, ContainerPort, Pod, Service, ServicePort, VolumeMount
+from emu.spec.pod_dns import read_pod_dns
 from emu.spec.reader import DNS_LABEL, ENV_NAME, LABEL_VALUE, Reader, closest, short, type_name
+from emu.spec.spread import read_spread
 from emu.spec.yamlsrc import FieldPath
 
 NODE_PORT_RANGE = (30000, 32767)
@@ -140,6 +142,7 @@ def _read_pod_spec(
 
     host_network = r.boolean(spec.get("hostNetwork"), path + ("hostNetwork",))
     node_name = r.string(spec.get("nodeName"), path + ("nodeName",))
+    hostname, subdomain, dns_policy, dns_config = read_pod_dns(r, spec, path, host_network)
     pod = Pod(
         name=name,
         namespace=namespace,
@@ -151,6 +154,11 @@ def _read_pod_spec(
         owner=owner,
         file=r.doc.file,
         line=r.doc.line(path),
+        hostname=hostname,
+        subdomain=subdomain,
+        dns_policy=dns_policy,
+        dns_config=dns_config,
+        spread=read_spread(r, spec, path, read_labels),
     )
     return pod, node_name is not None
 
@@ -301,10 +309,24 @@ def read_workload(r: Reader, kind: str) -> List[RawPod]:
     pod, pinned = parsed
     if kind == "DaemonSet":
         return [RawPod(pod, pinned, r, ("spec", "template"), daemon=True)]
+    service_name = _service_name(r, spec, kind)
     pods = []
     for i in range(replicas if replicas is not None else 1):
-        pods.append(RawPod(replace(pod, name=f"{name}-{i}"), pinned, r, ("spec", "template")))
+        replica = replace(pod, name=f"{name}-{i}")
+        if service_name:  # a StatefulSet's pod: <pod>.<serviceName>.<ns>.svc.<zone> in DNS
+            replica = replace(replica, hostname=replica.name, subdomain=service_name)
+        pods.append(RawPod(replica, pinned, r, ("spec", "template")))
     return pods
+
+
+def _service_name(r: Reader, spec: Dict[str, Any], kind: str) -> str:
+    """A StatefulSet's ``serviceName``: the headless Service that gives its pods their DNS names."""
+    if spec.get("serviceName") is None:
+        return ""
+    if kind != "StatefulSet":
+        r.error(("spec", "serviceName"), f"a {kind} has no serviceName", "only a StatefulSet's pods take one")
+        return ""
+    return r.name(spec.get("serviceName"), ("spec", "serviceName"), "service", letter_first=True) or ""
 
 
 def read_pod(r: Reader) -> List[RawPod]:
@@ -325,26 +347,18 @@ def read_service(r: Reader) -> Optional[Tuple[Service, Reader]]:
     if stype == "LoadBalancer":
         r.warn(("spec", "type"), "no load balancer here: emulated as NodePort", severity="notice")
         stype = "NodePort"
-    if stype not in ("ClusterIP", "NodePort"):
+    if stype not in ("ClusterIP", "NodePort", "ExternalName"):
         r.error(
-            ("spec", "type"), f"Service type {short(stype)} is not emulated", "ClusterIP, NodePort or LoadBalancer"
+            ("spec", "type"),
+            f"Service type {short(stype)} is not emulated",
+            "ClusterIP, NodePort, LoadBalancer or ExternalName",
         )
         stype = "ClusterIP"
     selector = read_labels(r, spec.get("selector"), ("spec", "selector"))
-    cluster_ip: Optional[IPv4Address] = None
-    raw_ip = spec.get("clusterIP")
-    if raw_ip is None and spec.get("clusterIPs") is not None:
-        ips = r.sequence(spec.get("clusterIPs"), ("spec", "clusterIPs"))
-        raw_ip = ips[0] if ips else None
-    if raw_ip is not None and str(raw_ip) == "None":
-        r.error(("spec", "clusterIP"), "headless Services are not emulated", "remove clusterIP: None")
-    elif raw_ip is not None and str(raw_ip) != "":
-        try:
-            cluster_ip = IPv4Address(str(raw_ip))
-        except ValueError:
-            r.error(("spec", "clusterIP"), f"{short(raw_ip)} is not an IPv4 address", "an address in the serviceCIDR")
+    cluster_ip, headless = _read_cluster_ip(r, spec, stype)
+    external_name = _read_external_name(r, spec, stype)
     affinity, timeout = _read_affinity(r, spec)
-    ports = _read_service_ports(r, spec, stype)
+    ports = _read_service_ports(r, spec, stype, optional=headless or stype == "ExternalName")
     if name is None:
         return None
     service = Service(
@@ -354,12 +368,55 @@ def read_service(r: Reader) -> Optional[Tuple[Service, Reader]]:
         selector=tuple(sorted(selector.items())),
         ports=tuple(ports),
         cluster_ip=cluster_ip,
+        headless=headless,
+        external_name=external_name,
         session_affinity=affinity,
         affinity_timeout=timeout,
         file=r.doc.file,
         line=r.doc.line(()),
     )
     return service, r
+
+
+def _read_cluster_ip(r: Reader, spec: Dict[str, Any], stype: str) -> Tuple[Optional[IPv4Address], bool]:
+    """``spec.clusterIP`` (or the first of ``clusterIPs``): an address, None to allocate one, or headless."""
+    raw_ip = spec.get("clusterIP")
+    if raw_ip is None and spec.get("clusterIPs") is not None:
+        ips = r.sequence(spec.get("clusterIPs"), ("spec", "clusterIPs"))
+        raw_ip = ips[0] if ips else None
+    if raw_ip is None or str(raw_ip) == "":
+        return None, False
+    if stype == "ExternalName":
+        r.error(("spec", "clusterIP"), "an ExternalName Service has no cluster IP", "remove clusterIP")
+        return None, False
+    if str(raw_ip) == "None":
+        if stype != "ClusterIP":
+            r.error(("spec", "clusterIP"), f"a {stype} Service cannot be headless", "type: ClusterIP")
+        return None, True
+    try:
+        return IPv4Address(str(raw_ip)), False
+    except ValueError:
+        r.error(
+            ("spec", "clusterIP"), f"{short(raw_ip)} is not an IPv4 address", "an address in the serviceCIDR, or None"
+        )
+        return None, False
+
+
+def _read_external_name(r: Reader, spec: Dict[str, Any], stype: str) -> str:
+    """``spec.externalName``: the DNS name an ExternalName Service stands for (a CNAME in cluster DNS)."""
+    if stype != "ExternalName":
+        if spec.get("externalName") is not None:
+            r.error(("spec", "externalName"), "externalName needs type: ExternalName", "set spec.type: ExternalName")
+        return ""
+    text = r.string(spec.get("externalName"), ("spec", "externalName"))
+    if spec.get("externalName") is None:
+        r.missing(("spec", "externalName"), "an ExternalName Service needs externalName", "e.g. db.example.com")
+        return ""
+    name = (text or "").rstrip(".").lower()
+    if not name or len(name) > 253 or not all(DNS_LABEL.match(label) for label in name.split(".")):
+        r.error(("spec", "externalName"), f"{short(text)} is not a DNS name", "e.g. db.example.com")
+        return ""
+    return name
 
 
 def _read_affinity(r: Reader, spec: Dict[str, Any]) -> Tuple[str, int]:
@@ -386,12 +443,13 @@ def _read_affinity(r: Reader, spec: Dict[str, Any]) -> Tuple[str, int]:
     return affinity, timeout
 
 
-def _read_service_ports(r: Reader, spec: Dict[str, Any], stype: str) -> List[ServicePort]:
-    """``spec.ports``: unique by number and protocol and by name (every port of a multi-port Service named)."""
+def _read_service_ports(r: Reader, spec: Dict[str, Any], stype: str, optional: bool = False) -> List[ServicePort]:
+    """``spec.ports``: unique by number and protocol and by name (every port of a multi-port Service named);
+    ``optional`` for headless and ExternalName Services, which may have none."""
     ports: List[ServicePort] = []
     seen_ports: Dict[Tuple[int, str], int] = {}
     raw_ports = r.sequence(spec.get("ports"), ("spec", "ports"))
-    if spec.get("ports") is None or spec.get("ports") == []:
+    if not optional and (spec.get("ports") is None or spec.get("ports") == []):
         r.error(("spec", "ports"), "a Service needs at least one port", "ports: [{port: 80, targetPort: 8080}]")
     for i, item in enumerate(raw_ports):
         ppath: FieldPath = ("spec", "ports", i)

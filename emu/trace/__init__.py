@@ -12,6 +12,8 @@
 - ``emu.trace.render``: the numbered text list and the matplotlib diagram.
 - ``emu.trace.command``: ``run_trace``, the ``emu trace`` verb's work, and ``trace_line``, the interactive CLI's
   ``trace`` command.
+- ``emu.trace.dns``: the DNS exchange shown first when the destination is a Service *name* and the source pod
+  resolves through cluster DNS (the query to kube-dns, the DNS pod, the answer).
 
 The package itself imports nothing, so that the programs of ``emu.trace.probe`` start light in a pod.
 """

@@ -1,5 +1,6 @@
 """The ``emu trace`` verb (``run_trace``: load, plan once, predict, build, trace, print, tear down) and the
-interactive CLI's ``trace`` command on a live cluster (``trace_line``)."""
+interactive CLI's ``trace`` command on a live cluster (``trace_line``). A trace to a Service *name* from a pod
+that resolves through cluster DNS shows the DNS exchange first (``emu.trace.dns``)."""
 
 import argparse
 import json
@@ -11,6 +12,8 @@ from emu.errors import InputError
 from emu.graph.command import write_graph
 from emu.plan.build import build_plan
 from emu.spec.load import load
+from emu.trace import dns
+from emu.trace.dns import DnsExchange
 from emu.trace.model import TraceInputError
 from emu.trace.predict import predict
 from emu.trace.render import draw, to_text
@@ -47,9 +50,15 @@ def run_trace(
     # The run's one plan: predicted from, built, verified against.
     plan = build_plan(spec, backend=backend, proxy_mode=proxy_mode)
     prediction = predict(plan, src, dst, port, proto, size=size)  # bad questions fail before a build
+    lookup = dns.exchange(plan, src, dst)
     if predict_only:
-        text = json.dumps(prediction.to_dict(), indent=2, sort_keys=True) + "\n"
-        sys.stdout.write(text if output_format == "json" else to_text(prediction))
+        data = prediction.to_dict()
+        before = ""
+        if lookup is not None:
+            data["dns"] = lookup.to_dict()
+            before = dns.to_text(lookup, to_text(lookup.query))
+        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        sys.stdout.write(text if output_format == "json" else before + to_text(prediction))
         if diagram:
             print(f"diagram: {draw(prediction, diagram)}", file=sys.stderr)
         if graph:
@@ -59,13 +68,27 @@ def run_trace(
     from emu.controller import Cluster  # imports Mininet: only a live trace needs it
 
     with Cluster(plan) as cluster:
+        if lookup is not None:
+            lookup = dns.observe(cluster, lookup)
         result = trace(cluster, src, dst, port=port, proto=proto, count=count, size=size)
-    sys.stdout.write(result.to_json() if output_format == "json" else to_text(result))
+    _write(result, lookup, output_format)
     if diagram:
         print(f"diagram: {draw(result, diagram)}", file=sys.stderr)
     if graph:
         print(f"graph: {write_graph(plan, graph, trace=result)}", file=sys.stderr)
-    return 0 if result.ok else 1
+    return 0 if result.ok and (lookup is None or lookup.ok) else 1
+
+
+def _write(result, lookup: Optional[DnsExchange], output_format: str) -> None:  # type: ignore[no-untyped-def]
+    """A live trace's result, with its DNS exchange first when there is one."""
+    if output_format == "json":
+        data = result.to_dict()
+        if lookup is not None:
+            data["dns"] = lookup.to_dict()
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        before = dns.to_text(lookup, to_text(lookup.query)) if lookup is not None else ""
+        sys.stdout.write(before + to_text(result))
 
 
 def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
@@ -93,12 +116,15 @@ def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
               "[--format text|json] [--diagram FILE] [--graph FILE]", file=sys.stderr)
         return 2
     try:
+        lookup = dns.exchange(cluster.plan, args.src, args.dst)
+        if lookup is not None:
+            lookup = dns.observe(cluster, lookup)
         result = trace(cluster, args.src, args.dst, port=args.port, proto=args.proto, count=args.count,
                        size=args.size)
     except TraceInputError as exc:
         print(f"*** {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(result.to_json() if args.format == "json" else to_text(result))
+    _write(result, lookup, args.format)
     if args.diagram:
         print(f"diagram: {draw(result, args.diagram)}")
     if args.graph:
@@ -107,4 +133,4 @@ def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
         except InputError as exc:
             print(f"*** {exc}", file=sys.stderr)
             return 2
-    return 0 if result.ok else 1
+    return 0 if result.ok and (lookup is None or lookup.ok) else 1
