@@ -46,10 +46,13 @@ if TYPE_CHECKING:
     from emu.types import ExecResult
 
 __all__ = ["TaskFailed", "task", "setup", "answer", "expect", "ping", "run_in", "Lab", "TaskResult", "LabReport",
-           "find_lab", "load_lab", "load_answers", "run_lab", "check_command", "LABS_DIR"]
+           "find_lab", "load_lab", "load_answers", "run_lab", "check_command", "LABS_DIR", "ANSWERS_FILE",
+           "answer_path"]
 
 #: Where labs live: ``labs/`` beside the ``emu`` package.
 LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
+#: The key under which ``load_answers`` adds the answers file's own path (so a check can find files it names).
+ANSWERS_FILE = "_file"
 
 Answers = Dict[str, Any]
 TaskFunction = Callable[["Cluster", Answers], Optional[bool]]
@@ -94,6 +97,18 @@ def answer(answers: Answers, key: str) -> str:
     if not isinstance(value, str):
         raise TaskFailed(f"'{key}' should be one value, not {type(value).__name__}")
     return value.strip().lower()
+
+
+def answer_path(answers: Answers, key: str) -> Path:
+    """The file the answer ``key`` names: as written (from the working directory), else relative to the answers
+    file; TaskFailed when neither exists."""
+    text = answer(answers, key)
+    raw = str(answers.get(key)).strip()
+    here = Path(str(answers.get(ANSWERS_FILE, "."))).parent
+    for candidate in (Path(raw).expanduser(), here / raw):
+        if candidate.is_file():
+            return candidate
+    raise TaskFailed(f"{key}: {text}: no such file")
 
 
 def expect(condition: bool, message: str) -> None:
@@ -214,9 +229,10 @@ def load_answers(path: Union[str, Path]) -> Answers:
     except yaml.YAMLError as exc:
         raise LabError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
-        return {}
+        data = {}
     if not isinstance(data, dict):
         raise LabError(f"{path}: should be 'key: value' lines, not a {type(data).__name__}")
+    data[ANSWERS_FILE] = str(path.resolve())
     return data
 
 

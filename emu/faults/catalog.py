@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from emu.errors import InputError
 from emu.faults.dataplane import MissingFdb, MissingNeighbour, MissingRoute, PodMtu, StoppedDaemon, StrictRpFilter
 from emu.faults.model import Fault, Scenario, pod_mtu
-from emu.faults.netfilter import BridgeNetfilterOff, ConntrackFull, MissingServiceEndpointRule
+from emu.faults.netfilter import (BridgeNetfilterOff, ConntrackFull, MissingServiceEndpointRule,
+                                  MissingServiceMapElement)
 from emu.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ __all__ = ["SCENARIOS", "scenario", "applicable", "choose", "survey", "traffic",
 
 SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     PodMtu(), MissingFdb(), MissingNeighbour(), MissingRoute(), StoppedDaemon(), BridgeNetfilterOff(),
-    StrictRpFilter(), ConntrackFull(), MissingServiceEndpointRule(),
+    StrictRpFilter(), ConntrackFull(), MissingServiceEndpointRule(), MissingServiceMapElement(),
 )}
 #: New connections each client opens to each Service port in ``traffic``.
 CONNECTIONS = 10

@@ -16,7 +16,7 @@ from emu.plan.model import NodePlan, Plan
 if TYPE_CHECKING:
     from emu.controller import Cluster
 
-__all__ = ["BridgeNetfilterOff", "ConntrackFull", "MissingServiceEndpointRule"]
+__all__ = ["BridgeNetfilterOff", "ConntrackFull", "MissingServiceEndpointRule", "MissingServiceMapElement"]
 
 BRIDGE_NF = "net.bridge.bridge-nf-call-iptables"
 #: The add-ons' namespace: their pods are not the leaking client or its server.
@@ -146,3 +146,43 @@ class MissingServiceEndpointRule(Scenario):
     def fix(self, cluster: "Cluster", fault: Fault) -> List[str]:
         rule = fault.get("rule")
         return [f"{fault.node} iptables -t nat {rule}"]
+
+
+#: kube-proxy's nftables table and the verdict map its ``services`` chain looks every ClusterIP up in.
+NFT_TABLE, NFT_MAP = "ip kube-proxy", "service-ips"
+
+
+class MissingServiceMapElement(Scenario):
+    name = "missing-map-element"
+    summary = ("one node lost a Service's element of kube-proxy's nftables verdict map service-ips (a partial sync "
+               "that failed): packets to that ClusterIP and port are not translated there")
+    symptom = "from that node's pods, every connection to the Service times out; from other nodes all work"
+    needs = "kube-proxy programs no nftables verdict map (iptables mode), or no TCP Service has endpoints"
+
+    def targets(self, plan: Plan) -> List[Fault]:
+        tcp = {f"{s.cluster_ip} . tcp . {p.port}" for s in plan.services for p in s.ports
+               if p.protocol == "TCP" and p.endpoints}
+        found = []
+        for node in plan.nodes:
+            if not any(not p.host_network for p in plan.pods_on(node.name)):
+                continue
+            for table in node.nftables:
+                if f"{table.family} {table.name}" != NFT_TABLE:
+                    continue
+                for element in table.set(NFT_MAP).elements:
+                    if element.key in tcp:
+                        found.append(Fault(self.name, node.name, element.key, detail=(("value", element.value),)))
+        return found
+
+    def inject(self, cluster: "Cluster", fault: Fault) -> None:
+        node_out(cluster, fault.node, ["nft", "delete", "element", *NFT_TABLE.split(), NFT_MAP,
+                                       f"{{ {fault.target} }}"], check=True)
+
+    def problems(self, cluster: "Cluster", fault: Fault) -> List[str]:
+        listing = node_out(cluster, fault.node, ["nft", "list", "map", *NFT_TABLE.split(), NFT_MAP])
+        if f"{fault.target} : {fault.get('value')}" in " ".join(listing.split()):
+            return []
+        return [f"{fault.node}: the map {NFT_MAP} has no element {fault.target} : {fault.get('value')}"]
+
+    def fix(self, cluster: "Cluster", fault: Fault) -> List[str]:
+        return [f"{fault.node} nft add element {NFT_TABLE} {NFT_MAP} '{{ {fault.target} : {fault.get('value')} }}'"]
