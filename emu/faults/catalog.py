@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from emu.errors import InputError
 from emu.faults.dataplane import MissingFdb, MissingNeighbour, MissingRoute, PodMtu, StoppedDaemon, StrictRpFilter
 from emu.faults.model import Fault, Scenario, pod_mtu
-from emu.faults.netfilter import (BridgeNetfilterOff, ConntrackFull, MissingServiceEndpointRule,
-                                  MissingServiceMapElement)
+from emu.faults.netfilter import BridgeNetfilterOff, ConntrackFull, MissingServiceEndpointRule, MissingServiceMapElement
 from emu.plan.model import Plan
 
 if TYPE_CHECKING:
