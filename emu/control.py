@@ -42,13 +42,19 @@ class ControlServer:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> "ControlServer":
+        """Listen; a socket that cannot be made (a state directory path too long for one) is a warning: the
+        cluster runs on, without requests from other shells."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
             sock.bind(str(self.path))
+            sock.listen(4)
+        except OSError as exc:
+            sock.close()
+            print(f"emu: warning: other shells cannot reach this cluster ({self.path}: {exc})", file=sys.stderr)
+            return self
         finally:
             os.umask(old)
-        sock.listen(4)
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="emu-control", daemon=True)
         self._thread.start()

@@ -227,6 +227,9 @@ def test_a_trace_drawn_on_the_broken_cluster(clusters, tmp_path: Path) -> None: 
     assert type_in(cluster, scenario("missing-fdb").fix(cluster, fault)) == 0
     assert type_in(cluster, [f"graph -o {tmp_path / 'now.html'}"]) == 0
     assert f'data-emu-id="pod:{src.name}"' in (tmp_path / "now.html").read_text()
+    assert type_in(cluster, ["break --list", "break missing-route --seed 3 --dry-run"]) == 0  # nothing injected
+    assert type_in(cluster, ["break nosuch", "break --seed x"]) == 2
+    assert injected(cluster)[-1] == fault
 
 
 # ------------------------------------------------------------------------------ from another shell, clean
