@@ -2,7 +2,7 @@
 # The same two-node pod network emu builds from topologies/cross_node.yaml, written by hand with `ip`: the
 # baseline bench/dataplane.py measures emu against (see bench/README.md).
 #
-#   sudo bench/baseline.sh up BACKEND [kube]   # BACKEND: vxlan | host-gw | udp
+#   sudo bench/baseline.sh up BACKEND [kube|twin]   # BACKEND: vxlan | host-gw | udp
 #   sudo bench/baseline.sh service on|off      # the Service: one DNAT rule in node 1 (10.96.0.10 -> server)
 #   sudo bench/baseline.sh down                # remove everything (also after a half-done up)
 #
@@ -20,7 +20,10 @@
 # also has: kube-proxy's and flanneld's iptables rules (the very documents emu loads, taken from `emu plan`;
 # they include the Service's DNAT) and net.bridge.bridge-nf-call-iptables=1 / route_localnet=1.
 #
-# Every name starts with emubench; `down` removes both copies and stops only the processes that run inside
+# `up BACKEND twin` builds a third copy, emubencht-*, identical to the kube one: bench/dataplane.py measures it
+# against its twin (an A/A comparison) to show how far two identical setups differ on this machine.
+#
+# Every name starts with emubench; `down` removes every copy and stops only the processes that run inside
 # these namespaces (iperf3, ping, the udp daemon).
 set -euo pipefail
 
@@ -60,6 +63,7 @@ down_copy() {
 }
 
 down() {
+    down_copy emubencht
     down_copy emubenchk
     down_copy emubench
     rm -rf "$RUN"
@@ -84,7 +88,8 @@ up() {
         *) echo "unknown backend $backend (vxlan, host-gw, udp)" >&2; exit 2 ;;
     esac
     case "$variant" in
-        "") names emubench ;; kube) names emubenchk ;; *) echo "unknown variant $variant (kube)" >&2; exit 2 ;;
+        "") names emubench ;; kube) names emubenchk ;; twin) names emubencht ;;
+        *) echo "unknown variant $variant (kube, twin)" >&2; exit 2 ;;
     esac
     down_copy "$P"
     names "$P"
@@ -137,7 +142,7 @@ up() {
             ;;
         esac
     done
-    if [ "$variant" = kube ]; then kube "$backend"; fi
+    if [ "$variant" = kube ] || [ "$variant" = twin ]; then kube "$backend"; fi
     trap - INT TERM ERR
 }
 
@@ -165,5 +170,5 @@ case "${1:-}" in
     up) up "${2:-vxlan}" "${3:-}" ;;
     down) down ;;
     service) service "${2:-}" ;;
-    *) echo "usage: $0 up vxlan|host-gw|udp [kube] | service on|off | down" >&2; exit 2 ;;
+    *) echo "usage: $0 up vxlan|host-gw|udp [kube|twin] | service on|off | down" >&2; exit 2 ;;
 esac

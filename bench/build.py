@@ -7,9 +7,10 @@ A size NxP is N nodes with P pods each: a generated topology (in a temporary dir
 N*P single-container pods, flannel vxlan. Two workloads (``--workloads``): ``idle`` pods run ``sleep infinity``
 (impl ``emu``); ``standin`` pods have no command and declare ports 80/TCP and 81/UDP, so emu's stand-in server
 answers on both in every pod (impl ``emu-standin``: what 1,000 answering pods add, in time and memory). For each
-size and repeat, emu and the raw method take turns, each after the machine has settled (the kernel frees network
-namespaces in the background: the next run waits until the count of live ones, /proc/slabinfo's net_namespace,
-has stopped falling):
+size and repeat (round), emu, the raw method and the raw method again (``raw-twin``, the A/A comparison: the
+machine's own noise floor) take turns, who goes first rotating (``emu.schedule.rotation``), each after the
+machine has settled (the kernel frees network namespaces in the background: the next run waits until the count
+of live ones, /proc/slabinfo's net_namespace, has stopped falling):
 
 - emu: ``emu.Cluster(build_plan(spec)).start()`` (up) and ``.stop()`` (down), timed in this process after a warm-up build,
   so Python's imports are not counted; peak memory as the largest drop of MemAvailable (/proc/meminfo, sampled
@@ -18,9 +19,12 @@ has stopped falling):
   (a node uplink per node, a pod veth per pod), one per pod inside it (lo up, address, eth0 up, default route);
   down is one ``ip -batch`` of ``netns del``, and "settled" is when the kernel has really removed the uplinks.
 
-Printed: seconds and ms per pod, emu's ratio to raw, memory, and the targets (2x2: up < 1 s, down < 0.5 s;
-1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB; stand-in pods: up < 2x raw, and under 100 MiB more than
-idle ones). Every figure goes to ``bench/results/build-<UTC>.csv``
+Printed: medians over the rounds with their 95 % intervals (``emu.report.stats``: order statistics; 6 rounds,
+the default, are the fewest that give one), ms per pod, emu's ratio to raw and raw-twin's (A/A) paired by round,
+memory, and the targets (2x2: up < 1 s, down < 0.5 s; 1,000 pods: up < 2x raw, down < 5 s, memory < 1 GiB;
+stand-in pods: under 100 MiB more than idle ones), each **met** (the whole interval on the good side),
+**missed** (the whole interval on the bad side) or **unresolved** (the interval straddles the target, or too
+few rounds). Every figure goes to ``bench/results/build-<UTC>.csv``
 (bench, size, nodes, pods, impl, repeat, metric, value, unit). Raw names start with ``emubench-b``; they are
 removed on any exit, Ctrl-C included.
 """
@@ -31,7 +35,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,12 +42,14 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from common import exclusive, settle  # bench/common.py (bench/ is sys.path[0])
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from emu.schedule import rotation  # noqa: E402
 
 SIZES = ((2, 2), (10, 10), (20, 25), (50, 20))
 RAW = "emubench-b"
@@ -242,7 +247,7 @@ class Bench:
         self.add(size, impl, repeat, "rss_peak", vm_hwm() / MIB, "MiB")
         self.add(size, impl, repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
 
-    def raw(self, size: Tuple[int, int], repeat: int) -> None:
+    def raw(self, size: Tuple[int, int], repeat: int, impl: str = "raw") -> None:
         nodes, per_node = size
         settle()
         with MemSampler() as memory:
@@ -251,56 +256,109 @@ class Bench:
             finally:
                 raw_down(nodes, nodes * per_node)
         pods = nodes * per_node
-        self.add(size, "raw", repeat, "up", times["up"], "s")
-        self.add(size, "raw", repeat, "down", times["down"], "s")
-        self.add(size, "raw", repeat, "down_settled", times["settled"], "s")
-        self.add(size, "raw", repeat, "up_per_pod", times["up"] / pods * 1000, "ms")
-        self.add(size, "raw", repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+        self.add(size, impl, repeat, "up", times["up"], "s")
+        self.add(size, impl, repeat, "down", times["down"], "s")
+        self.add(size, impl, repeat, "down_settled", times["settled"], "s")
+        self.add(size, impl, repeat, "up_per_pod", times["up"] / pods * 1000, "ms")
+        self.add(size, impl, repeat, "mem_available_drop", memory.drop / MIB, "MiB")
+
+    def raw_twin(self, size: Tuple[int, int], repeat: int) -> None:
+        self.raw(size, repeat, "raw-twin")
+
+    def values(self, size: str, impl: str, metric: str) -> Dict[int, float]:
+        return {r.repeat: r.value for r in self.rows if (r.size, r.impl, r.metric) == (size, impl, metric)}
+
+    def interval(self, size: str, impl: str, metric: str) -> Any:
+        """The median over the rounds and its 95 % interval."""
+        from emu.report.stats import median_ci
+
+        return median_ci(self.values(size, impl, metric).values())
 
     def median(self, size: str, impl: str, metric: str) -> float:
-        values = [r.value for r in self.rows if (r.size, r.impl, r.metric) == (size, impl, metric)]
-        return statistics.median(values) if values else float("nan")
+        return self.interval(size, impl, metric).estimate
+
+    def ratio(self, size: str, impl: str, base: str, metric: str) -> Any:
+        """impl / base, paired by round."""
+        from emu.report.stats import ratio_ci
+
+        a, b = self.values(size, impl, metric), self.values(size, base, metric)
+        shared = sorted(set(a) & set(b))
+        return ratio_ci([a[r] for r in shared], [b[r] for r in shared], paired=True)
+
+
+def _ci(ci: Any, digits: int = 2) -> str:
+    if not ci.resolved:
+        return f"{ci.estimate:.{digits}f}"
+    return f"{ci.estimate:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
+
+
+def targets(bench: Bench, size: str, pods: int, impl: str) -> List[str]:
+    """The verdicts of one size and implementation: met, missed or unresolved, each judged on an interval."""
+    from emu.report.stats import Interval, verdict
+
+    checks: List[Tuple[str, Interval, float]] = []
+    if size == "2x2" and impl == "emu":
+        checks.append(("up < 1 s", bench.interval(size, impl, "up"), 1.0))
+        checks.append(("down < 0.5 s", bench.interval(size, impl, "down"), 0.5))
+    if pods >= 1000:
+        checks.append(("up < 2x raw", bench.ratio(size, impl, "raw", "up"), 2.0))
+        checks.append(("down < 5 s", bench.interval(size, impl, "down"), 5.0))
+        checks.append(("memory < 1 GiB", bench.interval(size, impl, "mem_available_drop"), 1024.0))
+    out = []
+    for what, ci, target in checks:
+        said = verdict(ci, target, "lower")
+        if not ci.resolved:
+            said += f" ({ci.n} round{'s' if ci.n != 1 else ''}: no interval)"
+        out.append(f"{what}: {said}")
+    if impl == "emu-standin":  # what answering pods add to idle ones, in memory (paired by round)
+        emu, standin = bench.values(size, "emu", "mem_available_drop"), bench.values(size, impl, "mem_available_drop")
+        extra = [standin[r] - emu[r] for r in sorted(set(emu) & set(standin))]
+        if extra:
+            from emu.report.stats import median_ci
+
+            ci = median_ci(extra)
+            said = f" {verdict(ci, 100.0, 'lower')}" if pods >= 1000 else ""
+            out.append(f"{_ci(ci, 0)} MiB more than idle{' (< 100)' if pods >= 1000 else ''}{said}")
+    return out
 
 
 def table(bench: Bench) -> str:
+    """Two tables: times (medians [95 % interval]) with the ratio to raw and raw-twin's A/A ratio, paired by
+    round; memory and the verdicts of the targets."""
     sizes: List[str] = []
     for r in bench.rows:
         if r.size not in sizes:
             sizes.append(r.size)
     impls = [impl for impl, _c in WORKLOADS.values() if any(r.impl == impl for r in bench.rows)]
     lines = [
-        f"{'size':6s} {'pods':>5s} {'impl':11s} | {'up s':>6s} {'ms/pod':>7s} | {'raw up s':>8s} {'ms/pod':>7s} |"
-        f" {'up/raw':>6s} | {'down s':>6s} {'raw down s':>10s} {'(settled)':>9s} | {'mem MiB':>7s} {'raw MiB':>7s}"
-        f" {'emu RSS':>7s} | targets"
+        f"{'size':6s} {'pods':>5s} {'impl':11s} | {'up s [95 % CI]':>22s} {'ms/pod':>6s} | {'raw up s':>8s} "
+        f"{'ms/pod':>6s} | {'up / raw [95 % CI]':>20s} | {'A/A twin / raw':>20s} | {'down s [95 % CI]':>22s} | "
+        f"{'raw down (settled)':>18s}"
     ]
     for size in sizes:
         pods = next(r.pods for r in bench.rows if r.size == size)
-        raw = {metric: bench.median(size, "raw", metric) for metric in ("up", "down", "down_settled", "up_per_pod",
-                                                                       "mem_available_drop")}
-        idle_memory = bench.median(size, "emu", "mem_available_drop")
+        twin = _ci(bench.ratio(size, "raw-twin", "raw", "up"))
         for impl in impls:
-            m = {metric: bench.median(size, impl, metric)
-                 for metric in ("up", "down", "up_per_pod", "mem_available_drop", "rss_peak")}
-            if m["up"] != m["up"]:  # nan: not measured at this size
+            up = bench.interval(size, impl, "up")
+            if up.n == 0:  # not measured at this size
                 continue
-            ratio = m["up"] / raw["up"]
-            notes = []
-            if size == "2x2" and impl == "emu":
-                notes.append(f"up<1s {'met' if m['up'] < 1 else 'MISSED'}")
-                notes.append(f"down<0.5s {'met' if m['down'] < 0.5 else 'MISSED'}")
-            if pods >= 1000:
-                notes.append(f"up<2x raw {'met' if ratio < 2 else 'MISSED'}")
-                notes.append(f"down<5s {'met' if m['down'] < 5 else 'MISSED'}")
-                notes.append(f"mem<1GiB {'met' if m['mem_available_drop'] < 1024 else 'MISSED'}")
-            if impl == "emu-standin" and idle_memory == idle_memory:
-                extra = m["mem_available_drop"] - idle_memory
-                verdict = "" if pods < 1000 else (" met" if extra < 100 else " MISSED")
-                notes.append(f"{extra:+.0f} MiB vs idle{' (<100)' if pods >= 1000 else ''}{verdict}")
             lines.append(
-                f"{size:6s} {pods:5d} {impl:11s} | {m['up']:6.2f} {m['up_per_pod']:7.2f} | {raw['up']:8.2f}"
-                f" {raw['up_per_pod']:7.2f} | {ratio:6.2f} | {m['down']:6.2f} {raw['down']:10.2f}"
-                f" {raw['down_settled']:9.2f} | {m['mem_available_drop']:7.0f} {raw['mem_available_drop']:7.0f}"
-                f" {m['rss_peak']:7.0f} | {', '.join(notes)}"
+                f"{size:6s} {pods:5d} {impl:11s} | {_ci(up):>22s} {bench.median(size, impl, 'up_per_pod'):6.2f} | "
+                f"{bench.median(size, 'raw', 'up'):8.2f} {bench.median(size, 'raw', 'up_per_pod'):6.2f} | "
+                f"{_ci(bench.ratio(size, impl, 'raw', 'up')):>20s} | {twin:>20s} | "
+                f"{_ci(bench.interval(size, impl, 'down')):>22s} | {bench.median(size, 'raw', 'down'):8.2f} "
+                f"({bench.median(size, 'raw', 'down_settled'):.2f})"
+            )
+    lines += ["", f"{'size':6s} {'impl':11s} | {'memory MiB':>10s} {'raw':>5s} {'RSS':>5s} | targets"]
+    for size in sizes:
+        pods = next(r.pods for r in bench.rows if r.size == size)
+        for impl in impls:
+            if bench.interval(size, impl, "up").n == 0:
+                continue
+            lines.append(
+                f"{size:6s} {impl:11s} | {bench.median(size, impl, 'mem_available_drop'):10.0f} "
+                f"{bench.median(size, 'raw', 'mem_available_drop'):5.0f} {bench.median(size, impl, 'rss_peak'):5.0f} | "
+                + ("; ".join(targets(bench, size, pods, impl)) or "-")
             )
     return "\n".join(lines)
 
@@ -327,7 +385,9 @@ def parse_sizes(text: str) -> List[Tuple[int, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repeat per size")
-    parser.add_argument("--repeats", type=int, default=3, help="builds per size and method (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=6, help="rounds per size: 6 or more give 95 %% intervals (default 6)"
+    )
     parser.add_argument("--sizes", default=",".join(f"{n}x{p}" for n, p in SIZES), help="NODESxPODS_PER_NODE,...")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
     parser.add_argument("--workloads", default="idle,standin",
@@ -355,7 +415,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(
         f"build: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {mem_available() / MIB:.0f} MiB available; "
-        f"{repeats} repeat(s) per size, emu and raw alternating",
+        f"{repeats} round(s) per size, emu, raw and raw-twin taking turns",
         flush=True,
     )
     status = 0
@@ -367,8 +427,8 @@ def main() -> int:
             for repeat in range(repeats):
                 steps: List[Tuple[str, Callable[[Tuple[int, int], int], None]]] = [
                     (WORKLOADS[w][0], lambda size, repeat, w=w: bench.emu(size, repeat, w)) for w in workloads
-                ] + [("raw", bench.raw)]
-                for impl, step in steps if repeat % 2 == 0 else steps[::-1]:
+                ] + [("raw", bench.raw), ("raw-twin", bench.raw_twin)]
+                for impl, step in rotation(steps, repeat):
                     step(size, repeat)
                     label = f"{size[0]}x{size[1]}"
                     last = {

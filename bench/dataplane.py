@@ -5,26 +5,34 @@
 For each flannel backend, emu builds ``topologies/cross_node.yaml`` (``emu.Cluster``; ``cluster.placements()``
 gives the endpoints) and ``bench/baseline.sh up BACKEND`` builds the same two nodes and three pods with a
 minimal ``ip`` script (namespaces, veths, a root-namespace bridge as the underlay switch, cni0, flannel.1 /
-routes / emu's udp daemon, no iptables). All stay up while the paths are measured, taking turns (A B C, B C A,
-C A B, ...) so that the machine's noise hits each alike:
+routes / emu's udp daemon, no iptables). All stay up while the paths are measured, taking turns (A B C D,
+B C D A, C D A B, ...: ``emu.schedule.rotation``) so that the machine's noise hits each alike, and so that the
+implementations of one round are measured within seconds of each other:
 
-- ping RTT p50 and p99 (``emu.ping``, 5 ms apart; one repeat = one run of pings; the table pools the samples
-  of all repeats, and adds their mean, finer than ping's 1 us steps), and for the Service path, where a
-  ClusterIP does not answer ping, TCP request/response RTT (``emu.measure.rr``);
-- iperf3 TCP throughput, one stream (``emu.iperf3``, median of the repeats).
+- TCP request/response round trips (``emu.measure.rr``, 1000 per round, timed to the nanosecond): RTT p50,
+  p99 and mean; and ping RTT p50, p99 and mean (``emu.ping``, 200 pings 5 ms apart, not through the Service,
+  which does not answer ping), for reference: ping prints whole microseconds, too coarse for a 3 % target on
+  paths of 7 to 40 us;
+- iperf3 TCP throughput, one stream (``emu.iperf3``, 1 s after 1 s left out).
 
-Three implementations take turns: emu, the minimal baseline, and the same baseline plus what a real node has
-and the minimal one lacks: kube-proxy's and flanneld's iptables rules (the documents emu loads) with conntrack
-and br_netfilter (``baseline.sh up BACKEND kube``). The targets are judged against the latter.
+Four implementations take turns: emu, the minimal baseline, the same baseline plus what a real node has and
+the minimal one lacks: kube-proxy's and flanneld's iptables rules (the documents emu loads) with conntrack
+and br_netfilter (``baseline.sh up BACKEND kube``), and an identical twin of that one (``baseline.sh up
+BACKEND twin``). The targets are judged against baseline+kube; the twin is the A/A row: how far two identical
+setups differ in the same run, the machine's own noise floor.
 
 Paths: same-pod (127.0.0.1), same-node (cni0), cross-node for each backend, pod-to-service (a ClusterIP with
 one endpoint on the other node: emu's kube-proxy rules vs one DNAT rule, ``baseline.sh service on``) and
 node-to-node (the underlay). The backend-independent paths are measured with the first backend only.
 
-The tables give emu's ratios to both baselines (targets: throughput >= 0.97, RTT p50 and p99 <= 1.03 on the
-kernel paths) and the udp backend's throughput as a ratio to vxlan's. Every figure goes to
-``bench/results/dataplane-<UTC>.csv`` (bench, backend, path, impl, repeat, tool, metric, value, unit).
-Ctrl-C tears everything down.
+The tables give, per path and judged figure (targets: tcp_rr RTT p50 and p99 <= 1.03, throughput >= 0.97,
+emu / baseline+kube), emu's ratio with its 95 % interval and a verdict: **met** (the whole interval on the
+good side of the target), **missed** (the whole interval on the bad side) or **unresolved** (the interval
+straddles the target: this run cannot tell), beside the A/A ratio and emu's ratio to the minimal baseline.
+Ratios are paired by round (the median of the rounds' ratios, with the order-statistic interval of
+``emu.report.stats``): 6 rounds (the default) are the fewest with a 95 % interval. Also the udp backend's
+throughput as a ratio to vxlan's. Every figure goes to ``bench/results/dataplane-<UTC>.csv`` (bench, backend,
+path, impl, repeat, tool, metric, value, unit). Ctrl-C tears everything down.
 """
 
 import argparse
@@ -32,7 +40,6 @@ import csv
 import dataclasses
 import os
 import signal
-import statistics
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -50,14 +57,21 @@ BASELINE = REPO / "bench" / "baseline.sh"
 TOPOLOGY = REPO / "topologies" / "cross_node.yaml"
 CLUSTER_IP = "10.96.0.10"
 IPERF_PORT, RR_PORT = 5201, 5202
-#: emu; the minimal hand-built copy; the copy with kube-proxy's and flanneld's rules and br_netfilter on.
-IMPLS = ("emu", "baseline", "baseline+kube")
+#: emu; the minimal hand-built copy; the copy with kube-proxy's and flanneld's rules and br_netfilter on; and
+#: an identical twin of the latter, the A/A comparison that shows the machine's own noise floor.
+IMPLS = ("emu", "baseline", "baseline+kube", "twin")
 KERNEL_PATHS = ("same-pod", "same-node", "cross-node", "pod-to-service", "node-to-node")
 SHARED_PATHS = ("same-pod", "same-node", "pod-to-service", "node-to-node")
 
 
 class NsEndpoint:
-    """A hand-built network namespace as a measurement endpoint (name, ip, node, exec, popen)."""
+    """A hand-built network namespace as a measurement endpoint (name, ip, node, exec, popen).
+
+    Every program starts in a session of its own, as emu starts the programs of its pods and nodes: with the
+    scheduler's autogroups (``/proc/sys/kernel/sched_autogroup_enabled``, on here), each session is one group
+    that gets a fair share of the CPUs. A baseline whose client and server shared the benchmark's session would
+    get one share for both while emu's got two, and on a busy machine emu would look up to twice as fast.
+    """
 
     def __init__(self, name: str, netns: str, ip: str, node: str) -> None:
         self.name, self.netns, self.ip, self.node = name, netns, ip, node
@@ -65,7 +79,11 @@ class NsEndpoint:
     def exec(self, argv: Sequence[str], timeout: Optional[float] = None) -> ExecResult:
         try:
             done = subprocess.run(
-                ["ip", "netns", "exec", self.netns, *argv], capture_output=True, text=True, timeout=timeout
+                ["ip", "netns", "exec", self.netns, *argv],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
             return ExecResult(str(exc.stdout or ""), f"timed out after {timeout} s", 124)
@@ -74,7 +92,11 @@ class NsEndpoint:
     def popen(self, argv: Sequence[str]) -> "subprocess.Popen[str]":
         # ip netns exec execs the program in place: the Popen is the program itself.
         return subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ["ip", "netns", "exec", self.netns, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
 
 
@@ -126,9 +148,8 @@ class Bench:
         self.quick = quick
         self.repeats = repeats
         self.rows: List[Row] = []
-        self.samples: Dict[Tuple[str, str, str], List[float]] = {}  # every RTT (ms), pooled over the repeats
-        self.seconds = 2 if quick else 5
-        self.pings = 100 if quick else 400
+        self.pings = 50 if quick else 200
+        self.exchanges = 200 if quick else 1000
 
     def add(
         self, backend: str, path: str, impl: str, repeat: int, tool: str, metric: str, value: float, unit: str
@@ -136,12 +157,13 @@ class Bench:
         self.rows.append(Row(backend, path, impl, repeat, tool, metric, float(value), unit))
 
     def interleaved(self, what: Callable[[str, Any, Any, int], None], pairs: Dict[str, Tuple[Any, Any]]) -> None:
-        """A B C, B C A, C A B, ...: every repeat measures each implementation once, and who goes first rotates,
-        so that neither a trend of the machine nor the order itself favours one of them."""
-        order = list(pairs)
+        """A B C D, B C D A, C D A B, ...: every repeat (round) measures each implementation once, and who goes
+        first rotates, so that neither a trend of the machine nor the order itself favours one of them, and
+        repeat r of every implementation is measured within seconds of the others (the ratios pair them)."""
+        from emu.schedule import rotation
+
         for repeat in range(self.repeats):
-            shift = repeat % len(order)
-            for impl in order[shift:] + order[:shift]:
+            for impl in rotation(list(pairs), repeat):
                 src, dst = pairs[impl]
                 what(impl, src, dst, repeat)
 
@@ -151,29 +173,25 @@ class Bench:
 
         print(f"  {backend:8s} {path:15s}", end="", flush=True)
         for src, dst in pairs.values():  # warm up: neighbour entries, caches, the first connections
-            if path == "pod-to-service":
-                tcp_rr(src, dst, port=RR_PORT, count=20)
-            else:
+            tcp_rr(src, dst, port=RR_PORT, count=20)
+            if path != "pod-to-service":
                 emu.ping(src, dst, count=5, interval=0.01)
             emu.iperf3(src, dst, seconds=1, port=IPERF_PORT)
 
         def latency(impl: str, src: Any, dst: Any, repeat: int) -> None:
-            if path == "pod-to-service":
-                rr = tcp_rr(src, dst, port=RR_PORT, count=self.pings)
-                stats, tool, rtts = (rr.p50, rr.p99, rr.avg), "tcp_rr", rr.rtts
-            else:
-                result = emu.ping(src, dst, count=self.pings, interval=0.005)
+            rr = tcp_rr(src, dst, port=RR_PORT, count=self.exchanges)
+            for metric, value in (("rtt_p50", rr.p50), ("rtt_p99", rr.p99), ("rtt_avg", rr.avg)):
+                self.add(backend, path, impl, repeat, "tcp_rr", metric, value, "ms")
+            if path != "pod-to-service":  # a ClusterIP does not answer ping
+                result = emu.ping(src, dst, count=self.pings, interval=0.005, warmup=5)
                 if result.loss > 0:
                     print(f" [{impl}: {result.loss:.0%} ping loss]", end="")
-                stats, tool, rtts = (result.p50, result.p99, result.avg), "ping", result.rtts
-            self.samples.setdefault((backend, path, impl), []).extend(rtts)
-            self.add(backend, path, impl, repeat, tool, "rtt_p50", stats[0], "ms")
-            self.add(backend, path, impl, repeat, tool, "rtt_p99", stats[1], "ms")
-            self.add(backend, path, impl, repeat, tool, "rtt_avg", stats[2], "ms")
+                for metric, value in (("rtt_p50", result.p50), ("rtt_p99", result.p99), ("rtt_avg", result.avg)):
+                    self.add(backend, path, impl, repeat, "ping", metric, value, "ms")
             print(".", end="", flush=True)
 
         def throughput(impl: str, src: Any, dst: Any, repeat: int) -> None:
-            result = emu.iperf3(src, dst, seconds=self.seconds, port=IPERF_PORT, omit=0 if self.quick else 1)
+            result = emu.iperf3(src, dst, seconds=1, port=IPERF_PORT, omit=0 if self.quick else 1)
             self.add(backend, path, impl, repeat, "iperf3-tcp", "throughput", result.bits_per_second / 1e9, "Gbit/s")
             self.add(backend, path, impl, repeat, "iperf3-tcp", "retransmits", result.retransmits or 0, "count")
             print(".", end="", flush=True)
@@ -182,26 +200,34 @@ class Bench:
         self.interleaved(throughput, pairs)
         print(" " + self.summary_line(backend, path), flush=True)
 
-    def median(self, backend: str, path: str, impl: str, metric: str) -> float:
-        """Throughput: the median over repeats. RTT: the percentile (or mean) of every sample of every repeat."""
-        from emu.measure.ping import percentile
+    def values(self, backend: str, path: str, impl: str, tool: str, metric: str) -> Dict[int, float]:
+        """repeat -> value of one figure."""
+        return {
+            r.repeat: r.value
+            for r in self.rows
+            if (r.backend, r.path, r.impl, r.tool, r.metric) == (backend, path, impl, tool, metric)
+        }
 
-        if metric.startswith("rtt_"):
-            pooled = self.samples.get((backend, path, impl), [])
-            if not pooled:
-                return float("nan")
-            if metric == "rtt_avg":
-                return sum(pooled) / len(pooled)
-            return percentile(pooled, float(metric[len("rtt_p") :]))
-        values = [r.value for r in self.rows if (r.backend, r.path, r.impl, r.metric) == (backend, path, impl, metric)]
-        return statistics.median(values) if values else float("nan")
+    def interval(self, backend: str, path: str, impl: str, tool: str, metric: str) -> Any:
+        """The median over the repeats and its 95 % interval (emu.report.stats.median_ci)."""
+        from emu.report.stats import median_ci
+
+        return median_ci(self.values(backend, path, impl, tool, metric).values())
+
+    def ratio(self, backend: str, path: str, impl: str, base: str, tool: str, metric: str) -> Any:
+        """impl / base, paired by repeat (the implementations of one repeat are measured in one round)."""
+        from emu.report.stats import ratio_ci
+
+        a, b = self.values(backend, path, impl, tool, metric), self.values(backend, path, base, tool, metric)
+        shared = sorted(set(a) & set(b))
+        return ratio_ci([a[r] for r in shared], [b[r] for r in shared], paired=True)
 
     def summary_line(self, backend: str, path: str) -> str:
         parts = []
-        for metric, scale, unit in (("rtt_p50", 1000, "us"), ("rtt_p99", 1000, "us"), ("throughput", 1, "Gbit/s")):
-            values = [self.median(backend, path, impl, metric) * scale for impl in IMPLS]
-            parts.append(f"{metric} {'/'.join(f'{v:.1f}' for v in values)} {unit}")
-        return "  ".join(parts) + "  (emu/baseline/+kube)"
+        for tool, metric, scale, unit in (("tcp_rr", "rtt_p50", 1000, "us"), ("iperf3-tcp", "throughput", 1, "Gbit/s")):
+            values = [self.interval(backend, path, impl, tool, metric).estimate * scale for impl in IMPLS]
+            parts.append(f"{tool} {metric} {'/'.join(f'{v:.1f}' for v in values)} {unit}")
+        return "  ".join(parts) + "  (" + "/".join(IMPLS) + ")"
 
 
 def write_csv(rows: List[Row], out: Path) -> Path:
@@ -217,53 +243,73 @@ def write_csv(rows: List[Row], out: Path) -> Path:
     return path
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else float("nan")
+#: The judged figures: (heading, tool, metric, target of emu / baseline+kube, better).
+TARGETS = (
+    ("RTT p50", "tcp_rr", "rtt_p50", 1.03, "lower"),
+    ("RTT p99", "tcp_rr", "rtt_p99", 1.03, "lower"),
+    ("TCP 1 stream", "iperf3-tcp", "throughput", 0.97, "higher"),
+)
+
+
+def _ci(ci: Any) -> str:
+    if not ci.resolved:
+        return f"{ci.estimate:.2f} (n={ci.n}: no interval)"
+    return f"{ci.estimate:.2f} [{ci.low:.2f}, {ci.high:.2f}]"
 
 
 def table(bench: Bench, backends: Sequence[str]) -> str:
-    """Two tables (latency, throughput): emu, the minimal baseline, the baseline with kube-proxy's rules, and
-    emu's ratio to each. The targets are judged against the baseline a real node matches (+kube)."""
+    """Per path and judged figure: the medians of the four implementations, emu's ratio to baseline+kube with
+    its 95 % interval and the verdict (met, missed, or unresolved when the interval straddles the target), and
+    the A/A row's ratio (baseline+kube's twin to baseline+kube): the noise floor of the same path in the same
+    run. Ratios are paired by round: the median of the rounds' ratios, order-statistic interval."""
+    from emu.report.stats import verdict
+
     seen = sorted(
         {(r.backend, r.path) for r in bench.rows}, key=lambda bp: (KERNEL_PATHS.index(bp[1]), backends.index(bp[0]))
     )
     lines: List[str] = []
-    for title, metrics, scale, unit, good in (
-        ("RTT, every sample of every repeat", ("rtt_p50", "rtt_p99", "rtt_avg"), 1000.0, "us", lambda r: r <= 1.03),
-        ("TCP throughput, 1 stream", ("throughput",), 1.0, "Gbit/s", lambda r: r >= 0.97),
-    ):
-        head = f"{'path':26s}"
-        for metric in metrics:
-            name = metric.replace("rtt_", "") + f" {unit}" if metric != "throughput" else unit
-            head += f" | {name + ' emu':>14s} {'base':>7s} {'+kube':>7s} {'/base':>6s} {'/+kube':>6s}"
-        lines += ["", f"{title} (target: emu/+kube {'<= 1.03' if 'RTT' in title else '>= 0.97'})", head + " | target"]
+    for heading, tool, metric, target, better in TARGETS:
+        unit, scale = ("us", 1000.0) if tool == "tcp_rr" else ("Gbit/s", 1.0)
+        sign = "<=" if better == "lower" else ">="
+        lines += [
+            "",
+            f"{heading} ({tool}; target: emu / baseline+kube {sign} {target}; A/A: twin / baseline+kube)",
+            f"{'path':24s} | {'emu':>7s} {'base':>7s} {'+kube':>7s} {'twin':>7s} {unit:>6s} | "
+            f"{'emu / +kube [95 % CI]':>24s} {'verdict':10s} | {'A/A twin / +kube':>22s} | {'emu / base':>10s}",
+        ]
         for backend, path in seen:
             label = f"{path} ({backend})" if path in ("cross-node", "pod-to-service") else path
-            if path == "pod-to-service" and "RTT" in title:
-                label += " tcp_rr"
-            row, ok = f"{label:26s}", True
-            for metric in metrics:
-                emu_v, base, kube = (bench.median(backend, path, impl, metric) * scale for impl in IMPLS)
-                ok = ok and (metric == "rtt_avg" or good(_ratio(emu_v, kube)))  # the mean is only a finer view
-                row += f" | {emu_v:14.2f} {base:7.2f} {kube:7.2f} {_ratio(emu_v, base):6.2f} {_ratio(emu_v, kube):6.2f}"
-            userspace = path == "cross-node" and backend == "udp"
-            lines.append(row + " | " + ("n/a (userspace)" if userspace else "met" if ok else "MISSED"))
+            medians = [bench.interval(backend, path, impl, tool, metric).estimate * scale for impl in IMPLS]
+            judged = bench.ratio(backend, path, "emu", "baseline+kube", tool, metric)
+            twin = bench.ratio(backend, path, "twin", "baseline+kube", tool, metric)
+            plain = bench.ratio(backend, path, "emu", "baseline", tool, metric)
+            said = verdict(judged, target, better)
+            if path == "cross-node" and backend == "udp":
+                said += " (userspace)"
+            lines.append(
+                f"{label:24s} | {' '.join(f'{m:7.2f}' for m in medians)} {'':6s} | {_ci(judged):>24s} {said:10s} | "
+                f"{_ci(twin):>22s} | {plain.estimate:10.2f}"
+            )
     if "udp" in backends and "vxlan" in backends:
         lines.append("")
-        for impl in IMPLS:
-            udp = bench.median("udp", "cross-node", impl, "throughput")
-            vx = bench.median("vxlan", "cross-node", impl, "throughput")
-            p50 = _ratio(
-                bench.median("udp", "cross-node", impl, "rtt_p50"), bench.median("vxlan", "cross-node", impl, "rtt_p50")
-            )
-            lines.append(f"udp / vxlan ({impl}): throughput {_ratio(udp, vx):.2f}x, RTT p50 {p50:.2f}x")
+        for impl in IMPLS[:3]:
+            udp = bench.interval("udp", "cross-node", impl, "iperf3-tcp", "throughput").estimate
+            vx = bench.interval("vxlan", "cross-node", impl, "iperf3-tcp", "throughput").estimate
+            p50 = bench.interval("udp", "cross-node", impl, "tcp_rr", "rtt_p50").estimate / bench.interval(
+                "vxlan", "cross-node", impl, "tcp_rr", "rtt_p50"
+            ).estimate
+            lines.append(f"udp / vxlan ({impl}): throughput {udp / vx:.2f}x, tcp_rr p50 {p50:.2f}x")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 s iperf3 runs and 100 pings per repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements per path and implementation (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 rounds (no intervals: a smoke test), no omitted second, 50 pings"
+    )
+    parser.add_argument(
+        "--repeats", type=int, help="rounds per path: 6 or more give 95 %% intervals (default 6; --quick: 3)"
+    )
     parser.add_argument(
         "--backends",
         default="vxlan,host-gw,udp",
@@ -288,11 +334,11 @@ def main() -> int:
 
     backends = [b for b in args.backends.split(",") if b]
     wanted = [p for p in args.paths.split(",") if p]
-    bench = Bench(args.quick, args.repeats)
+    bench = Bench(args.quick, args.repeats or (3 if args.quick else 6))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(
         f"dataplane: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; emu vs bench/baseline.sh, "
-        f"{args.repeats} repeats, iperf3 {bench.seconds} s, {bench.pings} pings at 5 ms",
+        f"{bench.repeats} rounds, iperf3 1 s, {bench.exchanges} TCP round trips, {bench.pings} pings at 5 ms",
         flush=True,
     )
     status = 0
@@ -305,13 +351,20 @@ def main() -> int:
                 try:
                     baseline("up", backend)
                     baseline("up", backend, "kube")
+                    baseline("up", backend, "twin")
                     settle()
                     ours, plain, kube = emu_paths(cluster), baseline_paths("emubench"), baseline_paths("emubenchk")
+                    twin = baseline_paths("emubencht")
                     for path in sorted(paths, key=KERNEL_PATHS.index):
                         if path == "pod-to-service":
                             baseline("service", "on")
                         try:
-                            pairs = {"emu": ours[path], "baseline": plain[path], "baseline+kube": kube[path]}
+                            pairs = {
+                                "emu": ours[path],
+                                "baseline": plain[path],
+                                "baseline+kube": kube[path],
+                                "twin": twin[path],
+                            }
                             bench.path(backend, path, pairs)
                         finally:
                             if path == "pod-to-service":

@@ -107,6 +107,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from emu.experiment import run_experiment
+    from emu.schedule import parse_duration, parse_precision
 
     return run_experiment(
         args.experiment,
@@ -115,6 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=args.out,
         quick=args.quick,
         timeout=args.timeout,
+        precision=parse_precision(args.precision) if args.precision is not None else None,
+        budget=parse_duration(args.budget) if args.budget is not None else None,
         proxy_mode=args.proxy_mode,
     )
 
@@ -165,6 +168,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
 
 
+def _repeat_arguments(p: argparse.ArgumentParser) -> None:
+    """``emu run``'s options for how often to repeat (``emu.schedule``)."""
+    p.add_argument("--repeat", type=int, metavar="N", help="rounds: turns of each variant (default: REPEAT or 1)")
+    p.add_argument(
+        "--precision",
+        metavar="SHARE",
+        help="repeat until every 95%% interval is narrower than this share of its median, e.g. 5%% "
+        "(default: the experiment's PRECISION, unless --repeat or --quick is given)",
+    )
+    p.add_argument(
+        "--budget",
+        metavar="TIME",
+        help="stop repeating before this time is spent, e.g. 10m (default: the experiment's BUDGET, else 10m)",
+    )
 def cmd_link(args: argparse.Namespace) -> int:
     from emu.linkctl import link_command
 
@@ -295,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=backends, help="only this backend (overrides the experiment's VARY)")
     p.add_argument("--proxy-mode", choices=tuple(registry.PROXY_MODES),
                    help="only this kube-proxy mode (overrides the experiment's VARY)")
-    p.add_argument("--repeat", type=int, metavar="N", help="repetitions of each variant (default: REPEAT or 1)")
+    _repeat_arguments(p)
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/)")
     p.add_argument("--quick", action="store_true", help="short measurements, for a smoke test")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop a variant that runs longer than this")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop a turn (build and run) longer than this")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plot", help="draw figures from a results CSV (no root)")

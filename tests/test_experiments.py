@@ -191,7 +191,7 @@ def test_cross_node_exits_0_with_every_row(cross_node: Dict) -> None:
             gbit = values(rows, tool="iperf3-tcp", metric="throughput", **where)
             assert len(gbit) == 1 and 0 < gbit[0] < 1000, (where, gbit)
     # the summary table was printed: one line per placement x backend
-    assert "medians over runs" in result.stdout
+    assert "median [95 % confidence interval] over runs" in result.stdout
     assert sum(1 for line in result.stdout.splitlines() if line.split()[:1] == ["cross-node"]) == 3
 
 
@@ -213,9 +213,55 @@ def test_cross_node_metadata_and_figures(cross_node: Dict) -> None:
     for tool in ("iperf3", "ping", "ip", "iptables", "mininet"):
         assert meta["tools"][tool] and meta["tools"][tool] != "missing", (tool, meta["tools"])
     assert meta["kernel"] and meta["start"] < meta["end"]
+    # one round, each backend's turn on a cluster of its own, with the machine's state and CPU use recorded
+    assert [t["variant"] for t in meta["turns"]] == [f"backend={b}" for b in BACKENDS]
+    assert all(t["round"] == 0 and t["seconds"] > 0 and 0 <= t["cpu"]["ours"] <= 1 for t in meta["turns"])
+    assert meta["stopped"] == "1 round(s), as asked" and meta["precision"] is None
+    assert meta["machine_state"]["cpus"] == os.cpu_count() and meta["machine_state"]["governor"]
+    assert set(meta["cpu_usage"]) == {"seconds", "busy", "ours", "others", "steal"}
+    assert (directory / "summary.txt").read_text().startswith("cross_node: median [95 % confidence interval]")
     assert_figures(directory, ["latency", "latency_tcp_rr", "throughput"])
     assert our_states() == []
     print(f"cross_node --quick, three backends: {cross_node['seconds']:.0f} s")
+
+
+# ------------------------------------------------------------------------------ rounds, turns, adaptive repeats
+
+TURNS = """
+VARY = {"variant": ["a", "b"]}
+PRECISION = 0.5
+
+
+def run(cluster, results):
+    # a constant figure per variant: its interval is 0 wide once there are enough runs for one
+    value = {"a": 1.0, "b": 2.0}[cluster.variant["variant"]]
+    results.add("cross-node", "a", "b", "tcp_rr", "rtt_p50", value, "ms")
+"""
+
+
+@requires_root
+@pytest.mark.root
+@pytest.mark.slow
+def test_variants_take_turns_and_repeating_stops_when_converged(tmp_path: Path) -> None:
+    """--repeat 3: rounds a b, b a, a b, each turn a cluster of its own; the experiment's PRECISION: rounds go
+    on until every interval is within 50 % (6 runs, the fewest with a 95 % interval), then stop."""
+    experiment = write_experiment(tmp_path, TURNS)
+    fixed = emu_run([str(experiment), "--repeat", "3", "--out", str(tmp_path / "fixed")], timeout=180)
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+    meta = metadata_of(run_dir(tmp_path / "fixed"))
+    assert [(t["round"], t["variant"]) for t in meta["turns"]] == [
+        (0, "variant=a"), (0, "variant=b"), (1, "variant=b"), (1, "variant=a"), (2, "variant=a"), (2, "variant=b")
+    ]
+    assert meta["repeat"] == 3 and meta["precision"] is None and meta["stopped"] == "3 round(s), as asked"
+    adaptive = emu_run([str(experiment), "--out", str(tmp_path / "adaptive")], timeout=300)
+    assert adaptive.returncode == 0, adaptive.stderr[-3000:]
+    directory = run_dir(tmp_path / "adaptive")
+    meta = metadata_of(directory)
+    assert meta["repeat"] == 6 and meta["precision"] == 0.5 and meta["budget"] == 600
+    assert meta["stopped"].startswith("every interval within 50 % after 6 round(s)")
+    assert "every interval is within 50 % of its median" in adaptive.stdout
+    assert len(rows_of(directory)) == 12
+    assert our_states() == []
 
 
 # ---------------------------------------------------------------------------------------------- interrupts
@@ -522,7 +568,8 @@ def test_service_scale_quick_nftables(tmp_path: Path) -> None:
 
 
 def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> None:
-    from emu.report.results import Results, read_results, summary_table
+    from emu.report.results import Results, read_results
+    from emu.report.summary import summary_table
 
     path = tmp_path / "results.csv"
     with Results.open(path, "service_lb", ["size"]) as results:
@@ -535,8 +582,8 @@ def test_summary_shows_other_tools_and_splits_destinations(tmp_path: Path) -> No
     table = summary_table(read_results(path)).splitlines()
     assert table[1].split() == ["placement", "dst", "size", "connections", "share", "%", "build_seconds", "s", "runs"]
     body = [line.split() for line in table[3:]]
-    assert ["before", "web-0", "2x2", "30.50", "-", "-", "2"] == body[0]  # median of 30 and 31
-    assert ["before", "web-1", "2x2", "70", "70.00", "-", "2"] == body[1]  # counts print as whole numbers
+    assert ["before", "web-0", "2x2", "30.5", "(30.0-31.0)", "-", "-", "2"] == body[0]  # median of 30 and 31
+    assert ["before", "web-1", "2x2", "70", "70", "-", "2"] == body[1]  # whole numbers print as such
     assert body[2][0] == "cluster" and body[2][-2:] == ["1.25", "2"]
 
 

@@ -329,3 +329,19 @@ def test_iperf3_rejects_fractional_seconds_before_running_anything() -> None:
         with pytest.raises(ValueError):
             iperf3(src, src, **kwargs)  # type: ignore[arg-type]
     assert src.calls == []
+
+
+def test_ping_warmup_requests_are_sent_first_and_left_out() -> None:
+    """warmup=5 sends count+5 requests; the replies to icmp_seq 1..5 are dropped from the RTTs and counts."""
+    output = text("ping_loopback_100.txt")
+    all_sent, all_received, all_rtts = parse_ping(output)
+    sent, received, rtts = parse_ping(output, warmup=5)
+    assert (sent, received) == (all_sent - 5, all_received - 5)
+    assert rtts == all_rtts[5:]
+    src = Recorded("client", "10.244.1.2", ExecResult(output, "", 0))
+    result = ping(src, "127.0.0.1", count=95, interval=0.01, warmup=5)
+    argv, _timeout = src.calls[0]
+    assert argv[argv.index("-c") + 1] == "100"
+    assert (result.sent, result.received) == (95, 95) and result.rtts == all_rtts[5:]
+    with pytest.raises(ValueError):
+        ping(src, "127.0.0.1", count=5, warmup=-1)

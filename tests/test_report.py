@@ -26,8 +26,8 @@ from emu.report.results import (
     ResultWriter,
     columns,
     read_results,
-    summary_table,
 )
+from emu.report.summary import summary_table
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -111,15 +111,37 @@ def test_writer_appends_to_same_header_refuses_another(tmp_path: Path) -> None:
             writer.write({"backend": "vxlan"})
 
 
-def test_values_round_trip(tmp_path: Path) -> None:
+def test_values_are_written_at_their_precision(tmp_path: Path) -> None:
+    """Floats keep at most 12 significant digits (no binary noise such as 0.30000000000000004), and a figure
+    measured to a known number of decimals keeps only those."""
     path = tmp_path / "r.csv"
-    values = [0.1 + 0.2, 1e-7, 12345678.901234567, 3, math.nan, True]
+    values = [0.1 + 0.2, 1e-7, 12345678.901234567, 3, math.nan, True, 0.050109999999999995]
     with ResultWriter(path, "x") as writer:
         for value in values:
             writer.write({"metric": "m", "value": value})
+        writer.write({"metric": "m", "value": 0.04550000000000001}, decimals=4)
+        writer.write({"metric": "m", "value": 9.381234567891}, decimals=6)
     read = [row["value"] for row in read_results(path)]
-    assert [float(v) for v in read[:4]] == values[:4]
-    assert read[4] == "nan" and read[5] == "1"
+    assert read[:4] == ["0.3", "1e-07", "12345678.9012", "3"]
+    assert read[4] == "nan" and read[5] == "1" and read[6] == "0.05011"
+    assert read[7:] == ["0.0455", "9.381235"]
+
+
+def test_measurements_are_rounded_to_their_tools_resolution(tmp_path: Path) -> None:
+    """ping prints whole microseconds: min/max keep 3 decimals of ms, interpolated percentiles and the mean 4;
+    the TCP round trip's nanosecond timer keeps 6; iperf3's throughput is kept to the kbit/s."""
+    rtts = [0.031, 0.032, 0.034, 0.0335 + 1e-12]
+    ping_result = PingResult.from_samples("a", "b", "10.0.0.2", 4, 4, rtts)
+    rr = type("RR", (), dict(src="a", dst="b", rtts=(0.0123456789,), min=0.0123456789, avg=0.0123456789,
+                             p50=0.0123456789, p90=0.0123456789, p99=0.0123456789, max=0.0123456789))()
+    with Results.open(tmp_path / "r.csv", "x") as results:
+        results.add_ping("p", ping_result)
+        results.add_rr("p", rr)
+    rows = {(r["tool"], r["metric"]): r["value"] for r in read_results(tmp_path / "r.csv")}
+    assert rows[("ping", "rtt_min")] == "0.031" and rows[("ping", "rtt_max")] == "0.034"
+    assert rows[("ping", "rtt_p50")] == "0.0328"  # (0.032 + 0.0335) / 2 = 0.03275 -> 4 decimals
+    assert rows[("ping", "rtt_avg")] == "0.0326"
+    assert rows[("tcp_rr", "rtt_p50")] == "0.012346"
 
 
 def test_set_context_checks_variant_keys(tmp_path: Path) -> None:
@@ -225,7 +247,8 @@ def test_add_iperf3_rows(tmp_path: Path) -> None:
         "cpu_local",
         "cpu_remote",
     }
-    assert float(udp_rows["jitter"]["value"]) == udp.jitter_ms and udp_rows["jitter"]["unit"] == "ms"
+    # jitter is kept to 0.1 us (iperf3 times packets to the microsecond)
+    assert float(udp_rows["jitter"]["value"]) == round(udp.jitter_ms, 4) and udp_rows["jitter"]["unit"] == "ms"
 
 
 def test_read_results_refuses_other_csvs(tmp_path: Path) -> None:
@@ -239,29 +262,20 @@ def test_read_results_refuses_other_csvs(tmp_path: Path) -> None:
 
 
 def test_summary_table() -> None:
+    """Two runs per cell: the median and the runs' range in parentheses (too few runs for a 95 % interval);
+    latencies in microseconds."""
     table = summary_table(read_results(SMALL))
     print(table)
     text_lines = table.splitlines()
     assert text_lines[0].startswith("cross_node")
-    assert text_lines[1].split() == [
-        "placement",
-        "backend",
-        "ping",
-        "p50",
-        "ms",
-        "ping",
-        "loss",
-        "%",
-        "TCP",
-        "Gbit/s",
-        "runs",
-    ]
-    body = [line.split() for line in text_lines[3:]]
+    assert text_lines[1].split() == ["placement", "backend", "ping", "p50", "us", "ping", "loss", "%", "TCP", "Gbit/s",
+                                     "runs"]
+    body = [line.split() for line in text_lines[3:9]]
     assert [row[0] for row in body] == ["same-pod"] * 2 + ["same-node"] * 2 + ["cross-node"] * 2
     assert [row[1] for row in body] == ["vxlan", "host-gw"] * 3
-    # cross-node vxlan: the repeats' p50 are 0.125 and 0.138 ms, throughput 7.5 and 6.79 Gbit/s
-    cross_vxlan = body[4]
-    assert cross_vxlan[2] == "0.132" and cross_vxlan[4] == "7.14" and cross_vxlan[5] == "2"
+    # cross-node vxlan: the repeats' p50 are 0.125 and 0.138 ms, throughput 7.5 and 6.79 Gbit/s, no loss
+    assert body[4] == ["cross-node", "vxlan", "132", "(125-138)", "0", "7.14", "(6.79-7.50)", "2"]
+    assert "the range of fewer than 6 runs, not a 95 % interval" in table
     assert summary_table([]) == "(no results)"
 
 

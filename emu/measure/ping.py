@@ -108,9 +108,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def parse_ping(text: str) -> Tuple[int, int, Tuple[float, ...]]:
+def parse_ping(text: str, warmup: int = 0) -> Tuple[int, int, Tuple[float, ...]]:
     """Parse iputils ping output into ``(sent, received, rtts)``; rtts are the replies' times in ms, in order.
 
+    warmup: the first ``warmup`` requests (icmp_seq 1..warmup) are left out of all three: sent and received
+        count only the requests after them, and their replies' times are dropped.
     Raises MeasurementError when there is no summary line (ping never ran, or was cut off) or when the number
     of reply lines disagrees with the summary (e.g. output from ``ping -q``).
     """
@@ -119,19 +121,20 @@ def parse_ping(text: str) -> Tuple[int, int, Tuple[float, ...]]:
         excerpt = text.strip()[-200:] or "(no output)"
         raise MeasurementError(f"ping output has no 'packets transmitted' summary line: {excerpt}")
     sent, received = int(summary.group(1)), int(summary.group(2))
-    rtts = []
+    replies = []
     for line in text[: summary.start()].splitlines():
         if "(DUP!)" in line:
             continue
         match = _REPLY.search(line)
         if match:
-            rtts.append(float(match.group(2)))
-    if len(rtts) != received:
+            replies.append((int(match.group(1)), float(match.group(2))))
+    if len(replies) != received:
         raise MeasurementError(
-            f"ping summary says {received} received but {len(rtts)} reply lines carry a time "
+            f"ping summary says {received} received but {len(replies)} reply lines carry a time "
             f"(per-packet lines are needed: do not use -q)"
         )
-    return sent, received, tuple(rtts)
+    kept = tuple(rtt for seq, rtt in replies if seq > warmup)
+    return max(0, sent - warmup), len(kept), kept
 
 
 def _address_and_name(dst: Union[Any, str]) -> Tuple[str, str]:
@@ -153,18 +156,23 @@ def ping(
     interval: float = 0.2,
     size: int = 56,
     timeout: Optional[float] = None,
+    warmup: int = 0,
 ) -> PingResult:
     """Ping ``dst`` from ``src`` ``count`` times and return per-packet RTTs with their statistics.
 
     src: the endpoint ping runs in.
     dst: an endpoint (its ``ip`` is pinged) or an address string.
-    count: echo requests to send.
+    count: echo requests whose replies are kept (after ``warmup`` more).
     interval: seconds between requests (below 0.2 needs root, which emu has).
     size: ICMP payload bytes (56 gives 84-byte IP packets).
     timeout: seconds to wait for ping to finish; default count*interval + REPLY_WAIT_S + 10.
+    warmup: requests sent first and left out of the result (the first one waits for the neighbour entry,
+        the first ones after an idle pause meet cold caches); ``count`` more follow them.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, not {count}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be at least 0, not {warmup}")
     if interval <= 0:
         raise ValueError(f"interval must be positive, not {interval}")
     if size < 0:
@@ -178,7 +186,7 @@ def ping(
         "-D",
         "-O",
         "-c",
-        str(int(count)),
+        str(int(count) + int(warmup)),
         "-i",
         _decimal(interval),
         "-s",
@@ -188,12 +196,12 @@ def ping(
         target,
     ]
     if timeout is None:
-        timeout = count * interval + REPLY_WAIT_S + 10.0
+        timeout = (count + warmup) * interval + REPLY_WAIT_S + 10.0
     what = f"ping {src.name} -> {dst_name} ({target})"
     result = run_checked_timeout(src, argv, timeout, what)
     # ping exits 0 with at least one reply, 1 with none, 2 on other errors (it may still print a summary).
     try:
-        sent, received, rtts = parse_ping(result.stdout)
+        sent, received, rtts = parse_ping(result.stdout, warmup)
     except MeasurementError as exc:
         stderr = (result.stderr or "").strip()
         raise MeasurementError(f"{what} failed (exit {result.returncode}): {stderr or exc}") from None

@@ -11,7 +11,7 @@ FDB entries; the CNI bridge plugin wires each pod (``emu.plan.pods``); kube-prox
 
 from dataclasses import replace
 from ipaddress import IPv4Network
-from typing import Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from emu import registry
 from emu.backends import BackendContext, Lease, pod_mtu
@@ -21,7 +21,7 @@ from emu.plan.model import Device, NodePlan, Plan, Route
 from emu.plan.pods import UNDERLAY_DEV, plan_pods
 from emu.plan.services import plan_services, with_rules
 from emu.plan.underlay import node_link, node_network, node_routes, plan_underlay
-from emu.spec.model import Backend, ClusterSpec
+from emu.spec.model import Backend, ClusterSpec, Node
 
 BRIDGE = "cni0"
 
@@ -39,7 +39,7 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None, proxy_mode: Opt
         spec = replace(spec, network=replace(spec.network, proxy_mode=proxy_mode))
     net = spec.network
     module = registry.backend(net.backend.type)
-    proxy = registry.proxy_mode(net.proxy_mode)
+    registry.proxy_mode(net.proxy_mode)  # an unknown mode fails here, before anything is planned
     mtu = pod_mtu(net.backend.mtu, module.OVERHEAD, spec.underlay.mtu)
     subnets = node_subnets(net.pod_cidr, net.subnet_len, len(spec.nodes))
     leases = tuple(
@@ -62,32 +62,10 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None, proxy_mode: Opt
     subnet_of: Dict[str, IPv4Network] = {lease.node: lease.subnet for lease in leases}
     pods = plan_pods(spec, subnet_of, mtu, mtu_of)
     services = plan_services(spec, pods)
-    nodes: List[NodePlan] = []
-    for index, (node, lease) in enumerate(zip(spec.nodes, leases)):
-        node_ctx = ctx
-        if mtu_of[node.name] != mtu:
-            node_ctx = replace(ctx, pod_mtu=mtu_of[node.name], underlay_mtu=networks[node.name][1])
-        dataplane = module.plan_node(node_ctx, lease)
-        nodes.append(
-            NodePlan(
-                name=node.name,
-                ip=str(node.ip),
-                link=node_link(spec, node, index),
-                subnet=str(lease.subnet),
-                subnet_env=flannel.subnet_env(net.pod_cidr, lease.subnet, mtu_of[node.name]),
-                devices=(_bridge(lease.subnet, mtu_of[node.name]),) + dataplane.devices,
-                routes=dataplane.routes,
-                neighbours=dataplane.neighbours,
-                fdb=dataplane.fdb,
-                sysctls=flannel.SYSCTLS + tuple(sorted(proxy.required_sysctls().items())),
-                iptables="",  # with_rules below: every node's rules, made from the Services at once
-                udp=dataplane.udp,
-                service_routes=(Route(str(net.service_cidr), UNDERLAY_DEV),),
-                segment=node.segment,
-                underlay_routes=node_routes(spec, node),
-                failed_routes=dataplane.failed_routes,
-            )
-        )
+    nodes = [
+        _node_plan(spec, node, index, lease, module, ctx, mtu_of[node.name], networks[node.name][1])
+        for index, (node, lease) in enumerate(zip(spec.nodes, leases))
+    ]
     plan = Plan(
         cluster=spec.name,
         tag=names.cluster_tag(spec.name),
@@ -108,6 +86,35 @@ def build_plan(spec: ClusterSpec, backend: Optional[str] = None, proxy_mode: Opt
         spec=spec,
     )
     return with_addons(with_rules(plan), spec)
+
+
+def _node_plan(
+    spec: ClusterSpec, node: Node, index: int, lease: Lease, module: Any, ctx: BackendContext, mtu: int, node_mtu: int
+) -> NodePlan:
+    """One node's plan: its link, flannel's subnet.env and the backend's devices, routes, neighbour and FDB
+    entries (its rules come later, for every node at once: ``with_rules``)."""
+    net = spec.network
+    proxy = registry.proxy_mode(net.proxy_mode)
+    node_ctx = ctx if mtu == ctx.pod_mtu else replace(ctx, pod_mtu=mtu, underlay_mtu=node_mtu)
+    dataplane = module.plan_node(node_ctx, lease)
+    return NodePlan(
+        name=node.name,
+        ip=str(node.ip),
+        link=node_link(spec, node, index),
+        subnet=str(lease.subnet),
+        subnet_env=flannel.subnet_env(net.pod_cidr, lease.subnet, mtu),
+        devices=(_bridge(lease.subnet, mtu),) + dataplane.devices,
+        routes=dataplane.routes,
+        neighbours=dataplane.neighbours,
+        fdb=dataplane.fdb,
+        sysctls=flannel.SYSCTLS + tuple(sorted(proxy.required_sysctls().items())),
+        iptables="",  # with_rules: every node's rules, made from the Services at once
+        udp=dataplane.udp,
+        service_routes=(Route(str(net.service_cidr), UNDERLAY_DEV),),
+        segment=node.segment,
+        underlay_routes=node_routes(spec, node),
+        failed_routes=dataplane.failed_routes,
+    )
 
 
 def with_addons(plan: Plan, spec: ClusterSpec) -> Plan:

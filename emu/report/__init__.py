@@ -1,8 +1,10 @@
-"""Report layer: the tidy results schema, its CSV, the end-of-run summary table and the plots.
+"""Report layer: the tidy results schema, its CSV, statistics, the end-of-run summary and the plots.
 
 Nothing here needs root or a live cluster: a results CSV is all it reads. ``emu.report.results`` owns the
-schema (``COLUMNS``, ``ResultWriter``, ``Results``, ``read_results``, ``summary_table``);
-``emu.report.plots`` owns the figures (``plot_results``), importing matplotlib only when called.
+schema (``COLUMNS``, ``ResultWriter``, ``Results``, ``read_results``); ``emu.report.stats`` how sure a number
+is (medians, confidence intervals, ratios, verdicts); ``emu.report.summary`` the summary (``summary_table``:
+intervals, rankings, convergence); ``emu.report.plots`` the figures (``plot_results``), importing matplotlib
+only when called.
 """
 
 from emu.report.plots import plot_results
@@ -14,8 +16,8 @@ from emu.report.results import (
     ResultWriter,
     columns,
     read_results,
-    summary_table,
 )
+from emu.report.summary import summary_table
 
 __all__ = [
     "COLUMNS",

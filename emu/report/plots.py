@@ -2,11 +2,14 @@
 
 This module owns turning rows of the tidy schema (``emu.report.results``) into figures:
 
-- ``latency``: ping's RTT p50 per placement, one box per variant over the runs (quartiles of the runs' p50s,
-  whiskers from min to max, a dot per run, the median written above); with a single run per group, a bar at
-  the p50 with a whisker from that run's min to its p99.
+- ``latency``: ping's RTT p50 per placement, one bar per variant at the median over the runs, a whisker over
+  its 95 % confidence interval (``emu.report.stats.median_ci``: order statistics of the runs, the interval
+  the summary prints; with fewer than 6 runs there is no such interval and the whisker spans the runs' range), a
+  dot per run, the median written above; with a single run per group, a bar at the p50 with a whisker from
+  that run's min to its p99.
 - ``latency_tcp_rr``: the same for the TCP request/response round trip (the only latency a Service has).
-- ``throughput`` (iperf3 TCP) and ``throughput_udp``: bars at the median over runs, whiskers from min to max.
+- ``throughput`` (iperf3 TCP) and ``throughput_udp``: the same, without a whisker for a single run.
+Every figure's subtitle says what its whiskers are.
 
 An experiment may draw figures of its own (``plot(results_csv, out_dir)`` in the experiment file):
 ``plot_results`` then calls it instead, so ``emu plot results/<experiment>/<stamp>/results.csv`` draws the same
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from emu.report.results import ReportError, finite_median, order_placements, read_results, to_float, variant_keys_of
+from emu.report.stats import MIN_VALUES, median_ci
 
 __all__ = ["plot_results", "FIGURES", "FILLS", "HATCHES", "MARKERS", "LINES", "style", "figure", "finish_axes", "save"]
 
@@ -96,7 +100,7 @@ class FigureSpec:
     name: str  # file stem
     tools: Tuple[str, ...]  # the "tool" values it takes
     metric: str
-    kind: str  # "latency" (boxes over runs) or "throughput" (bars, median and range)
+    kind: str  # "latency" (a single run's whisker: min to p99) or "throughput" (a single run: no whisker)
     what: str  # for the title
     ylabel: str
 
@@ -129,7 +133,7 @@ FIGURES: Tuple[FigureSpec, ...] = (
 class _Data:
     placements: List[str]
     variants: List[Tuple[str, ...]]
-    values: Dict[Tuple[str, Tuple[str, ...]], List[float]]  # (placement, variant) -> one value per row
+    values: Dict[Tuple[str, Tuple[str, ...]], List[float]]  # (placement, variant) -> one value per run
     low: Dict[Tuple[str, Tuple[str, ...]], float]  # single-run whisker ends (latency only)
     high: Dict[Tuple[str, Tuple[str, ...]], float]
 
@@ -144,7 +148,7 @@ def _collect(
     def variant_of(row: Mapping[str, str]) -> Tuple[str, ...]:
         return tuple(row.get(k, "") for k in keys)
 
-    values: Dict[Tuple[str, Tuple[str, ...]], List[float]] = {}
+    per_run: Dict[Tuple[str, Tuple[str, ...]], Dict[str, List[float]]] = {}
     extra: Dict[str, Dict[Tuple[str, Tuple[str, ...]], List[float]]] = {"rtt_min": {}, "rtt_p99": {}}
     for row in rows:
         if row.get("tool") not in spec.tools:
@@ -152,11 +156,13 @@ def _collect(
         key = (row.get("placement", ""), variant_of(row))
         metric = row.get("metric")
         if metric == spec.metric:
-            values.setdefault(key, []).append(to_float(row.get("value", "")))
+            per_run.setdefault(key, {}).setdefault(row.get("repeat", ""), []).append(to_float(row.get("value", "")))
         elif metric in extra:
             extra[metric].setdefault(key, []).append(to_float(row.get("value", "")))
-    if not values:
+    if not per_run:
         return None
+    # one value per run (the median of its rows, e.g. of several destinations), as the summary counts them
+    values = {key: [finite_median(v) for v in runs.values()] for key, runs in per_run.items()}
     used_placements = [p for p in placements if any(k[0] == p for k in values)]
     used_variants = [v for v in variants if any(k[1] == v for k in values)]
     low = {k: finite_median(v) for k, v in extra["rtt_min"].items()}
@@ -180,6 +186,61 @@ def _value_text(value: float) -> str:
     return f"{value:.3f}"
 
 
+def _subtitle(spec: FigureSpec, runs: int, fewest: int) -> str:
+    """What the bars and whiskers of a figure are (its subtitle)."""
+    if runs <= 1:
+        return "bar: p50 of one run; whisker: min to p99 of its samples (no interval from one run)" \
+            if spec.kind == "latency" else "bar: one run (no interval from one run)"
+    runs_text = f"{runs} runs" if fewest == runs else f"{fewest} to {runs} runs"
+    if fewest >= MIN_VALUES:
+        return f"bar: median of {runs_text} (dots); whisker: 95 % confidence interval of the median over the runs"
+    if runs < MIN_VALUES:
+        return f"bar: median of {runs_text} (dots); whisker: min to max (too few runs for a 95 % interval)"
+    return (f"bar: median of {runs_text} (dots); whisker: 95 % confidence interval over the runs, "
+            f"or the range where fewer than {MIN_VALUES} runs")
+
+
+def _bar(
+    ax: Any,
+    spec: FigureSpec,
+    x: float,
+    width: float,
+    raw: Sequence[float],
+    single: Tuple[float, float],
+    look: Tuple[str, str],
+    rotate: bool,
+) -> float:
+    """One variant's bar at one placement: the median of its runs, a whisker over the 95 % interval (the runs'
+    range with fewer than MIN_VALUES, ``single`` (min, p99) of one latency run), a dot per run, the median
+    written above. Returns the highest point drawn."""
+    finite = [v for v in raw if not math.isnan(v)]
+    if not finite:
+        ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.2")
+        return 0.0
+    interval = median_ci(finite)
+    centre = interval.estimate
+    if len(finite) >= MIN_VALUES:
+        lo, hi = interval.low, interval.high
+    elif len(finite) > 1:
+        lo, hi = min(finite), max(finite)
+    else:
+        lo, hi = single if spec.kind == "latency" else (math.nan, math.nan)
+    ax.bar(x, centre, width * 0.9, color=look[0], hatch=look[1], edgecolor="black", linewidth=0.8, zorder=2)
+    label_y = centre
+    if not (math.isnan(lo) or math.isnan(hi)):
+        ax.errorbar(x, centre, yerr=[[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]], fmt="none", ecolor="black",
+                    elinewidth=0.9, capsize=2.5, zorder=3)
+        label_y = max(centre, hi)
+    if len(finite) > 1:
+        offsets = [((k % 5) - 2) * width * 0.08 for k in range(len(finite))]
+        ax.plot([x + o for o in offsets], finite, linestyle="none", marker="o", markersize=2.4,
+                markerfacecolor="white", markeredgecolor="0.25", markeredgewidth=0.6, zorder=4)
+        label_y = max(label_y, max(finite))
+    ax.annotate(_value_text(centre), (x, label_y), xytext=(0, 3), textcoords="offset points", ha="center",
+                va="bottom", fontsize=6.5, rotation=90 if rotate else 0)
+    return label_y
+
+
 def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -> Any:
     """Draw one figure and return it (a matplotlib Figure on an Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -194,7 +255,7 @@ def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -
     group_width = 0.8
     width = group_width / n_vars
     runs = max((len(v) for v in data.values.values()), default=0)
-    boxes = spec.kind == "latency" and runs >= 2
+    fewest = min((len([x for x in v if not math.isnan(x)]) for v in data.values.values()), default=0)
     top = 0.0
     for j, variant in enumerate(data.variants):
         fill, hatch = FILLS[j % len(FILLS)], HATCHES[j % len(HATCHES)]
@@ -203,85 +264,9 @@ def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -
         for i, placement in enumerate(data.placements):
             x = i + (j - (n_vars - 1) / 2.0) * width
             raw = data.values.get((placement, variant))
-            if raw is None:
-                continue
-            finite = [v for v in raw if not math.isnan(v)]
-            if not finite:
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.2")
-                continue
-            top = max(top, max(finite))
-            if boxes:
-                box = ax.boxplot(
-                    [finite],
-                    positions=[x],
-                    widths=width * 0.8,
-                    patch_artist=True,
-                    manage_ticks=False,
-                    showfliers=False,
-                    whis=(0, 100),
-                    medianprops={"color": "black", "linewidth": 1.6},
-                    whiskerprops={"color": "black", "linewidth": 0.8},
-                    capprops={"color": "black", "linewidth": 0.8},
-                    boxprops={"edgecolor": "black", "linewidth": 0.8},
-                )
-                for patch in box["boxes"]:
-                    patch.set_facecolor(fill)
-                    patch.set_hatch(hatch)
-                offsets = [((k % 5) - 2) * width * 0.08 for k in range(len(finite))]
-                ax.plot(
-                    [x + o for o in offsets],
-                    finite,
-                    linestyle="none",
-                    marker="o",
-                    markersize=2.8,
-                    markerfacecolor="white",
-                    markeredgecolor="black",
-                    markeredgewidth=0.7,
-                    zorder=4,
-                )
-                ax.annotate(
-                    _value_text(finite_median(finite)),
-                    (x, max(finite)),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=6.5,
-                    rotation=90 if n_vars > 2 else 0,
-                )
-            else:
-                centre = finite_median(finite)
-                if spec.kind == "latency":
-                    lo = data.low.get((placement, variant), math.nan)
-                    hi = data.high.get((placement, variant), math.nan)
-                else:
-                    lo, hi = min(finite), max(finite)
-                whisker = not (math.isnan(lo) or math.isnan(hi)) and (spec.kind == "latency" or len(finite) > 1)
-                ax.bar(x, centre, width * 0.9, color=fill, hatch=hatch, edgecolor="black", linewidth=0.8, zorder=2)
-                label_y = centre
-                if whisker:
-                    ax.errorbar(
-                        x,
-                        centre,
-                        yerr=[[max(centre - lo, 0.0)], [max(hi - centre, 0.0)]],
-                        fmt="none",
-                        ecolor="black",
-                        elinewidth=0.8,
-                        capsize=2.5,
-                        zorder=3,
-                    )
-                    label_y = max(centre, hi)
-                    top = max(top, hi)
-                ax.annotate(
-                    _value_text(centre),
-                    (x, label_y),
-                    xytext=(0, 3),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=6.5,
-                    rotation=90 if n_vars > 2 else 0,
-                )
+            if raw is not None:
+                whiskers = (data.low.get((placement, variant), math.nan), data.high.get((placement, variant), math.nan))
+                top = max(top, _bar(ax, spec, x, width, raw, whiskers, (fill, hatch), rotate=n_vars > 2))
     ax.set_xticks(list(range(n_places)))
     ax.set_xticklabels(data.placements)
     ax.set_xlim(-0.6, n_places - 0.4)
@@ -292,14 +277,7 @@ def _draw(spec: FigureSpec, data: _Data, keys: Sequence[str], experiment: str) -
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    if boxes:
-        how = f"box: p50 of each run (dots); box quartiles, whiskers min to max; up to {runs} runs"
-    elif spec.kind == "latency":
-        how = "bar: p50 of the run; whisker: min to p99"
-    elif runs > 1:
-        how = f"bar: median over {runs} runs; whisker: min to max"
-    else:
-        how = "bar: one run"
+    how = _subtitle(spec, runs, fewest)
     fig.suptitle(f"{experiment}: {spec.what}", fontsize=11, x=0.02, ha="left")
     ax.set_title(how, fontsize=8, loc="left", color="0.25")
     if keys:

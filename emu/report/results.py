@@ -12,8 +12,8 @@ any variant dimensions, writes the same kind of file and one plotting code reads
   that is interrupted (Ctrl-C, an exception, a timeout) keeps every row measured before.
 - ``Results`` is what an experiment's ``run(cluster, results)`` receives: the runner sets the current variant
   and repeat with ``set_context``; the experiment calls ``add``, ``add_ping``, ``add_iperf3`` or ``add_rr``.
-- ``read_results`` reads a CSV back as dicts of strings; ``summary_table`` prints the medians per placement and
-  variant at the end of a run.
+- ``read_results`` reads a CSV back as dicts of strings; ``emu.report.summary.summary_table`` prints the medians
+  per placement and variant with their 95 % confidence intervals at the end of a run.
 
 Units: latencies in ms, throughput in Gbit/s (10^9 bit/s), loss and CPU in %, counts as ``count``. A value
 that could not be measured (all pings lost) is written as ``nan``. Only the standard library is used here.
@@ -26,7 +26,7 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "COLUMNS",
@@ -37,7 +37,6 @@ __all__ = [
     "columns",
     "order_placements",
     "read_results",
-    "summary_table",
     "variant_keys_of",
 ]
 
@@ -99,8 +98,14 @@ def order_placements(names: Iterable[str]) -> List[str]:
     return standard + [p for p in seen if p not in PLACEMENT_ORDER]
 
 
-def format_value(value: Any) -> str:
-    """A value as written to the CSV: integers plainly, floats round-trip exact (``repr``), NaN as ``nan``."""
+#: Significant digits a float keeps in the CSV at most: enough for any measurement here, and few enough that
+#: binary noise (0.050109999999999995 for 0.05011) never reaches the file.
+SIGNIFICANT_DIGITS = 12
+
+
+def format_value(value: Any, decimals: Optional[int] = None) -> str:
+    """A value as written to the CSV: integers plainly, NaN as ``nan``, floats rounded to ``decimals`` places
+    (the measurement's resolution, when known) and to SIGNIFICANT_DIGITS, in their shortest form."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -110,7 +115,11 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "nan"
-        return repr(value)
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if decimals is not None:
+            value = round(value, decimals)
+        return repr(float(f"{value:.{SIGNIFICANT_DIGITS}g}"))
     return str(value)
 
 
@@ -149,15 +158,16 @@ class ResultWriter:
     def closed(self) -> bool:
         return self._file.closed
 
-    def write(self, row: Mapping[str, Any]) -> Dict[str, str]:
+    def write(self, row: Mapping[str, Any], decimals: Optional[int] = None) -> Dict[str, str]:
         """Write one row (missing columns are left empty; "experiment" is filled in) and flush it to the file.
-        Returns the row as written (all strings)."""
+        ``decimals``: the places the value is measured to (see ``format_value``). Returns the row as written
+        (all strings)."""
         unknown = set(row) - set(self.columns)
         if unknown:
             raise ValueError(f"unknown result columns {sorted(unknown)}; the columns are {self.columns}")
         if self.closed:
             raise ReportError(f"{self.path}: the writer is closed")
-        out = {name: format_value(row.get(name)) for name in self.columns}
+        out = {name: format_value(row.get(name), decimals if name == "value" else None) for name in self.columns}
         out["experiment"] = self.experiment
         self._csv.writerow(out)
         self._file.flush()
@@ -188,7 +198,7 @@ class Results:
 
     The runner creates it around a ResultWriter and calls ``set_context(variant, repeat)`` before each run;
     the experiment calls ``add`` for a single figure, or ``add_ping`` / ``add_iperf3`` / ``add_rr`` for a
-    whole measurement. ``rows`` keeps every row written, as strings, for ``summary_table``.
+    whole measurement. ``rows`` keeps every row written, as strings, for the summary and the convergence check.
     """
 
     def __init__(self, writer: ResultWriter) -> None:
@@ -236,8 +246,11 @@ class Results:
         unit: str,
         src_node: str = "",
         dst_node: str = "",
+        decimals: Optional[int] = None,
     ) -> Dict[str, str]:
-        """Record one figure in the current context; returns the row as written."""
+        """Record one figure in the current context; returns the row as written. ``decimals``: the decimal
+        places the value is measured to (ping's RTTs: 3, in ms), if a float; None keeps it as it is (at
+        most SIGNIFICANT_DIGITS)."""
         row: Dict[str, Any] = dict(self.variant)
         row.update(
             repeat=self.repeat,
@@ -251,7 +264,7 @@ class Results:
             value=value,
             unit=unit,
         )
-        written = self.writer.write(row)
+        written = self.writer.write(row, decimals)
         self.rows.append(written)
         return written
 
@@ -260,28 +273,30 @@ class Results:
         placement: str,
         result: Any,
         tool: str,
-        figures: Sequence[Tuple[str, Any, str]],
+        figures: Sequence[Tuple[str, Any, str, Optional[int]]],
         src_node: str,
         dst_node: str,
     ) -> List[Dict[str, str]]:
         return [
-            self.add(placement, str(result.src), str(result.dst), tool, metric, value, unit, src_node, dst_node)
-            for metric, value, unit in figures
+            self.add(placement, str(result.src), str(result.dst), tool, metric, value, unit, src_node, dst_node, places)
+            for metric, value, unit, places in figures
             if value is not None
         ]
 
     def add_ping(self, placement: str, result: Any, src_node: str = "", dst_node: str = "") -> List[Dict[str, str]]:
-        """Record a PingResult: rtt_min/avg/p50/p90/p99/max/mdev (ms), loss (%), samples (replies counted)."""
+        """Record a PingResult: rtt_min/avg/p50/p90/p99/max/mdev (ms), loss (%), samples (replies counted).
+        ping prints whole microseconds: min and max keep 3 decimals (ms); percentiles, which interpolate
+        between two replies, the mean and mdev keep 4 (0.1 us)."""
         figures = [
-            ("rtt_min", result.min, "ms"),
-            ("rtt_avg", result.avg, "ms"),
-            ("rtt_p50", result.p50, "ms"),
-            ("rtt_p90", result.p90, "ms"),
-            ("rtt_p99", result.p99, "ms"),
-            ("rtt_max", result.max, "ms"),
-            ("rtt_mdev", result.mdev, "ms"),
-            ("loss", float(result.loss) * 100.0, "%"),
-            ("samples", len(result.rtts), "count"),
+            ("rtt_min", result.min, "ms", 3),
+            ("rtt_avg", result.avg, "ms", 4),
+            ("rtt_p50", result.p50, "ms", 4),
+            ("rtt_p90", result.p90, "ms", 4),
+            ("rtt_p99", result.p99, "ms", 4),
+            ("rtt_max", result.max, "ms", 3),
+            ("rtt_mdev", result.mdev, "ms", 4),
+            ("loss", float(result.loss) * 100.0, "%", 4),
+            ("samples", len(result.rtts), "count", None),
         ]
         return self._add_all(placement, result, "ping", figures, src_node, dst_node)
 
@@ -290,29 +305,30 @@ class Results:
         sender_throughput (Gbit/s), retransmits (TCP), jitter (ms), lost_packets and loss (%) (UDP),
         cpu_local and cpu_remote (%). Figures the protocol lacks are not written."""
         tool = f"iperf3-{result.protocol}"
-        figures = [
-            ("throughput", float(result.bits_per_second) / 1e9, "Gbit/s"),
-            ("sender_throughput", float(result.sender_bits_per_second) / 1e9, "Gbit/s"),
-            ("retransmits", result.retransmits, "count"),
-            ("jitter", result.jitter_ms, "ms"),
-            ("lost_packets", result.lost_packets, "count"),
-            ("loss", result.lost_percent, "%"),
-            ("cpu_local", result.cpu_local_percent, "%"),
-            ("cpu_remote", result.cpu_remote_percent, "%"),
+        figures = [  # throughput to 1 kbit/s, jitter to 0.1 us, shares to 0.01 % (loss: 0.0001 %)
+            ("throughput", float(result.bits_per_second) / 1e9, "Gbit/s", 6),
+            ("sender_throughput", float(result.sender_bits_per_second) / 1e9, "Gbit/s", 6),
+            ("retransmits", result.retransmits, "count", None),
+            ("jitter", result.jitter_ms, "ms", 4),
+            ("lost_packets", result.lost_packets, "count", None),
+            ("loss", result.lost_percent, "%", 4),
+            ("cpu_local", result.cpu_local_percent, "%", 2),
+            ("cpu_remote", result.cpu_remote_percent, "%", 2),
         ]
         return self._add_all(placement, result, tool, figures, src_node, dst_node)
 
     def add_rr(self, placement: str, result: Any, src_node: str = "", dst_node: str = "") -> List[Dict[str, str]]:
         """Record a TCP request/response result (``emu.measure.rr``, duck-typed: src, dst, rtts, min, avg,
-        p50, p90, p99, max) under tool "tcp_rr": rtt_* in ms and samples."""
+        p50, p90, p99, max) under tool "tcp_rr": rtt_* in ms to the nanosecond (its timer's resolution), and
+        samples."""
         figures = [
-            ("rtt_min", result.min, "ms"),
-            ("rtt_avg", result.avg, "ms"),
-            ("rtt_p50", result.p50, "ms"),
-            ("rtt_p90", result.p90, "ms"),
-            ("rtt_p99", result.p99, "ms"),
-            ("rtt_max", result.max, "ms"),
-            ("samples", len(result.rtts), "count"),
+            ("rtt_min", result.min, "ms", 6),
+            ("rtt_avg", result.avg, "ms", 6),
+            ("rtt_p50", result.p50, "ms", 6),
+            ("rtt_p90", result.p90, "ms", 6),
+            ("rtt_p99", result.p99, "ms", 6),
+            ("rtt_max", result.max, "ms", 6),
+            ("samples", len(result.rtts), "count", None),
         ]
         return self._add_all(placement, result, "tcp_rr", figures, src_node, dst_node)
 
@@ -361,107 +377,3 @@ def finite_median(values: Iterable[float]) -> float:
     """The median of the values that are not NaN; NaN when there are none."""
     kept = [v for v in values if not math.isnan(v)]
     return statistics.median(kept) if kept else math.nan
-
-
-#: The columns of summary_table: (heading, tool, metric), shown when the rows have such figures.
-SUMMARY_FIGURES: Tuple[Tuple[str, str, str], ...] = (
-    ("ping p50 ms", "ping", "rtt_p50"),
-    ("ping loss %", "ping", "loss"),
-    ("tcp_rr p50 ms", "tcp_rr", "rtt_p50"),
-    ("TCP Gbit/s", "iperf3-tcp", "throughput"),
-    ("UDP Gbit/s", "iperf3-udp", "throughput"),
-)
-
-
-def _cell(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
-
-
-#: Tools whose figures the standard columns show; other tools' figures get columns of their own.
-STANDARD_TOOLS = frozenset(tool for _, tool, _ in SUMMARY_FIGURES) | {"iperf3"}
-#: At most this many columns of other tools' figures (the first ones met in the rows).
-MAX_EXTRA_COLUMNS = 6
-
-
-def summary_table(rows: Sequence[Mapping[str, str]]) -> str:
-    """A plain-text table, one line per placement x variant: the median over repeats of ping's RTT p50, the
-    TCP round trip's p50 and iperf3 throughput (the columns present in ``rows``), and the number of runs.
-
-    Figures of other tools (an experiment's own, e.g. ``emu``/``build_seconds``) get a column each, headed
-    ``metric unit``, up to MAX_EXTRA_COLUMNS. When the rows of one placement have several destinations (e.g.
-    the endpoints of a Service), a ``dst`` column splits them."""
-    if not rows:
-        return "(no results)"
-    header = list(rows[0].keys())
-    keys = variant_keys_of(header) if "repeat" in header else []
-    wanted = {(tool, metric) for _, tool, metric in SUMMARY_FIGURES}
-    extra: List[Tuple[str, str, str]] = []  # (heading, tool, metric)
-    for row in rows:
-        tool, metric = row.get("tool", ""), row.get("metric", "")
-        if tool in STANDARD_TOOLS or any(t == tool and m == metric for _, t, m in extra):
-            continue
-        if len(extra) < MAX_EXTRA_COLUMNS:
-            unit = row.get("unit", "")
-            extra.append((f"{metric} {unit}".strip() if unit and unit != "count" else metric, tool, metric))
-    figures = list(SUMMARY_FIGURES) + extra
-    counts = {(r.get("tool", ""), r.get("metric", "")) for r in rows if r.get("unit") == "count"}
-    wanted |= {(tool, metric) for _, tool, metric in extra}
-    dsts: Dict[str, set] = {}
-    for row in rows:
-        dsts.setdefault(row.get("placement", ""), set()).add(row.get("dst", ""))
-    by_dst = any(len(d) > 1 for d in dsts.values())
-    groups: Dict[Tuple[str, ...], Dict[Tuple[str, str], List[float]]] = {}
-    runs: Dict[Tuple[str, ...], set] = {}
-    variants_seen: List[Tuple[str, ...]] = []
-    dst_order: List[str] = []
-    for row in rows:
-        variant = tuple(row.get(k, "") for k in keys)
-        if variant not in variants_seen:
-            variants_seen.append(variant)
-        dst = row.get("dst", "") if by_dst else ""
-        if dst not in dst_order:
-            dst_order.append(dst)
-        group = (row.get("placement", ""), dst) + variant
-        groups.setdefault(group, {})
-        runs.setdefault(group, set()).add(row.get("repeat", ""))
-        figure = (row.get("tool", ""), row.get("metric", ""))
-        if figure in wanted:
-            groups[group].setdefault(figure, []).append(to_float(row.get("value", "")))
-    present = [f for f in figures if any((f[1], f[2]) in g for g in groups.values())]
-    headings = ["placement"] + (["dst"] if by_dst else []) + keys + [f[0] for f in present] + ["runs"]
-    table: List[List[str]] = []
-    for placement in order_placements(g[0] for g in groups):
-        for dst in dst_order:
-            for variant in variants_seen:
-                group = (placement, dst) + variant
-                if group not in groups:
-                    continue
-                cells = [placement] + ([dst] if by_dst else []) + list(variant)
-                for _, tool, metric in present:
-                    values = groups[group].get((tool, metric))
-                    value = finite_median(values) if values else math.nan
-                    whole = (tool, metric) in counts and not math.isnan(value) and value == int(value)
-                    cells.append("-" if not values else str(int(value)) if whole else _cell(value))
-                cells.append(str(len(runs[group])))
-                table.append(cells)
-    numeric_from = 1 + int(by_dst) + len(keys)
-    widths = [max(len(r[i]) for r in [headings] + table) for i in range(len(headings))]
-
-    def line(cells: List[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i >= numeric_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ).rstrip()
-
-    experiments = sorted({row.get("experiment", "") for row in rows} - {""})
-    title = f"{', '.join(experiments) or 'results'}: medians over runs"
-    out = [title, line(headings), line(["-" * w for w in widths])]
-    out += [line(r) for r in table]
-    return "\n".join(out)
