@@ -140,6 +140,58 @@ class MemSampler:
         return self.start - self.lowest
 
 
+def meminfo(field: str) -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class StandinCost:
+    """What the stand-in add-on's start adds, measured around that one step of the build (so that the pods,
+    which idle pods have too, are not counted): the server's proportional set size (Pss) once it serves every
+    container, the growth of the kernel's slab (the sockets, their files and inodes) and the drop of MemAvailable
+    while it starts, and how long the step took. Added memory = Pss + slab growth; the MemAvailable drop is kept
+    as a cross-check (other work on the shared machine moves it by tens of MiB either way)."""
+
+    def __init__(self) -> None:
+        self.drop = self.slab = self.pss = 0
+        self.seconds = 0.0
+        self._original: Optional[Callable[..., None]] = None
+
+    def __enter__(self) -> "StandinCost":
+        from emu.addons import standin
+
+        original = self._original = standin.start
+
+        def measured(live, plan) -> None:  # type: ignore[no-untyped-def]
+            before, slab, started = mem_available(), meminfo("Slab"), time.monotonic()
+            original(live, plan)
+            self.seconds = time.monotonic() - started
+            self.drop, self.slab = before - mem_available(), meminfo("Slab") - slab
+            server = next((p for k, p in live.daemons.items() if k.endswith("/standin")), None)
+            if server is not None:
+                with open(f"/proc/{server.pid}/smaps_rollup") as f:
+                    self.pss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+
+        standin.start = measured
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from emu.addons import standin
+
+        standin.start = self._original  # type: ignore[assignment]
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 @dataclasses.dataclass
 class Row:
     size: str
@@ -230,7 +282,8 @@ class Bench:
         reset_hwm()
         rss_before = vm_hwm()
         cluster = Cluster(build_plan(spec))
-        with MemSampler() as memory:
+        added = StandinCost() if workload == "standin" else None
+        with MemSampler() as memory, (added or _nothing()):
             started = time.monotonic()
             try:
                 cluster.start()
@@ -246,6 +299,12 @@ class Bench:
         self.add(size, impl, repeat, "mem_available_drop", memory.drop / MIB, "MiB")
         self.add(size, impl, repeat, "rss_peak", vm_hwm() / MIB, "MiB")
         self.add(size, impl, repeat, "rss_growth", (vm_hwm() - rss_before) / MIB, "MiB")
+        if added is not None:
+            self.add(size, impl, repeat, "standin_mem_added", (added.pss + added.slab) / MIB, "MiB")
+            self.add(size, impl, repeat, "standin_mem_available_drop", added.drop / MIB, "MiB")
+            self.add(size, impl, repeat, "standin_slab_added", added.slab / MIB, "MiB")
+            self.add(size, impl, repeat, "standin_server_pss", added.pss / MIB, "MiB")
+            self.add(size, impl, repeat, "standin_start", added.seconds, "s")
 
     def raw(self, size: Tuple[int, int], repeat: int, impl: str = "raw") -> None:
         nodes, per_node = size
@@ -319,6 +378,11 @@ def targets(bench: Bench, size: str, pods: int, impl: str) -> List[str]:
             ci = median_ci(extra)
             said = f" {verdict(ci, 100.0, 'lower')}" if pods >= 1000 else ""
             out.append(f"{_ci(ci, 0)} MiB more than idle{' (< 100)' if pods >= 1000 else ''}{said}")
+        # the stand-in server's own cost, measured around its start alone (less noisy than the difference)
+        alone = bench.interval(size, impl, "standin_mem_added")
+        if alone.n:
+            said = f" {verdict(alone, 100.0, 'lower')}" if pods >= 1000 else ""
+            out.append(f"stand-in server alone {_ci(alone, 0)} MiB (its Pss and the sockets' slab){said}")
     return out
 
 

@@ -1,8 +1,8 @@
 """The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
 
 Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
-other failure. Only ``up``, ``run``, ``trace``, ``check``, ``link``, ``break`` and ``clean`` need root;
-``validate``, ``plan``, ``graph``, ``plot`` and ``doctor`` work from files alone.
+other failure. Only ``up``, ``run``, ``trace``, ``check``, ``conformance``, ``link``, ``break`` and ``clean``
+need root; ``validate``, ``plan``, ``graph``, ``plot`` and ``doctor`` work from files alone.
 """
 
 import argparse
@@ -182,6 +182,8 @@ def _repeat_arguments(p: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="stop repeating before this time is spent, e.g. 10m (default: the experiment's BUDGET, else 10m)",
     )
+
+
 def cmd_link(args: argparse.Namespace) -> int:
     from emu.linkctl import link_command
 
@@ -276,13 +278,21 @@ def _add_teaching_verbs(sub, backends) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(func=cmd_break)
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from emu.conformance import conformance_command
+
+    return conformance_command(args.files, backend=args.backend, focus=args.focus, junit_path=args.junit)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # long: one block per verb, in the order `emu --help` lists them; splitting it would scatter the CLI's shape
     parser = argparse.ArgumentParser(
         prog="emu",
         description="Kubernetes pod networking (pods, cni0, flannel, kube-proxy), emulated on Mininet.",
         epilog="Examples:\n"
         "  python -m emu validate topologies/two_nodes.yaml\n"
         "  python -m emu plan topologies/two_nodes.yaml --node node-1\n"
+        "  python -m emu graph topologies/two_nodes.yaml -o two_nodes.html\n"
         "  sudo python -m emu up topologies/two_nodes.yaml\n"
         "  sudo python -m emu run experiments/cross_node.py\n"
         "  python -m emu plot results/cross_node/<timestamp>/results.csv",
@@ -326,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_teaching_verbs(sub, backends)
 
     _add_link_parser(sub)
+
+    p = sub.add_parser("conformance", help="the Kubernetes e2e [sig-network] checks against the cluster (root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
+    p.add_argument("--focus", metavar="REGEX", help="only the checks whose upstream name matches")
+    p.add_argument("--junit", metavar="PATH", help="also write the results as JUnit XML (as sonobuoy does)")
+    p.set_defaults(func=cmd_conformance)
 
     _add_machine_parsers(sub)
     return parser

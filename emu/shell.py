@@ -226,19 +226,23 @@ class ClusterCLI(CLI):
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete pod|svc NAME: delete a pod (kube-proxy drops it from every Service's endpoints, cluster DNS
-        from its records) or a Service (its rules and records go)."""
+        """delete pod NAME | delete service NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every
+        Service's endpoints) or a Service (every node's rules lose it)."""
         words = line.split()
+        namespace = None
+        if len(words) == 4 and words[2] in ("-n", "--namespace"):
+            namespace, words = words[3], words[:2]
         kinds = ("pod", "pods", "po", "service", "services", "svc")
         if len(words) != 2 or words[0] not in kinds:
-            print("*** usage: delete pod|svc NAME", file=sys.stderr)
+            print("*** usage: delete pod NAME | delete service NAME [-n NAMESPACE]", file=sys.stderr)
             self.last_status = 2
             return
-        self.cluster.delete(words[0], words[1])
+        self.cluster.delete(words[0], words[1], namespace)
         print(f'{"pod" if words[0].startswith("po") else "service"} "{words[1]}" deleted')
 
     def do_apply(self, line: str) -> None:
-        """apply -f FILE: create the Pods of a YAML file; every Service that selects one gets it as an endpoint."""
+        """apply -f FILE: create the Pods and Services of a YAML file (a Service selecting a pod gets it as an
+        endpoint; a new Service gets a ClusterIP and kube-proxy rules in every node)."""
         words = shlex.split(line)
         if len(words) != 2 or words[0] not in ("-f", "--filename"):
             print("*** usage: apply -f FILE", file=sys.stderr)
@@ -250,15 +254,14 @@ class ClusterCLI(CLI):
         if any(p.severity == "error" for p in problems):
             self.last_status = 2
             return
-        for document in documents:
+        for document in documents:  # one at a time, as kubectl: an invalid object does not stop the others
             try:
-                pod = self.cluster.add_pod(document.data, document)
+                for created in self.cluster.apply([document]):
+                    print(created)
             except SpecError as exc:
                 for problem in exc.problems:
                     print(f"*** {problem}", file=sys.stderr)
                 self.last_status = 2
-                continue
-            print(f'pod "{pod.name}" created ({pod.ip} on {pod.node})')
 
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""

@@ -10,7 +10,7 @@ The paths (topologies/cross_node.yaml):
     |   flannel.1 (vxlan) | flannel0 (udp) | routes (host-gw)                        |
     |        eth0 ===================== switch ===================== eth0           |
     |                                         |cross-node|  cni0 ---- eth0 server    |
-    |   client -> 10.96.0.11 (Service perf) --+--DNAT----+--> server  pod-to-service |
+    |   client -> 10.104.141.29 (perf) -------+--DNAT----+--> server  pod-to-service |
     |   node-1 --------------------------------------------> server  node-to-pod     |
     |   node-1 --------------------------------------------> node-2  node-to-node    |
     +-----------------------------------------+          +---------------------------+

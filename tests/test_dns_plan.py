@@ -180,7 +180,8 @@ def test_cluster_domain_and_disabling(tmp_path: Path) -> None:
         """
     spec, _ = load([str(write(tmp_path, text.format(addons="")))])
     plan = build_plan(spec)
-    assert ("app.default.svc.corp.example", "A", "10.100.0.11") in records_of(plan)
+    app_ip = next(s.cluster_ip for s in plan.services if s.name == "app")
+    assert ("app.default.svc.corp.example", "A", app_ip) in records_of(plan)
     assert plan.pod("app").resolv_conf.splitlines()[:2] == [
         "nameserver 10.100.0.10",
         "search default.svc.corp.example svc.corp.example corp.example",
@@ -252,7 +253,7 @@ def test_a_users_service_cannot_take_the_cluster_dns_address(tmp_path: Path) -> 
     with pytest.raises(SpecError) as exc:
         load([str(write(tmp_path, text))])
     lines = [str(p) for p in exc.value.errors]
-    assert any(":9: spec.clusterIP: 10.96.0.10 is already Service kube-dns's" in line for line in lines), lines
+    assert any(":9: spec.clusterIP: 10.96.0.10 is kept for cluster DNS" in line for line in lines), lines
 
 
 def test_plan_text_shows_the_records_each_dns_pod_serves(dns_plan) -> None:  # type: ignore[no-untyped-def]

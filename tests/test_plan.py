@@ -184,16 +184,17 @@ def test_ipam_edge_cases() -> None:
     with pytest.raises(ipam.IpamError):
         ipam.gateway(IPv4Network("10.244.1.0/31"))
     cidr = IPv4Network("10.96.0.0/12")
-    ips = ipam.cluster_ips(cidr, [None, IPv4Address("10.96.0.10"), None])
-    assert ips == [IPv4Address("10.96.0.11"), IPv4Address("10.96.0.10"), IPv4Address("10.96.0.12")]
-    with pytest.raises(ipam.IpamError):
-        ipam.cluster_ips(IPv4Network("10.96.0.0/28"), [None] * 6)
+    ips = ipam.cluster_ips(cidr, [("default/a", None), ("default/b", IPv4Address("10.96.0.20")), ("default/c", None)])
+    assert ips[1] == IPv4Address("10.96.0.20") and all(ip >= IPv4Address("10.96.1.0") for ip in ips[::2])
+    with pytest.raises(ipam.IpamError):  # 14 addresses, less kubernetes' and cluster DNS's
+        ipam.cluster_ips(IPv4Network("10.96.0.0/28"), [(f"default/s{i}", None) for i in range(13)])
 
 
 def test_services_get_endpoints_and_cluster_ips(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, cluster_yaml(3))
     (service,) = plan.services
-    assert service.cluster_ip == "10.96.0.10"
+    assert IPv4Address(service.cluster_ip) in IPv4Network("10.96.0.0/12")
+    assert IPv4Address(service.cluster_ip) >= IPv4Address("10.96.1.0")  # the API server's dynamic band
     endpoints = service.ports[0].endpoints
     assert sorted(e.ip for e in endpoints) == sorted(p.ip for p in plan.pods)
     assert {e.port for e in endpoints} == {8080}

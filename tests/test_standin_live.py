@@ -65,6 +65,14 @@ metadata: {{name: client}}
 spec:
   nodeName: node-1
   containers: [{{name: shell, image: busybox, command: [sleep, infinity]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hostudp}}
+spec:
+  nodeName: node-2
+  hostNetwork: true
+  containers: [{{name: c, ports: [{{containerPort: 9999, protocol: UDP}}]}}]
 """
 
 UDP_CLIENT = """
@@ -137,7 +145,7 @@ def get(pod, url: str) -> str:  # type: ignore[no-untyped-def]
 def test_one_process_serves_the_cluster(cluster) -> None:  # type: ignore[no-untyped-def]
     assert [k for k in cluster.live.daemons if k.endswith("/standin")] == ["node-1/standin"]
     served = standin.ask(standin.control_path(cluster.live), {"op": "list"})["containers"]
-    assert sorted(served) == ["web-0/web", "web-1/web"]  # client runs a command: not served
+    assert sorted(served) == ["hostudp/c", "web-0/web", "web-1/web"]  # client runs a command: not served
     assert served["web-0/web"]["ports"] == ["8080/TCP", "8081/UDP"]
 
 
@@ -168,6 +176,25 @@ def test_udp_commands_answer(cluster) -> None:  # type: ignore[no-untyped-def]
     assert ask("hostname") == far.name
     assert ask("echo Hello") == "hello"
     assert ask("clientip").startswith(f"{client.ip}:")
+
+
+CONNECTED_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"hostname")
+print(s.recv(512).decode())
+"""
+
+
+def test_a_host_network_pod_answers_udp_from_the_address_asked(cluster) -> None:  # type: ignore
+    """node-2 has several addresses: asked at its cni0 gateway from a pod of node-1, the reply must come from that
+    address (routing alone would pick flannel's), or the client's connected socket never sees it."""
+    client = cluster.pod("client")
+    gateway = cluster.plan.node("node-2").devices[0].addresses[0].split("/")[0]  # cni0's
+    answer = client.exec(["python3", "-c", CONNECTED_UDP, gateway, "9999"])
+    assert answer.stdout.strip() == "node-2", answer  # a hostNetwork pod's hostname is its node's
 
 
 def test_dial_through_the_cluster_ip_reaches_every_endpoint(cluster) -> None:  # type: ignore[no-untyped-def]
@@ -274,4 +301,4 @@ def test_the_topology_reads(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(textwrap.dedent(TOPOLOGY.format(name="reads")))
     spec, _ = load([str(path)])
-    assert [p.name for p in spec.pods] == ["web-0", "web-1", "client"]
+    assert [p.name for p in spec.pods] == ["web-0", "web-1", "client", "hostudp"]

@@ -9,7 +9,7 @@ exactly what failed.
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, TypeVar, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from emu.errors import BuildError
 from emu.types import ExecResult
@@ -22,19 +22,54 @@ SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class Namespaces:
-    """Where to run: the pid whose network (and UTS) namespace to enter, and the pid whose mount namespace."""
+    """Where to run: the pid whose network (and UTS, and PID) namespace to enter, and the pid whose mount
+    namespace. With ``pid``, nsenter forks: the command is its child, in the PID namespace (so it sees, and can
+    signal, only that namespace's processes); ``popen`` and ``run`` then stop both together."""
 
     net_pid: int
     mount_pid: Optional[int] = None
     uts: bool = False
+    pid: bool = False
+    own_proc: bool = False  # in a mount namespace of its own, with a /proc of the PID namespace (unshare)
+    #: (file, mount point) bound in that mount namespace before the command runs (the pod's /etc/hosts, ...)
+    binds: Tuple[Tuple[str, str], ...] = ()
 
     def nsenter(self) -> List[str]:
         argv = ["nsenter", f"--net=/proc/{self.net_pid}/ns/net"]
         if self.uts:
             argv.append(f"--uts=/proc/{self.net_pid}/ns/uts")
+        if self.pid:
+            argv.append(f"--pid=/proc/{self.net_pid}/ns/pid")
         if self.mount_pid is not None:
             argv.append(f"--mount=/proc/{self.mount_pid}/ns/mnt")
+        if self.own_proc:
+            return argv + ["--", "unshare", "--mount-proc", "--"] + _bind_prefix(self.binds)
         return argv + ["--"]
+
+
+#: Binds "$1" over "$2" (then the next pair) up to a "--", then becomes the command after it.
+_BIND_SCRIPT = 'while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"'
+
+
+def _bind_prefix(binds: Sequence[Tuple[str, str]]) -> List[str]:
+    """The argv that binds each (file, mount point) in the current mount namespace and then execs the command
+    that follows it (unshare makes that namespace private: nothing reaches the node)."""
+    if not binds:
+        return []
+    return ["sh", "-c", _BIND_SCRIPT, "emu-pod"] + [part for pair in binds for part in pair] + ["--"]
+
+
+class GroupPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """A process started in a session of its own whose signals go to its whole process group: ``nsenter --pid``
+    runs the command as its child (a process in another PID namespace), and stopping nsenter alone would leave
+    the command running."""
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                super().send_signal(sig)
 
 
 def as_argv(cmd: Command) -> List[str]:
@@ -60,23 +95,29 @@ def run(
     """Run ``argv`` (in ``ns`` when given) and wait; never raises for a non-zero exit."""
     full = (ns.nsenter() if ns else []) + list(argv)
     try:
-        proc = subprocess.run(
+        proc = GroupPopen(
             full,
-            input=input,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            timeout=timeout,
             env=env or base_env(),
+            start_new_session=True,
+            universal_newlines=True,
             errors="replace",
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return ExecResult(out, err + f"\n(timed out after {timeout:g} s)", 124)
     except FileNotFoundError as exc:
         return ExecResult("", f"{exc.filename}: command not found", 127)
-    return ExecResult(proc.stdout, proc.stderr, proc.returncode)
+    with proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # the whole group: nsenter and the command it forked
+            out, err = proc.communicate()
+            return ExecResult(out or "", (err or "") + f"\n(timed out after {timeout:g} s)", 124)
+        except BaseException:
+            proc.kill()
+            raise
+    return ExecResult(out, err, proc.returncode)
 
 
 #: Lines of a command's input a BuildError shows (a rule document can have a million).
@@ -120,7 +161,7 @@ def popen(
     """Start ``argv`` in ``ns`` in a session of its own, so a Ctrl-C at the terminal reaches emu, not the
     emulated processes; emu tears them down itself."""
     full = (ns.nsenter() if ns else []) + list(argv)
-    return subprocess.Popen(
+    return GroupPopen(
         full,
         stdin=stdin,
         stdout=stdout,

@@ -124,9 +124,17 @@ class Pod:
             proc = self.containers[container].process
             if proc.poll() is not None:
                 raise EmuError(f"container {container} of pod {self.name} has exited (see its log)")
-            return Namespaces(net_pid=proc.pid, mount_pid=proc.pid, uts=True)
-        # The pause process's mount namespace: the node's files, with the pod's /etc/hosts and /etc/resolv.conf
-        return Namespaces(net_pid=self.pause.pid, mount_pid=self.pause.pid, uts=True)
+            return Namespaces(net_pid=proc.pid, mount_pid=proc.pid, uts=True, pid=True)
+        # the pod itself: its pause process's namespaces, the node's files, and a mount namespace of the command's
+        # own with a /proc of the pod's PID namespace and the kubelet's /etc/hosts and /etc/resolv.conf bound over
+        # the node's: it sees the pod's processes (none of the machine's) and resolves names as the pod does
+        node_pid = self.cluster.node(self.node).pid
+        binds = [(str(self.directory / "hosts"), "/etc/hosts")]
+        if self.plan.resolv_conf:
+            binds.append((str(self.directory / "resolv.conf"), "/etc/resolv.conf"))
+        return Namespaces(
+            net_pid=self.pause.pid, mount_pid=node_pid, uts=True, pid=True, own_proc=True, binds=tuple(binds)
+        )
 
     def exec_env(self, container: Optional[str]) -> Dict[str, str]:
         """The environment a command gets: a container's own (as ``kubectl exec`` gives), else a root shell's."""
@@ -141,8 +149,8 @@ class Pod:
         return dict(i.split("=", 1) for i in items)
 
     def exec(self, cmd: Command, container: Optional[str] = None, timeout: Optional[float] = None) -> ExecResult:
-        """Run ``cmd`` in the pod (its network and UTS namespaces), or inside ``container`` (also its files
-        and environment)."""
+        """Run ``cmd`` in the pod (the namespaces of its pause process: network, UTS and PID, with its node's
+        files and the pod's /proc), or inside ``container`` (its own files, processes and environment)."""
         return commands.run(as_argv(cmd), self._namespaces(container), timeout=timeout, env=self.exec_env(container))
 
     def popen(self, argv: Command, container: Optional[str] = None) -> "subprocess.Popen[str]":

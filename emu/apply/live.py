@@ -43,7 +43,7 @@ from emu.features import Daemon
 from emu.plan.changes import PlanDiff
 from emu.plan.impair import Change
 from emu.plan.model import NodePlan, Plan, PodPlan
-from emu.plan.services import service_env
+from emu.plan.services import pod_env
 
 Progress = Callable[[str], None]
 
@@ -152,9 +152,9 @@ class LiveCluster:
 
         count = sum(len(p.containers) for p in plan.pods)
         self.progress(f"containers: {count} processes")
-        env = service_env(plan.services)
         for pod_plan in plan.pods:
-            self._start_containers(self.pods[pod_plan.name], env)
+            self._start_containers(self.pods[pod_plan.name], pod_env(plan, pod_plan))
+        self._wait_started(list(self.pods.values()))
         self._wait_ready()
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
@@ -192,9 +192,7 @@ class LiveCluster:
                 try:
                     record = self._recorder("pause", pod_plan.name)
                     node_pid = self.nodes[pod_plan.node].pid
-                    proc = pod_ops.start_pause(
-                        pod_plan, self.plan.cluster, node_pid, record, self._spawner, self.pod_directory(pod_plan.name)
-                    )
+                    proc = pod_ops.start_pause(pod_plan, self.plan.cluster, node_pid, record, self._spawner)
                 except BaseException as exc:  # raised in the building thread below
                     failed.append(exc)
                     return
@@ -253,6 +251,16 @@ class LiveCluster:
                 pod.plan, container, pod.pause.pid, node_pid, pod.directory, env, record, self._spawner
             )
             pod.containers[container.name] = Container(pod, container.name, proc)
+
+    @staticmethod
+    def _wait_started(pods: Sequence[Pod]) -> None:
+        """Wait until every container of ``pods`` runs its program: from then on an exec into it, or a feature
+        handed it (the stand-in), sees the container's own namespaces, mounts and environment."""
+        for pod in pods:
+            for container in pod.containers.values():
+                wait = getattr(container.process, "wait_exec", None)
+                if wait is not None:
+                    wait()
 
     def _wait_ready(self, timeout: float = 15.0, pods: Optional[Sequence[Pod]] = None) -> None:
         """Like a readiness check: wait until every declared container port listens in its pod (of ``pods``,
@@ -380,8 +388,7 @@ class LiveCluster:
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
-            env = service_env(plan.services)
-            added = [self._add_pod(pod_plan, env) for pod_plan in diff.added_pods]
+            added = [self._add_pod(pod_plan, pod_env(plan, pod_plan)) for pod_plan in diff.added_pods]
             if added:
                 self._wait_ready(pods=added)
             removed = [self.pods[p.name] for p in diff.removed_pods if p.name in self.pods]
@@ -425,14 +432,13 @@ class LiveCluster:
         self._other_dirs = None
         self._write_pod_files(pod_plan)
         record = self._recorder("pause", pod_plan.name)
-        pause = pod_ops.start_pause(
-            pod_plan, self.plan.cluster, node.pid, record, self._spawner, self.pod_directory(pod_plan.name)
-        )
+        pause = pod_ops.start_pause(pod_plan, self.plan.cluster, node.pid, record, self._spawner)
         pod = Pod(self, pod_plan, pause)
         try:
             pod_ops.wait_pause(pod_plan, pause)
             pod_ops.wire_pods(node.name, [pod_plan], {pod_plan.name: pause.pid}, node.namespaces)
             self._start_containers(pod, env)
+            self._wait_started([pod])
         except BaseException:
             self._stop_pod(pod)
             raise

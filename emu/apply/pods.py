@@ -1,11 +1,14 @@
 """Pods as the kubelet and the CNI bridge plugin make them: a pause process, a veth into cni0, containers.
 
-- The **pause** process holds the pod: ``unshare --net --uts --mount`` gives it a new network, UTS and mount
-  namespace, its hostname is the pod name, the kubelet's ``/etc/hosts`` and ``/etc/resolv.conf`` are bound over
-  the node's in its mount namespace (so a command run in the pod without a container resolves names as the pod
-  does), and it then becomes ``sleep infinity`` named ``emu-pause:<cluster>/<pod>`` (no shell or interpreter
-  stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's network namespace
-  instead, with UTS and mount namespaces of its own so the machine's hostname and files are never touched.
+- The **pause** process holds the pod: it gets new network, UTS and PID namespaces (it is PID 1 of the pod's
+  PID namespace), its hostname is the pod name, and it is ``sleep infinity`` named ``emu-pause:<cluster>/<pod>``
+  (no shell or interpreter stays behind: about 0.2 MiB per pod). A ``hostNetwork`` pod's pause joins the node's
+  network namespace instead, with UTS and PID namespaces of its own so the machine's hostname is never touched
+  and no process outside the pod is visible from it. A command run in the pod itself (not in a container) gets
+  a mount namespace of its own there (``Namespaces.own_proc``) with the pod's /proc and the kubelet's
+  /etc/hosts and /etc/resolv.conf bound over the node's, so it sees and resolves as the pod does: the pause
+  process has no mount namespace, as one per pod would cost a copy of the node's mount table at every build
+  and teardown.
 - The **CNI bridge plugin's** work: a veth pair, the pod end moved into the pod as ``eth0`` with its planned MAC,
   MTU and address, the node end (``veth`` + 8 hex) on ``cni0`` with hairpin mode on (flannel's CNI config sets
   ``hairpinMode: true``), and the pod's routes. All pods of a node are wired with one ``ip -batch`` in the node;
@@ -13,14 +16,16 @@
 - **Containers** are processes that join the pause process's network and UTS namespaces (the
   ``--net=container:<pause>`` of the source text) plus a mount namespace of their own: a private ``/tmp``, the
   kubelet's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` (when the plan gives the pod one; else
-  the node's stays), and bind-mounted ``emptyDir`` volumes shared between the containers that mount them. Their
-  output goes to a log file. emu's own helper programs (``python3 -m emu....``, such as cluster DNS's
-  dnsmasq-nanny) find the emu package through ``PYTHONPATH``.
+  the node's stays), bind-mounted ``emptyDir`` volumes shared between the containers that mount them, and a
+  /proc of the container's PID namespace. As the kubelet does, each container has a PID namespace of its own (its
+  command is PID 1: ``ps`` shows the container's processes, and nothing of the machine can be seen or
+  signalled), or, with ``shareProcessNamespace: true``, the pause process's: the pod's containers then see each
+  other, with pause as PID 1. Their output goes to a log file. emu's own helper programs (``python3 -m
+  emu....``, such as cluster DNS's dnsmasq-nanny) find the emu package through ``PYTHONPATH``.
 
-A cluster starts its pause and container processes from one helper (``spawner=``, see emu.apply.spawner): one
-fork and one exec each, with the namespaces and mounts made in the child, instead of the shell chains below
-(``PAUSE_SCRIPT``, ``CONTAINER_SCRIPT``), which remain for callers without a spawner. Both give the same
-processes in the same namespaces behind the same gate.
+Both are started from the cluster's one helper (``spawner``, see emu.apply.spawner): one fork and one exec
+each, the namespaces and mounts made in the child, behind the gate that holds a process until emu has recorded
+its pid.
 """
 
 import os
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from emu.apply.commands import GATE, Namespaces, base_env, ip_batch, popen, release
+from emu.apply.commands import Namespaces, base_env, ip_batch, release
 from emu.apply.netlink import NetlinkError, RouteSocket
 from emu.errors import BuildError
 from emu.plan.model import ContainerPlan, PodPlan
@@ -39,83 +44,42 @@ if TYPE_CHECKING:
 
 #: The directory holding the ``emu`` package: emu's helper programs import it from there.
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-# Both scripts first wait behind GATE until emu has recorded their pid (commands.release).
-PAUSE_SCRIPT = GATE + (
-    'mount --bind "$3" /etc/hosts && { [ -z "$4" ] || mount --bind "$4" /etc/resolv.conf; } && '
-    'hostname "$1" && exec -a "$2" sleep infinity </dev/null'
-)
-
-# Runs inside the container's fresh mount namespace, then becomes the container's process (exec).
-CONTAINER_SCRIPT = r"""set -e
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount --bind "$1" /etc/hosts
-mount --bind "$2" /etc/hostname
-if [ -n "$3" ]; then mount --bind "$3" /etc/resolv.conf; fi
-shift 3
-n=$1; shift
-while [ "$n" -gt 0 ]; do
-  mount --bind "$1" "$2"
-  if [ "$3" = ro ]; then mount -o remount,bind,ro "$2"; fi
-  shift 3; n=$((n - 1))
-done
-if [ -n "$1" ]; then cd "$1"; fi
-shift
-exec "$@" </dev/null
-"""
+#: /proc of the process's own PID namespace, mounted in its own mount namespace (as a container runtime does).
+PROC_MOUNT: "Mount" = ("proc", "/proc", "proc", ("nosuid", "nodev", "noexec"), None)
+#: ``unshare --propagation private``: nothing mounted in the new mount namespace reaches the node, or back.
+PRIVATE: "Mount" = (None, "/", None, ("rec", "private"), None)
 
 
 def start_pause(
     pod: PodPlan,
     cluster: str,
     node_pid: int,
-    record: Optional[Callable[[int], object]] = None,
-    spawner: Optional["Spawner"] = None,
-    pod_dir: Optional[Path] = None,
+    record: Optional[Callable[[int], object]],
+    spawner: "Spawner",
 ) -> "subprocess.Popen[str]":
     """Start the pod's pause process (not waiting for it: see wait_pause).
 
     record: called with the pid before the process may go on (it writes the pid into the state file).
-    spawner: start it from this helper (one fork and one exec, see emu.apply.spawner) rather than through
-        ``unshare`` and ``bash``; the result is the same process in the same namespaces.
-    pod_dir: the pod's files (``write_pod_files``), bound over the node's in the pod's mount namespace.
+    spawner: the helper that starts it (one fork and one exec, see emu.apply.spawner).
     """
-    assert pod_dir is not None, "the pod's files are written before its pause process starts"
-    resolv = str(pod_dir / "resolv.conf") if pod.resolv_conf else ""
-    if spawner is not None:
-        setns = [("mnt", f"/proc/{node_pid}/ns/mnt")]
-        if pod.host_network:
-            setns.insert(0, ("net", f"/proc/{node_pid}/ns/net"))
-        argv = [f"emu-pause:{cluster}/{pod.name}", "infinity"]
-        mounts: List["Mount"] = [
-            (None, "/", None, ("rec", "private"), None),
-            (str(pod_dir / "hosts"), "/etc/hosts", None, ("bind",), None),
-        ]
-        if resolv:
-            mounts.append((resolv, "/etc/resolv.conf", None, ("bind",), None))
-        try:
-            spawned = spawner.spawn(
-                argv,
-                "emu-pause",
-                setns=setns,
-                unshare=["uts", "mnt"] if pod.host_network else ["net", "uts", "mnt"],
-                mounts=mounts,
-                hostname=pod.hostname,
-                executable="sleep",
-            )
-        except OSError as exc:
-            raise BuildError(f"pod {pod.name}: start the pause process", ["sleep"] + argv, str(exc)) from None
-        release(spawned, record)
-        return spawned  # type: ignore[return-value]  # Popen's interface, see Spawned
-    argv = ["unshare", "--uts", "--mount", "--propagation", "private"]
-    ns = Namespaces(net_pid=node_pid, mount_pid=node_pid)
-    if not pod.host_network:
-        argv.append("--net")
-    argv += ["--", "bash", "-c", PAUSE_SCRIPT, "emu-pause", pod.hostname, f"emu-pause:{cluster}/{pod.name}"]
-    argv += [str(pod_dir / "hosts"), resolv]
-    proc = popen(argv, ns, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    release(proc, record)
-    return proc
+    setns = []
+    if pod.host_network:
+        setns = [("net", f"/proc/{node_pid}/ns/net"), ("mnt", f"/proc/{node_pid}/ns/mnt")]
+    argv = [f"emu-pause:{cluster}/{pod.name}", "infinity"]
+    try:
+        spawned = spawner.spawn(
+            argv,
+            "emu-pause",
+            setns=setns,
+            unshare=["uts"] if pod.host_network else ["net", "uts"],
+            hostname=pod.hostname,
+            executable="sleep",
+            pidns="new",
+        )
+    except OSError as exc:
+        raise BuildError(f"pod {pod.name}: start the pause process", ["sleep"] + argv, str(exc)) from None
+    release(spawned, record)
+    return spawned  # type: ignore[return-value]  # Popen's interface, see Spawned
 
 
 def wait_pause(pod: PodPlan, proc: "subprocess.Popen[str]", timeout: float = 10.0) -> None:
@@ -238,70 +202,15 @@ def start_container(
     node_pid: int,
     pod_dir: Path,
     extra_env: Dict[str, str],
-    record: Optional[Callable[[int], object]] = None,
-    spawner: Optional["Spawner"] = None,
-) -> "subprocess.Popen[str]":
-    """Start one container process in the pod's namespaces, with its own mount namespace; log to a file.
-
-    record: called with the pid before the process may go on (it writes the pid into the state file).
-    spawner: start it from this helper (one fork and one exec, see emu.apply.spawner) rather than through
-        ``nsenter``, ``unshare``, ``bash`` and ``mount``; the mounts are the same as CONTAINER_SCRIPT's.
-    """
-    if spawner is not None:
-        return _spawn_container(pod, container, pause_pid, node_pid, pod_dir, extra_env, record, spawner)
-    ns = Namespaces(net_pid=pause_pid, mount_pid=node_pid, uts=True)
-    resolv = str(pod_dir / "resolv.conf") if pod.resolv_conf else ""
-    args: List[str] = [str(pod_dir / "hosts"), str(pod_dir / "hostname"), resolv, str(len(container.mounts))]
-    for mount in container.mounts:
-        args += [str(pod_dir / "volumes" / mount.volume), mount.path, "ro" if mount.read_only else "rw"]
-    args.append(container.working_dir)
-    argv = (
-        ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", GATE + CONTAINER_SCRIPT, "emu-container"]
-        + args
-        + list(container.argv)
-    )
-    env = base_env({"HOSTNAME": pod.hostname})
-    env.update(extra_env)
-    env.update(helper_env(container))
-    env.update(dict(container.env))
-    log = open(pod_dir / f"{container.name}.log", "ab")
-    try:
-        proc = popen(argv, ns, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
-    finally:
-        log.close()
-    release(proc, record)
-    return proc
-
-
-def container_mounts(container: ContainerPlan, pod_dir: Path, resolv: bool = False) -> List["Mount"]:
-    """What CONTAINER_SCRIPT mounts, as (source, target, fstype, flags, data) for the spawner, in order.
-
-    resolv: the pod has a resolv.conf of its own (else the node's stays)."""
-    mounts: List["Mount"] = [
-        (None, "/", None, ("rec", "private"), None),  # unshare --propagation private
-        ("tmpfs", "/tmp", "tmpfs", (), "mode=1777"),
-        (str(pod_dir / "hosts"), "/etc/hosts", None, ("bind",), None),
-        (str(pod_dir / "hostname"), "/etc/hostname", None, ("bind",), None),
-    ]
-    if resolv:
-        mounts.append((str(pod_dir / "resolv.conf"), "/etc/resolv.conf", None, ("bind",), None))
-    for mount in container.mounts:
-        mounts.append((str(pod_dir / "volumes" / mount.volume), mount.path, None, ("bind",), None))
-        if mount.read_only:
-            mounts.append((None, mount.path, None, ("remount", "bind", "rdonly"), None))
-    return mounts
-
-
-def _spawn_container(
-    pod: PodPlan,
-    container: ContainerPlan,
-    pause_pid: int,
-    node_pid: int,
-    pod_dir: Path,
-    extra_env: Dict[str, str],
     record: Optional[Callable[[int], object]],
     spawner: "Spawner",
 ) -> "subprocess.Popen[str]":
+    """Start one container process in the pod's namespaces, with its own mount namespace (and PID namespace,
+    unless the pod shares one); its output goes to its log file.
+
+    record: called with the pid before the process may go on (it writes the pid into the state file).
+    spawner: the helper that starts it (one fork and one exec, see emu.apply.spawner).
+    """
     env = base_env({"HOSTNAME": pod.hostname})
     env.update(extra_env)
     env.update(helper_env(container))
@@ -322,6 +231,7 @@ def _spawn_container(
             env=env,
             stdout=log,
             stderr=log,
+            pidns=f"/proc/{pause_pid}/ns/pid" if pod.share_process_namespace else "new",
         )
     except OSError as exc:
         raise BuildError(f"pod {pod.name}: start container {container.name}", list(container.argv), str(exc)) from None
@@ -329,6 +239,26 @@ def _spawn_container(
         log.close()
     release(spawned, record)
     return spawned  # type: ignore[return-value]  # Popen's interface, see Spawned
+
+
+def container_mounts(container: ContainerPlan, pod_dir: Path, resolv: bool = False) -> List["Mount"]:
+    """A container's mounts, as (source, target, fstype, flags, data) for the spawner, in order.
+
+    resolv: the pod has a resolv.conf of its own (else the node's stays)."""
+    mounts: List["Mount"] = [
+        PRIVATE,
+        ("tmpfs", "/tmp", "tmpfs", (), "mode=1777"),
+        (str(pod_dir / "hosts"), "/etc/hosts", None, ("bind",), None),
+        (str(pod_dir / "hostname"), "/etc/hostname", None, ("bind",), None),
+    ]
+    if resolv:
+        mounts.append((str(pod_dir / "resolv.conf"), "/etc/resolv.conf", None, ("bind",), None))
+    for mount in container.mounts:
+        mounts.append((str(pod_dir / "volumes" / mount.volume), mount.path, None, ("bind",), None))
+        if mount.read_only:
+            mounts.append((None, mount.path, None, ("remount", "bind", "rdonly"), None))
+    mounts.append(PROC_MOUNT)
+    return mounts
 
 
 def listening_ports(pid: int) -> Set[Tuple[int, str]]:

@@ -38,12 +38,30 @@ def sigterm_to_exit(signum, frame) -> None:  # type: ignore[no-untyped-def]
     raise SystemExit(128 + signum)
 
 
+def ignores_sigterm(pid: int) -> bool:
+    """Whether SIGTERM from emu would be dropped: ``pid`` is the first process (PID 1) of a PID namespace of its
+    own and has no handler for it (the kernel delivers a signal to a namespace's init only if it catches it; the
+    kubelet's SIGTERM to ``sleep`` as PID 1 would wait out the grace period, then SIGKILL)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return False
+    nspid = fields.get("NSpid", "").split()
+    caught = int(fields.get("SigCgt", "0").strip() or "0", 16)
+    return len(nspid) > 1 and nspid[-1] == "1" and not caught & (1 << (signal.SIGTERM - 1))
+
+
 def terminate(procs: Sequence["subprocess.Popen[str]"], grace: float) -> None:
-    """SIGTERM every process, wait up to ``grace`` seconds, SIGKILL the rest, reap all."""
+    """SIGTERM every process (SIGKILL at once for one that would ignore it: ``ignores_sigterm``), wait up to
+    ``grace`` seconds, SIGKILL the rest, reap all."""
     for proc in procs:
         if proc.poll() is None:
             try:
-                proc.terminate()
+                if ignores_sigterm(proc.pid):
+                    proc.kill()
+                else:
+                    proc.terminate()
             except OSError:
                 pass
     deadline = time.monotonic() + grace

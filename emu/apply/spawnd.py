@@ -9,11 +9,17 @@ in the child through ctypes.
 Protocol on the SOCK_SEQPACKET socket FD, one JSON object per message; every answer carries its request's
 ``id``:
 
-- ``{"op": "spawn", ...}`` with three file descriptors attached (SCM_RIGHTS): the gate (read end of a pipe whose
-  write end emu holds), the child's stdout and stderr. The child enters the ``setns`` namespaces, ``unshare``s,
+- ``{"op": "spawn", ...}`` with three or four file descriptors attached (SCM_RIGHTS): the gate (read end of a
+  pipe whose write end emu holds), the child's stdout and stderr, and optionally the write end of a pipe the
+  child holds until its exec (emu reads end of file there once the program runs).
+  The child enters the ``setns`` namespaces, ``unshare``s,
   then waits for one line on the gate: at end of file (emu died before recording it) it exits with status 1.
   Then it makes its mounts, sets its hostname, changes directory and execs ``argv`` with ``env``, stdin
   /dev/null. Any failure is written to its stderr and it exits 127. Answer: ``{"pid": N}`` or ``{"error": ...}``.
+  ``pidns`` (optional) puts the child in a PID namespace: ``"new"`` makes one with the child as its PID 1,
+  a path (``/proc/P/ns/pid``) joins P's. A PID namespace can only be entered by a new process, so the server
+  sets it for its children (``unshare``/``setns`` with CLONE_NEWPID) just before the fork and back to its own
+  just after; the pid it answers is the child's pid as seen from here (the root namespace).
 - ``{"op": "reap", "pid": N}``: reap child N (emu asks once it has seen N exit) and answer ``{"status": S}``
   (the exit status, or minus the signal number, as subprocess does), or ``{"running": true}``.
 - End of file (emu closed the socket or died): exit. Children are never reaped unasked, so a child's pid cannot
@@ -28,8 +34,8 @@ import sys
 from array import array
 from typing import Any, Dict, List
 
-CLONE = {"mnt": 0x00020000, "uts": 0x04000000, "net": 0x40000000}
-MS = {"rdonly": 1, "remount": 32, "bind": 4096, "rec": 16384, "private": 1 << 18}
+CLONE = {"mnt": 0x00020000, "uts": 0x04000000, "pid": 0x20000000, "net": 0x40000000}
+MS = {"rdonly": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "remount": 32, "bind": 4096, "rec": 16384, "private": 1 << 18}
 #: setns order (that of nsenter): the mount namespace last, /proc paths are opened before any of them.
 SETNS_ORDER = ("uts", "net", "mnt")
 
@@ -65,7 +71,8 @@ def _read_gate(fd: int) -> bool:
 
 
 def _child(request: Dict[str, Any], gate: int, out: int, err: int) -> None:
-    """Runs in the forked child; never returns."""
+    """Runs in the forked child; never returns. Until its exec it is named ``emu-spawnd`` (the server's name),
+    which is how emu tells that it runs its program (``Spawned.wait_exec``)."""
     name = request.get("name", "emu")
     status = 127
     try:
@@ -130,8 +137,30 @@ def _answer(sock: socket.socket, request: Dict[str, Any], message: Dict[str, Any
     sock.send(json.dumps(message).encode())
 
 
+def _fork_in(pidns: Any, own_pidns: int) -> int:
+    """fork(), the child in the PID namespace ``pidns`` asks for (None: this one's)."""
+    if not pidns:
+        return os.fork()
+    if pidns == "new":
+        _check(_libc.unshare(CLONE["pid"]), "unshare pid")
+    else:
+        fd = os.open(str(pidns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _check(_libc.setns(fd, CLONE["pid"]), f"setns pid {pidns}")
+        finally:
+            os.close(fd)
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:  # the server (not the child): its next children go back to its own namespace
+            _check(_libc.setns(own_pidns, CLONE["pid"]), "setns pid (back)")
+    return pid
+
+
 def serve(sock: socket.socket) -> None:
     fd_size = array("i").itemsize
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     while True:
         data, ancillary, _flags, _addr = sock.recvmsg(4 << 20, socket.CMSG_SPACE(8 * fd_size), socket.MSG_CMSG_CLOEXEC)
         if not data:
@@ -147,9 +176,10 @@ def serve(sock: socket.socket) -> None:
             if op == "spawn":
                 if len(fds) != 3:
                     raise ValueError(f"spawn needs 3 file descriptors, got {len(fds)}")
-                pid = os.fork()
+                pid = _fork_in(request.get("pidns"), own_pidns)
                 if pid == 0:
                     sock.close()
+                    os.close(own_pidns)
                     _child(request, fds[0], fds[1], fds[2])
                 _answer(sock, request, {"pid": pid})
             elif op == "reap":
@@ -164,7 +194,13 @@ def serve(sock: socket.socket) -> None:
                 os.close(fd)
 
 
+#: The server's name (``/proc/PID/comm``), which its children keep until they exec their program.
+NAME = b"emu-spawnd"
+PR_SET_NAME = 15
+
+
 def main() -> int:
+    _libc.prctl(PR_SET_NAME, NAME, 0, 0, 0)
     sock = socket.socket(fileno=int(sys.argv[1]))
     if not sys.stdin.readline():  # the gate: emu records this process first; end of file: emu died
         return 1

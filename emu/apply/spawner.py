@@ -33,6 +33,8 @@ from emu.apply.commands import base_env, process_start_time, release
 from emu.errors import BuildError
 
 SPAWND = str(Path(__file__).resolve().parent / "spawnd.py")
+#: What spawnd calls itself (and its children until they exec): spawnd.NAME.
+SPAWND_NAME = b"emu-spawnd"
 
 #: ``returncode`` of a child whose status could not be learnt (the helper had gone when it exited).
 UNKNOWN_STATUS = 255
@@ -72,6 +74,27 @@ class Spawned:
         self.returncode: Optional[int] = None
         self._start = process_start_time(pid)
         self._polling = threading.Lock()
+        self._execd = False
+
+    def wait_exec(self, timeout: float = 10.0) -> bool:
+        """Wait until the child runs its program (its namespaces, mounts and environment are then its own: an
+        exec into it sees the container, not the helper); False if it died first or took longer. Until its exec
+        a child bears the helper's name (``/proc/PID/comm`` is ``emu-spawnd``)."""
+        deadline = time.monotonic() + timeout
+        pause = 0.0005
+        while not self._execd:
+            try:
+                with open(f"/proc/{self.pid}/comm", "rb") as f:
+                    self._execd = f.read().strip() != SPAWND_NAME
+            except OSError:
+                return False
+            if self._execd or self.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.01)
+        return self.poll() is None
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
@@ -188,6 +211,7 @@ class Spawner:
         executable: Optional[str] = None,
         stdout: Union[int, IO[Any]] = DEVNULL,
         stderr: Union[int, IO[Any]] = PIPE,
+        pidns: Optional[str] = None,
     ) -> Spawned:
         """Start ``argv`` behind the gate (release it with ``commands.release``) and return its handle.
 
@@ -201,6 +225,8 @@ class Spawner:
         env: the environment (default ``commands.base_env()``); PATH in it finds the program.
         executable: the program to run when ``argv[0]`` is only its displayed name (``exec -a``).
         stdout, stderr: a file, a descriptor, DEVNULL, or (stderr only) PIPE: ``Spawned.stderr`` then reads it.
+        pidns: the PID namespace of the child: None (the helper's), ``"new"`` (one of its own, the child its PID
+            1), or ``/proc/PID/ns/pid`` (PID's: a pod's containers in their pause process's).
         Raises OSError when the helper cannot start the child (exec errors go to the child's stderr instead).
         """
         gate_read, gate_write = os.pipe()
@@ -224,6 +250,7 @@ class Spawner:
                 "mounts": [[s, t, f, list(fl), d] for s, t, f, fl, d in mounts],
                 "hostname": hostname,
                 "cwd": cwd,
+                "pidns": pidns,
             }
             with self._lock:
                 answer = self._ask(request, [gate_read, out_fd, err_fd])

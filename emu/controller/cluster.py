@@ -16,7 +16,8 @@ import re
 import signal
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
+from ipaddress import IPv4Address
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from emu.apply.handles import Node, Pod, Router, Service
 from emu.apply.impair import EndReport
@@ -29,13 +30,11 @@ from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
-from emu.spec.added import load_added_service, pinned
+from emu.spec.added import load_added_service
 from emu.spec.errors import Problem, SpecError
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
-
-if TYPE_CHECKING:
-    from emu.spec.yamlsrc import Document
+from emu.spec.yamlsrc import Document
 
 
 class LinkReport(list):  # type: ignore[type-arg]
@@ -191,11 +190,15 @@ class Cluster:
     def services(self) -> List[Service]:
         return self.live.services
 
-    def service(self, name: str) -> Service:
-        for s in self.plan.services:
-            if s.name == name:
-                return Service(s)
-        raise KeyError(f"no Service named {name!r} (services: {', '.join(s.name for s in self.plan.services)})")
+    def service(self, name: str, namespace: Optional[str] = None) -> Service:
+        """The Service ``name`` (of ``namespace``; without one, of default, else of any namespace)."""
+        candidates = [s for s in self.plan.services if s.name == name]
+        chosen = [s for s in candidates if s.namespace == (namespace or "default")] or (
+            candidates if namespace is None else [])
+        if chosen:
+            return Service(chosen[0])
+        known = ", ".join(f"{s.namespace}/{s.name}" for s in self.plan.services)
+        raise KeyError(f"no Service named {name!r}{f' in {namespace}' if namespace else ''} (services: {known})")
 
     def resolve(self, word: str, in_pod: Optional[str] = None) -> str:
         """The address behind a pod, node or Service name (names are left as they are otherwise), also in a URL
@@ -252,7 +255,7 @@ class Cluster:
         self.pod(name)  # a KeyError naming the live pods when there is none
         self._change(replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name != name)))
 
-    def add_pod(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Pod:
+    def add_pod(self, manifest: Dict[str, Any], document: Optional[Document] = None) -> Pod:
         """Create a pod in the running cluster, as ``kubectl apply`` of a Pod object would.
 
         It is validated with the loader's rules, placed on ``spec.nodeName`` or by the same spread scheduler,
@@ -272,57 +275,86 @@ class Cluster:
             self._change(replace(self.spec, pods=self.spec.pods + (pod,)))
             return self.live.pod(pod.name)
 
-    def add_service(self, manifest: Dict[str, Any], document: Optional["Document"] = None) -> Service:
-        """Create a Service in the running cluster, as ``kubectl apply`` of a Service object would: validated with
-        the loader's rules, given the next free cluster IP (or its own), kube-proxy's rules loaded in every node,
-        its records in cluster DNS. No other Service's address moves. Raises SpecError for an invalid one."""
+    def add_service(self, manifest: Dict[str, Any], document: Optional[Document] = None) -> Service:
+        """Create a Service in the running cluster, as ``kubectl apply`` of a Service would: validated with the
+        loader's rules (a requested clusterIP or nodePort must be free), given a ClusterIP (and node ports) as
+        the API server gives them, and every node's kube-proxy rules reloaded with it. Containers started from
+        now on get its variables (those running keep theirs, as in Kubernetes). Raises SpecError."""
+        self.apply([document or _document(manifest)])
+        service = manifest.get("metadata", {}) if isinstance(manifest, dict) else {}
+        return self.service(str(service.get("name")), str(service.get("namespace") or "default"))
+
+    def apply(self, documents: Sequence[Document]) -> List[str]:
+        """``kubectl apply -f``: create the Pods and Services of ``documents``, in one change (every object is
+        validated first: a SpecError for any invalid one, and nothing is created); a line per object."""
         with self.live.lock:
             if not self.live.running:
-                raise EmuError("the cluster is not running: cannot add a Service")
-            spec = pinned(self.spec, self.plan.services)
-            service = load_added_service(manifest, spec, document)
-            self._change(replace(spec, services=spec.services + (service,)))
-            return self.service(service.name)
+                raise EmuError("the cluster is not running: cannot apply objects")
+            spec = self.spec
+            created: List[str] = []
+            ips = {
+                IPv4Address(s.cluster_ip): f"{s.namespace}/{s.name}"
+                for s in self.plan.services
+                if s.cluster_ip not in ("None", "")  # headless and ExternalName Services have none
+            }
+            node_ports = {p.node_port: s.name for s in self.plan.services for p in s.ports if p.node_port}
+            for document in documents:
+                kind = document.data.get("kind") if isinstance(document.data, dict) else None
+                if kind == "Pod":
+                    pod = load_added_pod(document.data, spec, document)
+                    spec = replace(spec, pods=spec.pods + (pod,))
+                    created.append(f'pod "{pod.name}"')
+                elif kind == "Service":
+                    svc = load_added_service(document.data, spec, document, ips, node_ports)
+                    spec = replace(spec, services=spec.services + (svc,))
+                    if svc.cluster_ip is not None:
+                        ips[svc.cluster_ip] = f"{svc.namespace}/{svc.name}"
+                    node_ports.update({p.node_port: svc.name for p in svc.ports if p.node_port})
+                    created.append(f'service "{svc.namespace}/{svc.name}"')
+                else:
+                    what = f"kind {kind!r}" if kind else "an object without a kind"
+                    problem = Problem(
+                        document.file, document.line(("kind",)), "kind",
+                        f"{what} cannot be applied to a running cluster",
+                        "kind: Pod or Service (Deployments are read when the cluster is built)",
+                    )
+                    raise SpecError([problem])
+            self._change(spec)
+        return [self._created(line) for line in created]
+
+    def _created(self, line: str) -> str:
+        kind, name = line.split(" ", 1)
+        name = name.strip('"')
+        if kind == "pod":
+            pod = self.live.pod(name)
+            return f'pod "{name}" created ({pod.ip} on {pod.node})'
+        namespace, _, short = name.partition("/")
+        return f'service "{name}" created ({self.service(short, namespace).cluster_ip})'
+
+    def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> None:
+        """``kubectl delete KIND NAME [-n NAMESPACE]``, for the kinds a running cluster can lose (pods, Services)."""
+        self.remove([(kind, name, namespace)])
 
     def delete_service(self, name: str, namespace: str = "default") -> None:
-        """Delete a Service: its rules go from every node, its records from cluster DNS; the others keep theirs."""
+        """Delete a Service: every node's kube-proxy rules lose it; its ClusterIP is free again."""
+        self.remove([("service", name, namespace)])
+
+    def remove(self, objects: Sequence[Tuple[str, str, Optional[str]]]) -> None:
+        """Delete several pods and Services, ``(kind, name, namespace or None)`` each, in one change."""
         with self.live.lock:
-            spec = pinned(self.spec, self.plan.services)
-            kept = tuple(s for s in spec.services if (s.namespace, s.name) != (namespace, name))
-            if len(kept) == len(spec.services):
-                raise KeyError(f"no Service named {name!r} in namespace {namespace!r}")
-            self._change(replace(spec, services=kept))
-
-    def apply(self, documents: Sequence["Document"]) -> List[str]:
-        """``kubectl apply -f``: create the objects of ``documents`` (Pods, Services), one change each; returns a
-        line per object created. Raises SpecError for an invalid one (those before it are created)."""
-        created: List[str] = []
-        for document in documents:
-            kind = document.data.get("kind") if isinstance(document.data, dict) else None
-            if kind == "Service":
-                service = self.add_service(document.data, document)
-                created.append(f'service "{service.name}" created ({service.cluster_ip})')
-                continue
-            if kind != "Pod":
-                what = f"kind {kind!r}" if kind else "an object without a kind"
-                problem = Problem(
-                    document.file, document.line(("kind",)), "kind", f"{what} cannot be applied to a running cluster",
-                    "kind: Pod or Service (Deployments are read when the cluster is built)",
-                )
-                raise SpecError([problem])
-            pod = self.add_pod(document.data, document)
-            created.append(f'pod "{pod.name}" created ({pod.ip} on {pod.node})')
-        return created
-
-    def delete(self, kind: str, name: str) -> None:
-        """``kubectl delete KIND NAME``, for the kinds a running cluster can lose (pods, Services)."""
-        if kind.lower() in ("pod", "pods", "po"):
-            self.delete_pod(name)
-            return
-        if kind.lower() in ("service", "services", "svc"):
-            self.delete_service(name)
-            return
-        raise EmuError(f"cannot delete a {kind} from a running cluster (pods and Services can be deleted)")
+            spec = self.spec
+            for kind, name, namespace in objects:
+                if kind.lower() in ("pod", "pods", "po"):
+                    self.pod(name)  # a KeyError naming the live pods when there is none
+                    spec = replace(spec, pods=tuple(p for p in spec.pods if p.name != name))
+                elif kind.lower() in ("service", "services", "svc"):
+                    ns = namespace or "default"
+                    self.service(name, ns)  # a KeyError naming the Services when there is none
+                    spec = replace(spec, services=tuple(
+                        s for s in spec.services if (s.namespace, s.name) != (ns, name)))
+                else:
+                    raise EmuError(f"cannot delete a {kind} from a running cluster (pods and Services can be)")
+            self._change(spec)
 
     def link(
         self,
@@ -387,3 +419,7 @@ class Cluster:
         """The watcher saw a pod's pause process die: the pod is gone, and with it its endpoints."""
         if any(p.name == name for p in self.spec.pods):
             self._change(replace(self.spec, pods=tuple(p for p in self.spec.pods if p.name != name)))
+
+
+def _document(manifest: Any) -> Document:
+    return Document("<manifest>", 0, manifest, {})

@@ -2,9 +2,10 @@
 
 ``replan(plan, spec)`` is the plan of a changed spec for a cluster that runs ``plan`` now: pods that stay keep
 their addresses and everything else of theirs (a live pod never changes its IP), new pods get the lowest free
-address of their node's subnet, and every Service's endpoints and every node's rule documents are computed again.
-``diff(old, new)`` says what the apply layer must do to go from one to the other (with the conntrack entries
-kube-proxy deletes after the change: ``emu.proxy.conntrack``).
+address of their node's subnet, Services that stay keep their ClusterIPs and node ports, and every Service's
+endpoints and every node's rule documents are computed again. ``diff(old, new)`` says what the apply layer must do
+to go from one to the other (with the conntrack entries kube-proxy deletes after the change:
+``emu.proxy.conntrack``).
 """
 
 from dataclasses import dataclass, replace
@@ -46,7 +47,7 @@ def replan(plan: Plan, spec: ClusterSpec) -> Plan:
     for pod in spec.pods:
         if pod.name not in known:
             pods.append(plan_added_pod(replace(plan, pods=tuple(pods)), spec, pod))
-    services = plan_services(spec, pods)
+    services = plan_services(spec, pods, plan.services)
     changed = with_rules(replace(plan, pods=tuple(pods), services=tuple(services), spec=spec))
     return with_addons(changed, spec)
 

@@ -3,12 +3,22 @@
 - Flannel leases node subnets of ``subnetLen`` from the Network, skipping the first one (its subnet manager
   starts at SubnetMin = Network + 1 subnet), so with 10.244.0.0/16 the first node gets 10.244.1.0/24.
 - The CNI host-local IPAM gives the gateway (the bridge) the subnet's .1 and pods addresses from .2, in order.
-- Service cluster IPs are taken from ``spec.clusterIP`` when given, otherwise handed out in order from
-  serviceCIDR + 10 (the first address is the ``kubernetes`` Service's), skipping taken ones.
+- Service cluster IPs as the API server gives them: ``spec.clusterIP`` when given (the spec layer checked it);
+  the first address is the ``kubernetes`` Service's and the tenth is kept for cluster DNS (kubeadm's kube-dns
+  Service asks for it). The rest come from the upper part of the range, as the API server's allocator takes
+  them (KEP-3070: the first ``min(max(16, size/16), 256)`` addresses are left for Services that ask for one):
+  deterministically here, at an offset from a hash of the Service's namespace and name, the next free one on a
+  collision. So an address does not depend on the other Services, and one added later moves none.
 """
 
+import hashlib
 from ipaddress import IPv4Address, IPv4Network
-from typing import Dict, Iterator, List, Optional, Sequence
+from itertools import chain
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+#: Offsets in serviceCIDR of the addresses nobody is given by chance: the API server's own Service, cluster DNS.
+KUBERNETES_OFFSET = 1
+DNS_OFFSET = 10
 
 
 class IpamError(ValueError):
@@ -53,28 +63,53 @@ class HostLocal:
         return address
 
 
-def cluster_ips(service_cidr: IPv4Network, requested: Sequence[Optional[IPv4Address]]) -> List[IPv4Address]:
-    """One cluster IP per Service: the requested one, or the next free one from serviceCIDR + 10."""
-    taken = {ip for ip in requested if ip is not None}
-    taken.add(service_cidr.network_address + 1)
-    free = _free_addresses(service_cidr, taken)
+def static_band(cidr: IPv4Network) -> int:
+    """How many addresses at the start of serviceCIDR the API server leaves for Services that ask for one."""
+    size = cidr.num_addresses
+    if size <= 16:
+        return 0
+    return min(max(16, size // 16), 256)
+
+
+def kubernetes_ip(cidr: IPv4Network) -> IPv4Address:
+    return cidr.network_address + KUBERNETES_OFFSET
+
+
+def dns_ip(cidr: IPv4Network) -> IPv4Address:
+    return cidr.network_address + DNS_OFFSET
+
+
+def cluster_ips(
+    service_cidr: IPv4Network,
+    services: Sequence[Tuple[str, Optional[IPv4Address]]],
+    keep: Optional[Mapping[str, IPv4Address]] = None,
+) -> List[IPv4Address]:
+    """One cluster IP per Service ``(namespace/name, requested IP or None)``, in order: the requested one, the
+    one ``keep`` gives it (a running cluster's Services keep their addresses), or one allocated (see above)."""
+    unrequested = {key for key, ip in services if ip is None}
+    keep = {key: ip for key, ip in (keep or {}).items() if key in unrequested}
+    taken = {ip for _key, ip in services if ip is not None} | set(keep.values())
+    taken |= {kubernetes_ip(service_cidr), dns_ip(service_cidr)}
     out: List[IPv4Address] = []
-    for ip in requested:
+    for key, ip in services:
         if ip is None:
-            try:
-                ip = next(free)
-            except StopIteration:
-                raise IpamError(f"serviceCIDR {service_cidr} is full") from None
+            ip = keep.get(key) or _allocate(service_cidr, key, taken)
+            taken.add(ip)
         out.append(ip)
     return out
 
 
-def _free_addresses(cidr: IPv4Network, taken: set) -> Iterator[IPv4Address]:
-    start = int(cidr.network_address) + 10
-    for value in range(start, int(cidr.broadcast_address)):
+def _allocate(cidr: IPv4Network, key: str, taken: set) -> IPv4Address:
+    first = int(cidr.network_address) + 1
+    last = int(cidr.broadcast_address) - 1
+    upper = first + static_band(cidr)
+    span = last - upper + 1
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % span
+    for value in chain(range(upper + start, last + 1), range(upper, upper + start), range(first, upper)):
         ip = IPv4Address(value)
         if ip not in taken:
-            yield ip
+            return ip
+    raise IpamError(f"serviceCIDR {cidr} is full")
 
 
 def allocation_table(subnets: Dict[str, IPv4Network]) -> Dict[str, str]:

@@ -243,6 +243,10 @@ class PodPlan:
     #: The pod's /etc/resolv.conf as the kubelet writes it (emu.plan.resolv), bind-mounted over the node's in
     #: the pod; "" keeps the node's own resolver (dnsPolicy Default, hostNetwork pods, no cluster DNS).
     resolv_conf: str = ""
+    #: shareProcessNamespace: the containers share the pause process's PID namespace (else one each)
+    share_process_namespace: bool = False
+    #: enableServiceLinks: the variables of every Service of the pod's namespace (the kubernetes Service's always)
+    service_links: bool = True
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,8 @@ def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, 
             containers=containers,
             volumes=pod.volumes,
             **dns,
+            share_process_namespace=pod.share_process_namespace,
+            service_links=pod.service_links,
         )
     gw = gateway(subnet)
     return PodPlan(
@@ -141,6 +143,8 @@ def pod_plan(spec: ClusterSpec, pod: Pod, subnet: IPv4Network, ip: IPv4Address, 
         containers=containers,
         volumes=pod.volumes,
         **dns,
+        share_process_namespace=pod.share_process_namespace,
+        service_links=pod.service_links,
     )
 
 

@@ -9,9 +9,9 @@ on an EndpointSlice change.
 
 from dataclasses import replace
 from functools import lru_cache
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from types import ModuleType
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from emu import registry
 from emu.plan import flannel
@@ -22,10 +22,21 @@ from emu.proxy import services as kubeproxy
 from emu.spec.model import ClusterSpec, Pod
 
 
-def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePlan]:
-    """Every Service of ``spec`` with its address, node ports and the endpoints among ``pods``."""
+def plan_services(
+    spec: ClusterSpec, pods: Sequence[PodPlan], running: Sequence[ServicePlan] = ()
+) -> List[ServicePlan]:
+    """Every Service of ``spec`` with its address, node ports and the endpoints among ``pods``.
+
+    running: the Services of the cluster as it runs now: those still in ``spec`` keep their ClusterIPs and
+    allocated node ports (the API server never changes a live Service's). Headless and ExternalName Services
+    get no ClusterIP ("None" and "").
+    """
     virtual = [s for s in spec.services if not s.headless and s.type != "ExternalName"]
-    ip_of = dict(zip((id(s) for s in virtual), cluster_ips(spec.network.service_cidr, [s.cluster_ip for s in virtual])))
+    keep = {
+        f"{s.namespace}/{s.name}": IPv4Address(s.cluster_ip) for s in running if s.cluster_ip not in ("None", "")
+    }
+    requests = [(f"{s.namespace}/{s.name}", s.cluster_ip) for s in virtual]
+    ip_of = dict(zip((id(s) for s in virtual), cluster_ips(spec.network.service_cidr, requests, keep)))
     pod_spec = {p.name: p for p in spec.pods}
     # Pods by (namespace, label, value), in pod order: a Service looks at the pods of its selector's first
     # label only (10,000 Services over thousands of pods would otherwise compare every pair).
@@ -62,7 +73,7 @@ def plan_services(spec: ClusterSpec, pods: Sequence[PodPlan]) -> List[ServicePla
                 external_name=service.external_name,
             )
         )
-    _allocate_node_ports(out)
+    _allocate_node_ports(out, running)
     return out
 
 
@@ -103,37 +114,89 @@ def with_rules(plan: Plan) -> Plan:
     return replace(plan, nodes=tuple(nodes))
 
 
-def service_env(services: Sequence[ServicePlan]) -> Dict[str, str]:
-    """The Docker-link style variables the kubelet gives every container for every Service."""
+#: The API server's own Service (the first address of serviceCIDR): every pod gets its variables, as the kubelet
+#: gives them (its ``masterServices``), whatever its namespace and enableServiceLinks. emu has no API server:
+#: nothing answers at that address.
+MASTER_SERVICE_PORT = ("https", "TCP", 443)
+
+
+def master_service(service_cidr: str) -> ServicePlan:
+    """The ``kubernetes`` Service of the default namespace, as the API server creates it (no endpoints here)."""
+    ip = str(IPv4Network(service_cidr).network_address + 1)
+    name, protocol, port = MASTER_SERVICE_PORT
+    return ServicePlan("kubernetes", "default", "ClusterIP", ip, "None", 10800,
+                       (ServicePortPlan(name, protocol, port, str(port), None, ()),))
+
+
+def pod_env(plan: Plan, pod: PodPlan) -> Dict[str, str]:
+    """The Service variables the kubelet gives every container of ``pod``: the ``kubernetes`` Service's always,
+    and those of every Service of the pod's namespace unless its ``enableServiceLinks`` is false (a Service of
+    that namespace named like the master wins, as in the kubelet's map)."""
+    chosen: Dict[str, ServicePlan] = {"kubernetes": master_service(plan.service_cidr)}
+    if pod.service_links:
+        for service in plan.services:
+            if service.namespace == pod.namespace:
+                chosen[service.name] = service
+    return service_env(chosen.values())
+
+
+def service_env(services: Iterable[ServicePlan]) -> Dict[str, str]:
+    """The variables of ``services`` as the kubelet writes them (``envvars.FromServices``): for Service
+    ``my-svc`` with first port 80/TCP named ``http``, ``MY_SVC_SERVICE_HOST``, ``MY_SVC_SERVICE_PORT``,
+    ``MY_SVC_SERVICE_PORT_HTTP`` (one per named port), and Docker's link variables ``MY_SVC_PORT`` (the first
+    port, ``tcp://IP:80``), ``MY_SVC_PORT_80_TCP``, ``..._PROTO`` (``tcp``), ``..._PORT`` (``80``) and
+    ``..._ADDR`` (the IP), per port."""
     env: Dict[str, str] = {}
     for s in services:
         if not s.ports or s.cluster_ip in ("None", ""):  # headless and ExternalName Services get none
             continue
-        prefix = s.name.upper().replace("-", "_")
+        prefix = _env_name(s.name)
         env[f"{prefix}_SERVICE_HOST"] = s.cluster_ip
         env[f"{prefix}_SERVICE_PORT"] = str(s.ports[0].port)
         for p in s.ports:
             if p.name:
-                env[f"{prefix}_SERVICE_PORT_{p.name.upper().replace('-', '_')}"] = str(p.port)
+                env[f"{prefix}_SERVICE_PORT_{_env_name(p.name)}"] = str(p.port)
+        for i, p in enumerate(s.ports):
+            proto = p.protocol.lower()
+            url = f"{proto}://{s.cluster_ip}:{p.port}"
+            if i == 0:
+                env[f"{prefix}_PORT"] = url  # Docker special-cases the first port
+            link = f"{prefix}_PORT_{p.port}_{p.protocol.upper()}"
+            env[link] = url
+            env[f"{link}_PROTO"] = proto
+            env[f"{link}_PORT"] = str(p.port)
+            env[f"{link}_ADDR"] = s.cluster_ip
     return env
 
 
-def _allocate_node_ports(services: List[ServicePlan]) -> None:
-    """NodePort Services without an explicit nodePort get the next free one from 30000, in order."""
+def _env_name(name: str) -> str:
+    """The kubelet's ``makeEnvVariableName``: upper case, ``-`` as ``_``."""
+    return name.upper().replace("-", "_")
+
+
+def _allocate_node_ports(services: List[ServicePlan], running: Sequence[ServicePlan] = ()) -> None:
+    """NodePort Services without an explicit nodePort keep the one they have in ``running``; the others get
+    the next free one from 30000, in order."""
+    kept = {(s.namespace, s.name, p.port, p.protocol): p.node_port for s in running for p in s.ports if p.node_port}
     used = {p.node_port for s in services for p in s.ports if p.node_port}
-    candidate = 30000
-    for i, service in enumerate(services):
-        if service.type != "NodePort":
-            continue
-        ports = []
-        for port in service.ports:
-            if port.node_port is None:
-                while candidate in used:
-                    candidate += 1
-                used.add(candidate)
-                port = replace(port, node_port=candidate)
-            ports.append(port)
-        services[i] = replace(service, ports=tuple(ports))
+    for keeping in (True, False):
+        candidate = 30000
+        for i, service in enumerate(services):
+            if service.type != "NodePort":
+                continue
+            ports = []
+            for port in service.ports:
+                key = (service.namespace, service.name, port.port, port.protocol)
+                if port.node_port is None and keeping and kept.get(key) not in (None, *used):
+                    port = replace(port, node_port=kept[key])
+                    used.add(port.node_port)
+                elif port.node_port is None and not keeping:
+                    while candidate in used:
+                        candidate += 1
+                    used.add(candidate)
+                    port = replace(port, node_port=candidate)
+                ports.append(port)
+            services[i] = replace(service, ports=tuple(ports))
 
 
 def _resolve_target(target: str, protocol: str, pod: Pod) -> Optional[int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from emu import registry
+from emu.plan.ipam import dns_ip, kubernetes_ip
 from emu.spec import kube_fields as kf
 from emu.spec.cluster import read_cluster
 from emu.spec.errors import Problem, SpecError
@@ -320,8 +321,12 @@ def _check_services(services: List[Tuple[Service, Reader]], pods: Sequence[Pod],
             r.error(("metadata", "name"), f"duplicate Service '{service.name}'", "every Service has its own name")
             continue
         svc_names.add((service.namespace, service.name))
+        if (service.namespace, service.name) == ("default", "kubernetes"):
+            r.error(("metadata", "name"), "default/kubernetes is the API server's own Service",
+                    "another name, or another namespace")
+            continue
         if service.cluster_ip is not None:
-            _check_cluster_ip(service, network, used_ips, r)
+            check_cluster_ip(service, network, used_ips, r)
         for i, port in enumerate(service.ports):
             if port.node_port is not None:
                 if port.node_port in used_node_ports:
@@ -331,25 +336,34 @@ def _check_services(services: List[Tuple[Service, Reader]], pods: Sequence[Pod],
                         "pick another in 30000-32767",
                     )
                 used_node_ports[port.node_port] = service.name
-        _check_selector(service, pods, r)
+        check_selector(service, pods, r)
         checked.append(service)
     return checked
 
 
-def _check_cluster_ip(service: Service, network: Network, used_ips: Dict[IPv4Address, str], r: Reader) -> None:
+#: The Service that may ask for serviceCIDR's tenth address: cluster DNS's (kubeadm gives it that one).
+DNS_SERVICE = ("kube-system", "kube-dns")
+
+
+def check_cluster_ip(service: Service, network: Network, used_ips: Dict[IPv4Address, str], r: Reader) -> None:
+    """A requested ClusterIP is inside serviceCIDR, not the kubernetes Service's (the first), not cluster DNS's
+    (the tenth: only kube-system/kube-dns may ask for it) and no other Service's."""
     ip = service.cluster_ip
     assert ip is not None
     cidr = network.service_cidr
     if ip not in cidr or ip in (cidr.network_address, cidr.broadcast_address):
-        r.error(("spec", "clusterIP"), f"{ip} is not in serviceCIDR {cidr}", "pick one inside")
-    elif ip == cidr.network_address + 1:
-        r.error(("spec", "clusterIP"), f"{ip} is reserved for the kubernetes Service", "pick another")
+        r.error(("spec", "clusterIP"), f"{ip} is not in serviceCIDR {cidr}", "pick one inside, or leave it out")
+    elif ip == kubernetes_ip(cidr):
+        r.error(("spec", "clusterIP"), f"{ip} is reserved for the kubernetes Service", "pick another, or leave it out")
+    elif ip == dns_ip(cidr) and (service.namespace, service.name) != DNS_SERVICE:
+        r.error(("spec", "clusterIP"), f"{ip} is kept for cluster DNS (the {'/'.join(DNS_SERVICE)} Service)",
+                "pick another, or leave it out")
     elif ip in used_ips:
-        r.error(("spec", "clusterIP"), f"{ip} is already Service {used_ips[ip]}'s", "pick another")
-    used_ips[ip] = service.name
+        r.error(("spec", "clusterIP"), f"{ip} is already Service {used_ips[ip]}'s", "pick another, or leave it out")
+    used_ips[ip] = f"{service.namespace}/{service.name}"
 
 
-def _check_selector(service: Service, pods: Sequence[Pod], r: Reader) -> None:
+def check_selector(service: Service, pods: Sequence[Pod], r: Reader) -> None:
     """Warn about a Service that selects no pod, and a named target port no selected pod has."""
     if service.type == "ExternalName":
         return

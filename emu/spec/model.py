@@ -194,6 +194,8 @@ class Pod:
     dns_config: Optional[DnsConfig] = None
     #: A topologySpreadConstraint over hostnames: the labels whose pods the scheduler spreads this one from.
     spread: Tuple[Tuple[str, str], ...] = ()
+    share_process_namespace: bool = False  # spec.shareProcessNamespace: one PID namespace for the pod
+    service_links: bool = True  # spec.enableServiceLinks: the Services of its namespace in its environment
 
     @property
     def label_map(self) -> Dict[str, str]:

@@ -141,6 +141,8 @@ def _read_pod_spec(
         containers.append(container)
 
     host_network = r.boolean(spec.get("hostNetwork"), path + ("hostNetwork",))
+    share_pid = r.boolean(spec.get("shareProcessNamespace"), path + ("shareProcessNamespace",))
+    service_links = r.boolean(spec.get("enableServiceLinks"), path + ("enableServiceLinks",), default=True)
     node_name = r.string(spec.get("nodeName"), path + ("nodeName",))
     hostname, subdomain, dns_policy, dns_config = read_pod_dns(r, spec, path, host_network)
     pod = Pod(
@@ -159,6 +161,8 @@ def _read_pod_spec(
         dns_policy=dns_policy,
         dns_config=dns_config,
         spread=read_spread(r, spec, path, read_labels),
+        share_process_namespace=share_pid,
+        service_links=service_links,
     )
     return pod, node_name is not None
 

@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import socket
+import struct
 import sys
 import time
 from functools import partial
@@ -39,6 +40,8 @@ from emu.addons.standin.netexec import BadRequest, answer, read_request, text, u
 IDLE_SECONDS = 30.0  # a keep-alive connection with no request for this long is closed
 POLL_SECONDS = 0.5  # how often a container's process is checked where the kernel has no pidfd
 LINE_LIMIT = 1 << 20
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value, when Python does not name it
+PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst (our address), addr
 BACKLOG = 1024  # netexec's (Go's) listen backlog is the kernel's somaxconn; Python's http.server has 5
 
 
@@ -56,16 +59,19 @@ class Served:
         self.hostname = str(entry["hostname"])
         self.pidfd = pidfd
         self.pod = Pod(netns_fd, str(entry.get("resolv_conf") or ""))
-        self.log_file = open(entry["log"], "a", buffering=1, encoding="utf-8", errors="replace")
+        # a raw descriptor, written a whole line at a time (O_APPEND): no buffer per container to hold
+        self.log_fd = os.open(entry["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.servers: List[asyncio.AbstractServer] = []
-        self.transports: List[asyncio.BaseTransport] = []
+        self.transports: List[Any] = []  # the UDP servers
         self.connections: Set[asyncio.StreamWriter] = set()
         self.ports: List[str] = []
 
     def log(self, line: str) -> None:
+        if self.log_fd < 0:
+            return
         try:
-            self.log_file.write(f"{_stamp()} {line}\n")
-        except (OSError, ValueError):
+            os.write(self.log_fd, f"{_stamp()} {line}\n".encode("utf-8", errors="replace"))
+        except OSError:
             pass
 
     def close(self) -> None:
@@ -76,31 +82,51 @@ class Served:
         for writer in list(self.connections):
             writer.transport.abort()
         self.log("stand-in: the container's process has gone: its ports are closed")
-        self.log_file.close()
+        os.close(self.log_fd)
+        self.log_fd = -1
         os.close(self.pod.netns_fd)
         if self.pidfd is not None:
             os.close(self.pidfd)
 
 
-class UdpServer(asyncio.DatagramProtocol):
-    """netexec's UDP commands on one port of one container."""
+class UdpServer:
+    """netexec's UDP commands on one port of one container. A reply leaves from the address the datagram was
+    sent to (IP_PKTINFO), as it must from a hostNetwork pod: a node has several addresses, and a reply from
+    another one would not match the client's flow (nor kube-proxy's conntrack entry)."""
 
-    def __init__(self, served: Served) -> None:
+    def __init__(self, served: Served, sock: socket.socket) -> None:
         self.served = served
-        self.transport: Any = None
+        self.sock = sock
+        sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
+    def _readable(self) -> None:
+        for _ in range(64):  # a burst at a time, then back to the loop
+            try:
+                data, ancillary, _flags, addr = self.sock.recvmsg(65535, socket.CMSG_SPACE(PKTINFO.size))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error for an earlier reply: nothing to do
+                continue
+            local = next((payload[4:8] for level, kind, payload in ancillary
+                          if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(payload) >= PKTINFO.size),
+                         None)
+            client = f"{addr[0]}:{addr[1]}"
+            reply, what = udp_answer(data, self.served.hostname, client)
+            if reply is not None:
+                source = [(socket.IPPROTO_IP, IP_PKTINFO, PKTINFO.pack(0, local, bytes(4)))] if local else []
+                try:
+                    self.sock.sendmsg([reply], source, 0, addr)
+                except OSError:
+                    pass
+            self.served.log(f"{client} UDP {what}")
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        client = f"{addr[0]}:{addr[1]}"
-        reply, what = udp_answer(data, self.served.hostname, client)
-        if reply is not None:
-            self.transport.sendto(reply, addr)
-        self.served.log(f"{client} UDP {what}")
-
-    def error_received(self, exc: Exception) -> None:  # an ICMP error for an earlier reply: nothing to do
-        pass
+    def close(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        except (RuntimeError, ValueError):
+            pass
+        self.sock.close()
 
 
 class StandinServer:
@@ -200,15 +226,13 @@ class StandinServer:
         except OSError:
             sock.close()
             raise
-        loop = asyncio.get_running_loop()
         if kind == socket.SOCK_STREAM:
             handler = partial(self.http, served, port)
             server = await asyncio.start_server(handler, sock=sock, limit=LINE_LIMIT, backlog=BACKLOG)
             served.servers.append(server)
             served.log(f"Started HTTP server on port {port} (emu's stand-in for agnhost netexec)")
         else:
-            transport, _ = await loop.create_datagram_endpoint(partial(UdpServer, served), sock=sock)
-            served.transports.append(transport)
+            served.transports.append(UdpServer(served, sock))
             served.log(f"Started UDP server on port {port} (emu's stand-in for agnhost netexec)")
         served.ports.append(f"{port}/{protocol}")
 
