@@ -165,7 +165,8 @@ def cmd_break(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from emu.labs import check_command
 
-    return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
+    return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend,
+                         proxy_mode=args.proxy_mode)
 
 
 def _repeat_arguments(p: argparse.ArgumentParser) -> None:
@@ -257,6 +258,7 @@ def _add_teaching_verbs(sub, backends) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--answers", metavar="FILE", help="your answers (default: the lab's answers.yaml)")
     p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
     p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
+    p.add_argument("--proxy-mode", choices=tuple(registry.PROXY_MODES), help="override the lab's kube-proxy mode")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("graph", help="draw the cluster: nodes, pods, devices, switch, Services (no root)")

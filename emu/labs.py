@@ -289,11 +289,13 @@ def run_lab(
     backend: Optional[str] = None,
     out: TextIO = sys.stdout,
     progress: Optional[Callable[[str], None]] = None,
+    proxy_mode: Optional[str] = None,
 ) -> LabReport:
     """Build the lab's cluster, run its setups, apply ``fix``, run every task; the cluster is always torn down."""
     from emu.controller import Cluster
 
-    cluster = Cluster.from_file([str(p) for p in lab.topology], backend=backend or lab.backend, progress=progress)
+    cluster = Cluster.from_file([str(p) for p in lab.topology], backend=backend or lab.backend, progress=progress,
+                                proxy_mode=proxy_mode)
     report = LabReport(lab.name, cluster.name, cluster.backend)
     with cluster:
         for fn in lab.setups:
@@ -326,7 +328,7 @@ def format_report(report: LabReport) -> str:
 
 
 def check_command(lab_name: str, answers_path: Optional[str] = None, fix_path: Optional[str] = None,
-                  backend: Optional[str] = None) -> int:
+                  backend: Optional[str] = None, proxy_mode: Optional[str] = None) -> int:
     """``emu check``: exit 0 when every task passes, 1 when one fails, 2 for a missing lab or bad answers."""
     directory = find_lab(lab_name)
     lab = load_lab(directory)
@@ -335,7 +337,7 @@ def check_command(lab_name: str, answers_path: Optional[str] = None, fix_path: O
     lines = fix_lines(answers, fix_path)
     print(f"checking lab {lab.name} with {path}" + (f" and {fix_path}" if fix_path else ""))
     sys.stdout.flush()
-    report = run_lab(lab, answers, lines, backend=backend)
+    report = run_lab(lab, answers, lines, backend=backend, proxy_mode=proxy_mode)
     sys.stdout.write(format_report(report))
     return 0 if report.passed else 1
 
