@@ -187,6 +187,8 @@ def find_lab(name: str, labs_dir: Optional[Path] = None) -> Path:
         matches = sorted(p for p in root.iterdir() if p.name.split("-", 1)[0] == name and (p / "check.py").is_file())
         if len(matches) == 1:
             return matches[0]
+        if len(matches) > 1:
+            raise LabError(f"lab {name!r} is ambiguous ({', '.join(p.name for p in matches)}): name its directory")
     known = sorted(p.name for root in roots if root and root.is_dir() for p in root.iterdir()
                    if (p / "check.py").is_file())
     raise LabError(f"no lab {name!r} (labs: {', '.join(dict.fromkeys(known)) or 'none found'})")

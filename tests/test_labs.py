@@ -30,6 +30,12 @@ def test_there_are_at_least_four_labs() -> None:
     assert (ROOT / "labs" / "README.md").is_file()
 
 
+def test_lab_numbers_are_unique() -> None:
+    """emu check N finds a lab by its number: two labs may not share one."""
+    numbers = [p.name.split("-", 1)[0] for p in LAB_DIRS]
+    assert sorted(set(numbers)) == sorted(numbers), f"labs share a number: {LAB_IDS}"
+
+
 @pytest.mark.parametrize("lab_dir", LAB_DIRS, ids=LAB_IDS)
 def test_lab_is_complete(lab_dir: Path) -> None:
     lab = load_lab(lab_dir)
@@ -102,6 +108,14 @@ def test_find_lab_by_number_name_or_path() -> None:
     assert labs.find_lab(str(ROOT / "labs" / "1-pod-as-host")).name == "1-pod-as-host"
     with pytest.raises(labs.LabError, match="no lab"):
         labs.find_lab("99", ROOT / "labs")
+
+
+def test_find_lab_refuses_an_ambiguous_number(tmp_path: Path) -> None:
+    for name in ("6-a", "6-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "check.py").write_text("")
+    with pytest.raises(labs.LabError, match=r"lab '6' is ambiguous \(6-a, 6-b\)"):
+        labs.find_lab("6", tmp_path)
 
 
 @requires_root
