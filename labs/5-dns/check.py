@@ -90,7 +90,8 @@ def resolver_fixed(cluster, answers):
     live = run_in(cluster, CLIENT, ["cat", "/etc/resolv.conf"]).stdout
     expect(live.split() == planned.split(), "client cat /etc/resolv.conf, and compare with the plan")
     web = run_in(cluster, CLIENT, ["getent", "hosts", "web"], timeout=30).stdout.split()
-    expect(web[:1] == [_service(cluster, "web").cluster_ip], f"client getent hosts web gives {' '.join(web) or 'nothing'}")
+    expect(web[:1] == [_service(cluster, "web").cluster_ip],
+           f"client getent hosts web gives {' '.join(web) or 'nothing'}")
     db0 = run_in(cluster, CLIENT, ["getent", "hosts", "db-0.db"], timeout=30).stdout.split()
     expect(db0[:1] == [cluster.plan.pod("db-0").ip], "client getent hosts db-0.db")
     return True
