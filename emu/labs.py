@@ -166,6 +166,7 @@ class LabReport:
     cluster: str
     backend: str
     results: List[TaskResult] = field(default_factory=list)
+    proxy_mode: str = ""
     fix_failures: int = 0
 
     @property
@@ -298,7 +299,7 @@ def run_lab(
 
     cluster = Cluster.from_file([str(p) for p in lab.topology], backend=backend or lab.backend, progress=progress,
                                 proxy_mode=proxy_mode)
-    report = LabReport(lab.name, cluster.name, cluster.backend)
+    report = LabReport(lab.name, cluster.name, cluster.backend, proxy_mode=cluster.plan.proxy_mode)
     with cluster:
         for fn in lab.setups:
             doc = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
@@ -317,7 +318,8 @@ def run_lab(
 
 
 def format_report(report: LabReport) -> str:
-    lines = [f"lab {report.lab} (cluster {report.cluster}, backend {report.backend}):"]
+    mode = f", kube-proxy {report.proxy_mode}" if report.proxy_mode else ""
+    lines = [f"lab {report.lab} (cluster {report.cluster}, backend {report.backend}{mode}):"]
     for result in report.results:
         mark = "PASS" if result.passed else "FAIL"
         lines.append(f"  {mark}  {result.description}" + ("" if result.passed else f": {result.message}"))
