@@ -23,6 +23,10 @@ apt-get install -y --no-install-recommends \
     dnsmasq-base dnsutils \
     python3 python3-yaml python3-matplotlib python3-pytest python3-jsonschema python-is-python3 sudo \
     gcc libc6-dev
+# headless Chromium: the tests load emu graph's pages in a real browser (tests/test_graph_browser.py). Debian calls
+# it chromium; Ubuntu chromium-browser. Only those tests need it: they skip, saying so, without it.
+apt-get install -y --no-install-recommends chromium || apt-get install -y --no-install-recommends chromium-browser \
+    || echo "install.sh: no Chromium package: the browser tests of emu graph will be skipped" >&2
 
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
