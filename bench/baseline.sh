@@ -2,14 +2,19 @@
 # The same two-node pod network emu builds from topologies/cross_node.yaml, written by hand with `ip`: the
 # baseline bench/dataplane.py measures emu against (see bench/README.md).
 #
-#   sudo bench/baseline.sh up BACKEND [kube|twin]   # BACKEND: vxlan | host-gw | udp
+#   sudo bench/baseline.sh up BACKEND [kube|twin] [-- ARGS]  # BACKEND: vxlan | host-gw | udp | udp-ref
 #   sudo bench/baseline.sh service on|off      # the Service: one DNAT rule in node 1 (10.96.0.10 -> server)
+#   sudo bench/baseline.sh shape MBIT|off      # the underlay links shaped as emu's underlay.link.bw does
 #   sudo bench/baseline.sh down                # remove everything (also after a half-done up)
+#
+# udp runs emu's own daemon (emu.backends.udp.daemon); udp-ref runs bench/udp_reference.c, the C forwarder
+# with the structure of flannel's proxy.c that bench/udp_daemon.py measures emu against (compiled with cc on
+# first use, into /run/emubench). ARGS after -- go to either daemon (e.g. -- --offload auto, -- --sock-buf N).
 #
 #   emubench-n1 (192.168.56.11, 10.244.1.0/24)                    emubench-n2 (192.168.56.12, 10.244.2.0/24)
 #     emubench-p-client 10.244.1.2   emubench-p-peer 10.244.1.3      emubench-p-server 10.244.2.2
 #        eth0 ---- cni0 ---- eth0                                       eth0 ---- cni0
-#     flannel.1 (vxlan) | routes (host-gw) | flannel0 + emu's daemon (udp)
+#     flannel.1 (vxlan) | routes (host-gw) | flannel0 + emu's daemon (udp) or the C reference (udp-ref)
 #     eth0 ------------------ emubench-s1 [emubench-br] emubench-s2 ------------------ eth0
 #                              (a Linux bridge in the root namespace, as Mininet's switch)
 #
@@ -29,6 +34,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN=/run/emubench
+UDP_REF_SRC="$REPO/bench/udp_reference.c"
+UDP_REF_BIN="$RUN/udp_reference"
 NODE_IP=(192.168.56.11 192.168.56.12)
 VXLAN_MAC=(0a:58:ee:00:00:01 0a:58:ee:00:00:02)
 CLUSTER_IP=10.96.0.10
@@ -81,11 +88,34 @@ pod() {
     nsx "$name" ip route add default via "10.244.$((n + 1)).1"
 }
 
+# build_reference: compile the C reference forwarder (again when its source is newer than the binary)
+build_reference() {
+    if [ ! -x "$UDP_REF_BIN" ] || [ "$UDP_REF_SRC" -nt "$UDP_REF_BIN" ]; then
+        command -v cc >/dev/null || { echo "udp-ref needs a C compiler (cc): apt-get install gcc" >&2; exit 1; }
+        cc -O2 -Wall -o "$UDP_REF_BIN.tmp" "$UDP_REF_SRC"
+        mv "$UDP_REF_BIN.tmp" "$UDP_REF_BIN"
+    fi
+}
+
+# start_udp NODE-INDEX ARGS...: a udp daemon (emu's, or the reference) in node i, then flanneld's configureIface
+start_udp() {
+    local i=$1 n=${NODES[$1]} j=$((1 - $1)); shift
+    setsid ip netns exec "$n" "$@" --tun flannel0 --listen "${NODE_IP[$i]}:8285" \
+        --route "10.244.$((j + 1)).0/24=${NODE_IP[$j]}" --ready-file "$RUN/udp-$n.ready" \
+        "${DAEMON_ARGS[@]}" </dev/null >"$RUN/udp-$n.log" 2>&1 &
+    disown
+    for _ in $(seq 500); do [ -e "$RUN/udp-$n.ready" ] && break; sleep 0.01; done
+    [ -e "$RUN/udp-$n.ready" ] || { echo "udp daemon in $n did not start:" >&2; cat "$RUN/udp-$n.log" >&2; false; }
+    nsx "$n" ip addr add "10.244.$((i + 1)).0/32" dev flannel0
+    nsx "$n" ip link set flannel0 mtu 1472 up
+    nsx "$n" ip route add 10.244.0.0/16 dev flannel0
+}
+
 up() {
     local backend=$1 variant=${2:-} mtu i j n
     case "$backend" in
-        vxlan) mtu=1450 ;; host-gw) mtu=1500 ;; udp) mtu=1472 ;;
-        *) echo "unknown backend $backend (vxlan, host-gw, udp)" >&2; exit 2 ;;
+        vxlan) mtu=1450 ;; host-gw) mtu=1500 ;; udp|udp-ref) mtu=1472 ;;
+        *) echo "unknown backend $backend (vxlan, host-gw, udp, udp-ref)" >&2; exit 2 ;;
     esac
     case "$variant" in
         "") names emubench ;; kube) names emubenchk ;; twin) names emubencht ;;
@@ -94,6 +124,7 @@ up() {
     down_copy "$P"
     names "$P"
     mkdir -p "$RUN"
+    if [ "$backend" = udp-ref ]; then build_reference; fi
     trap 'down_copy "$P"; exit 130' INT TERM
     trap 'down_copy "$P"' ERR
     ip link add "$BRIDGE" type bridge
@@ -130,20 +161,44 @@ up() {
             nsx "$n" ip route add "10.244.$((j + 1)).0/24" via "${NODE_IP[$j]}" dev eth0
             ;;
         udp)  # emu's own flannel udp daemon (emu.backends.udp.daemon), started by hand in the node
-            setsid ip netns exec "$n" env PYTHONPATH="$REPO" python3 -m emu.backends.udp.daemon --tun flannel0 \
-                --listen "${NODE_IP[$i]}:8285" --route "10.244.$((j + 1)).0/24=${NODE_IP[$j]}" \
-                --ready-file "$RUN/udp-$n.ready" --ping-unreachable </dev/null >"$RUN/udp-$n.log" 2>&1 &
-            disown
-            for _ in $(seq 500); do [ -e "$RUN/udp-$n.ready" ] && break; sleep 0.01; done
-            [ -e "$RUN/udp-$n.ready" ] || { echo "udp daemon in $n did not start:" >&2; cat "$RUN/udp-$n.log" >&2; false; }
-            nsx "$n" ip addr add "10.244.$((i + 1)).0/32" dev flannel0
-            nsx "$n" ip link set flannel0 mtu 1472 up
-            nsx "$n" ip route add 10.244.0.0/16 dev flannel0
+            start_udp "$i" env PYTHONPATH="$REPO" python3 -m emu.backends.udp.daemon --ping-unreachable
+            ;;
+        udp-ref)  # the C reference forwarder (proxy.c's structure)
+            start_udp "$i" "$UDP_REF_BIN"
             ;;
         esac
     done
-    if [ "$variant" = kube ] || [ "$variant" = twin ]; then kube "$backend"; fi
+    if [ "$variant" = kube ] || [ "$variant" = twin ]; then kube "${backend%-ref}"; fi
     trap - INT TERM ERR
+}
+
+# shape MBIT|off: what Mininet's TCLink does for underlay.link.bw, on both ends of every node's link of every
+# copy: an HTB root qdisc (handle 5:, default class 1) and one class at the rate with a 15 kB burst
+shape() {
+    local prefix k
+    for prefix in emubench emubenchk emubencht; do
+        names "$prefix"
+        for k in 0 1; do
+            [ -e "/run/netns/${NODES[$k]}" ] || continue
+            shape_dev "$MBIT" eth0 ip netns exec "${NODES[$k]}"
+            shape_dev "$MBIT" "${PORTS[$k]}"
+        done
+    done
+}
+
+# shape_dev MBIT|off DEVICE [PREFIX-COMMAND...]: (re)shape one device (the prefix runs tc in a namespace)
+shape_dev() {
+    local mbit=$1 dev=$2; shift 2
+    "$@" tc qdisc del dev "$dev" root 2>/dev/null || true
+    if [ "$mbit" != off ]; then
+        "$@" tc qdisc add dev "$dev" root handle 5:0 htb default 1
+        # (tc warns that the class's quantum is big above about 100 Mbit/s, as under Mininet: harmless, dropped)
+        local out
+        if ! out=$("$@" tc class add dev "$dev" parent 5:0 classid 5:1 htb rate "${mbit}Mbit" burst 15k 2>&1); then
+            echo "$out" >&2
+            return 1
+        fi
+    fi
 }
 
 # kube BACKEND: what kube-proxy and flanneld add to a real node, as emu plans it for cross_node.yaml
@@ -166,9 +221,26 @@ service() {
     done
 }
 
+# DAEMON_ARGS: whatever follows -- on the command line (extra arguments for the udp daemons)
+DAEMON_ARGS=()
+ARGS=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = -- ]; then shift; DAEMON_ARGS=("$@"); break; fi
+    ARGS+=("$1"); shift
+done
+set -- "${ARGS[@]}"
+
 case "${1:-}" in
     up) up "${2:-vxlan}" "${3:-}" ;;
     down) down ;;
     service) service "${2:-}" ;;
-    *) echo "usage: $0 up vxlan|host-gw|udp [kube|twin] | service on|off | down" >&2; exit 2 ;;
+    shape)
+        case "${2:-}" in
+            off) MBIT=off ;;
+            *[!0-9]*|"") echo "shape MBIT|off (MBIT: a whole number of Mbit/s)" >&2; exit 2 ;;
+            *) MBIT=$2 ;;
+        esac
+        shape ;;
+    *) echo "usage: $0 up vxlan|host-gw|udp|udp-ref [kube|twin] [-- DAEMON ARGS] | service on|off | shape MBIT|off | down" >&2
+       exit 2 ;;
 esac

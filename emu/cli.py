@@ -1,8 +1,8 @@
 """The command line: ``python -m emu VERB ...``. Thin verbs; the work lives in the layers.
 
 Exit status: 0 success, 2 bad input (with ``FILE:LINE: field: what is wrong (what would be right)``), 1 any
-other failure. Only ``up``, ``run``, ``trace``, ``check``, ``conformance``, ``link`` and ``clean`` need root;
-``validate``, ``plan``, ``plot`` and ``doctor`` work from files alone.
+other failure. Only ``up``, ``run``, ``trace``, ``check``, ``conformance``, ``link``, ``break`` and ``clean``
+need root; ``validate``, ``plan``, ``graph``, ``plot`` and ``doctor`` work from files alone.
 """
 
 import argparse
@@ -142,13 +142,31 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return run_trace(args.file, args.src, args.dst, backend=args.backend, proxy_mode=args.proxy_mode, port=args.port,
                      proto=args.proto,
                      count=args.count, size=args.size, output_format=args.format, diagram=args.diagram,
-                     predict_only=args.predict)
+                     predict_only=args.predict, graph=args.graph)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from emu.graph.command import run_graph
+
+    return run_graph(args.files, output_format=args.format, node=args.node, backend=args.backend,
+                     proxy_mode=args.proxy_mode, output=args.output)
+
+
+def cmd_break(args: argparse.Namespace) -> int:
+    from emu.faults.command import run_break
+
+    forwarded = ([args.scenario] if args.scenario else []) + (["--seed", str(args.seed)] if args.seed is not None
+                                                              else [])
+    forwarded += [flag for flag, given in (("--list", args.list), ("--dry-run", args.dry_run),
+                                           ("--reveal", args.reveal)) if given]
+    return run_break(forwarded, cluster_name=args.cluster)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from emu.labs import check_command
 
-    return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend)
+    return check_command(args.lab, answers_path=args.answers, fix_path=args.fix, backend=args.backend,
+                         proxy_mode=args.proxy_mode)
 
 
 def _repeat_arguments(p: argparse.ArgumentParser) -> None:
@@ -217,6 +235,51 @@ def _add_plan_verb(sub: Any) -> None:
     p.set_defaults(func=cmd_plan)
 
 
+def _add_teaching_verbs(sub, backends) -> None:  # type: ignore[no-untyped-def]
+    """trace, check, graph and break: the verbs for looking at a cluster and for course labs."""
+    p = sub.add_parser("trace", help="a packet's path hop by hop, each hop checked on a live cluster (root)")
+    p.add_argument("file", metavar="FILE", help="cluster file")
+    p.add_argument("src", metavar="SRC", help="source pod or node")
+    p.add_argument("dst", metavar="DST", help="destination pod, node, Service or IP, optionally NAME:PORT")
+    _add_overrides(p)
+    p.add_argument("--port", type=int, metavar="P", help="destination port (tcp/udp; a Service's port by default)")
+    p.add_argument("--proto", choices=("icmp", "tcp", "udp"),
+                   help="default: tcp to a Service or with --port, else icmp")
+    p.add_argument("--count", type=int, default=5, metavar="N", help="packets to send (default 5)")
+    p.add_argument("--size", type=int, metavar="BYTES", help="icmp payload size, sent with DF (ping -s B -M do)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="text for people, json for programs")
+    p.add_argument("--diagram", metavar="PATH", help="also draw the hops to PATH (.png, .svg or .pdf)")
+    p.add_argument("--graph", metavar="PATH", help="also draw the cluster with the hops on it (.html, .svg, ...)")
+    p.add_argument("--predict", action="store_true", help="only the path predicted from the plan (no root)")
+    p.set_defaults(func=cmd_trace)
+
+    p = sub.add_parser("check", help="check a course lab: build it, apply your fix, test every task (root)")
+    p.add_argument("lab", metavar="LAB", help="a lab under labs/: its number, directory name or path")
+    p.add_argument("--answers", metavar="FILE", help="your answers (default: the lab's answers.yaml)")
+    p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
+    p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
+    p.add_argument("--proxy-mode", choices=tuple(registry.PROXY_MODES), help="override the lab's kube-proxy mode")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("graph", help="draw the cluster: nodes, pods, devices, switch, Services (no root)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
+    p.add_argument("--format", choices=("html", "svg", "dot", "mermaid"),
+                   help="html (one self-contained page, details on hover; the default), svg, dot or mermaid")
+    p.add_argument("--node", help="only this node (its switch, and the Services with endpoints on it)")
+    _add_overrides(p)
+    p.add_argument("-o", "--output", metavar="PATH", help="write to PATH (format from its suffix unless --format)")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("break", help="inject a fault into the running cluster (emu up in another shell) (root)")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="the fault (default: one at random)")
+    p.add_argument("--seed", type=int, metavar="N", help="draw the scenario and its place with N (reproducible)")
+    p.add_argument("--list", action="store_true", help="list the scenarios (for instructors)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be broken and how to repair it")
+    p.add_argument("--reveal", action="store_true", help="say what was broken (practice)")
+    p.add_argument("--cluster", metavar="NAME", help="the running cluster (needed when several run)")
+    p.set_defaults(func=cmd_break)
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     from emu.conformance import conformance_command
 
@@ -231,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Examples:\n"
         "  python -m emu validate topologies/two_nodes.yaml\n"
         "  python -m emu plan topologies/two_nodes.yaml --node node-1\n"
+        "  python -m emu graph topologies/two_nodes.yaml -o two_nodes.html\n"
         "  sudo python -m emu up topologies/two_nodes.yaml\n"
         "  sudo python -m emu run experiments/cross_node.py\n"
         "  python -m emu plot results/cross_node/<timestamp>/results.csv",
@@ -271,36 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="where to write PNG and SVG (default: beside the CSV)")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("trace", help="a packet's path hop by hop, each hop checked on a live cluster (root)")
-    p.add_argument("file", metavar="FILE", help="cluster file")
-    p.add_argument("src", metavar="SRC", help="source pod or node")
-    p.add_argument("dst", metavar="DST", help="destination pod, node, Service or IP, optionally NAME:PORT")
-    _add_overrides(p)
-    p.add_argument("--port", type=int, metavar="P", help="destination port (tcp/udp; a Service's port by default)")
-    p.add_argument("--proto", choices=("icmp", "tcp", "udp"),
-                   help="default: tcp to a Service or with --port, else icmp")
-    p.add_argument("--count", type=int, default=5, metavar="N", help="packets to send (default 5)")
-    p.add_argument("--size", type=int, metavar="BYTES", help="icmp payload size, sent with DF (ping -s B -M do)")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="text for people, json for programs")
-    p.add_argument("--diagram", metavar="PATH", help="also draw the hops to PATH (.png, .svg or .pdf)")
-    p.add_argument("--predict", action="store_true", help="only the path predicted from the plan (no root)")
-    p.set_defaults(func=cmd_trace)
-
-    p = sub.add_parser("check", help="check a course lab: build it, apply your fix, test every task (root)")
-    p.add_argument("lab", metavar="LAB", help="a lab under labs/: its number, directory name or path")
-    p.add_argument("--answers", metavar="FILE", help="your answers (default: the lab's answers.yaml)")
-    p.add_argument("--fix", metavar="FILE", help="CLI commands to apply instead of the answers' fix: list")
-    p.add_argument("--backend", choices=backends, help="override the lab's flannel backend")
-    p.set_defaults(func=cmd_check)
+    _add_teaching_verbs(sub, backends)
 
     _add_link_parser(sub)
+
     p = sub.add_parser("conformance", help="the Kubernetes e2e [sig-network] checks against the cluster (root)")
     p.add_argument("files", nargs="+", metavar="FILE", help="cluster file, then any manifest files")
     p.add_argument("--backend", choices=backends, help="override the topology's flannel backend")
     p.add_argument("--focus", metavar="REGEX", help="only the checks whose upstream name matches")
     p.add_argument("--junit", metavar="PATH", help="also write the results as JUnit XML (as sonobuoy does)")
     p.set_defaults(func=cmd_conformance)
-
 
     _add_machine_parsers(sub)
     return parser

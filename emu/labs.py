@@ -30,6 +30,7 @@ This module owns that form (``task``, ``setup``, ``TaskFailed``, the helpers ``a
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import sys
 import time
@@ -45,14 +46,17 @@ if TYPE_CHECKING:
     from emu.types import ExecResult
 
 __all__ = ["TaskFailed", "task", "setup", "answer", "expect", "ping", "run_in", "Lab", "TaskResult", "LabReport",
-           "find_lab", "load_lab", "load_answers", "run_lab", "check_command", "LABS_DIR"]
+           "find_lab", "load_lab", "load_answers", "run_lab", "check_command", "LABS_DIR", "ANSWERS_FILE",
+           "answer_path"]
 
 #: Where labs live: ``labs/`` beside the ``emu`` package.
 LABS_DIR = Path(__file__).resolve().parent.parent / "labs"
+#: The key under which ``load_answers`` adds the answers file's own path (so a check can find files it names).
+ANSWERS_FILE = "_file"
 
 Answers = Dict[str, Any]
 TaskFunction = Callable[["Cluster", Answers], Optional[bool]]
-SetupFunction = Callable[["Cluster"], None]
+SetupFunction = Callable[..., None]  # (cluster) or (cluster, answers)
 
 
 class TaskFailed(Exception):
@@ -79,7 +83,8 @@ def task(description: str) -> Callable[[TaskFunction], TaskFunction]:
 
 
 def setup(fn: SetupFunction) -> SetupFunction:
-    """Mark ``fn(cluster)`` to run after the build and before the student's fix (e.g. to break something)."""
+    """Mark ``fn(cluster)`` to run after the build and before the student's fix (e.g. to break something);
+    ``fn(cluster, answers)`` gets the student's answers too (lab 8 injects the fault their answers name)."""
     fn.emu_setup = True  # type: ignore[attr-defined]
     return fn
 
@@ -92,6 +97,18 @@ def answer(answers: Answers, key: str) -> str:
     if not isinstance(value, str):
         raise TaskFailed(f"'{key}' should be one value, not {type(value).__name__}")
     return value.strip().lower()
+
+
+def answer_path(answers: Answers, key: str) -> Path:
+    """The file the answer ``key`` names: as written (from the working directory), else relative to the answers
+    file; TaskFailed when neither exists."""
+    text = answer(answers, key)
+    raw = str(answers.get(key)).strip()
+    here = Path(str(answers.get(ANSWERS_FILE, "."))).parent
+    for candidate in (Path(raw).expanduser(), here / raw):
+        if candidate.is_file():
+            return candidate
+    raise TaskFailed(f"{key}: {text}: no such file")
 
 
 def expect(condition: bool, message: str) -> None:
@@ -149,6 +166,7 @@ class LabReport:
     cluster: str
     backend: str
     results: List[TaskResult] = field(default_factory=list)
+    proxy_mode: str = ""
     fix_failures: int = 0
 
     @property
@@ -170,6 +188,8 @@ def find_lab(name: str, labs_dir: Optional[Path] = None) -> Path:
         matches = sorted(p for p in root.iterdir() if p.name.split("-", 1)[0] == name and (p / "check.py").is_file())
         if len(matches) == 1:
             return matches[0]
+        if len(matches) > 1:
+            raise LabError(f"lab {name!r} is ambiguous ({', '.join(p.name for p in matches)}): name its directory")
     known = sorted(p.name for root in roots if root and root.is_dir() for p in root.iterdir()
                    if (p / "check.py").is_file())
     raise LabError(f"no lab {name!r} (labs: {', '.join(dict.fromkeys(known)) or 'none found'})")
@@ -212,9 +232,10 @@ def load_answers(path: Union[str, Path]) -> Answers:
     except yaml.YAMLError as exc:
         raise LabError(f"{path}: not valid YAML: {exc}") from None
     if data is None:
-        return {}
+        data = {}
     if not isinstance(data, dict):
         raise LabError(f"{path}: should be 'key: value' lines, not a {type(data).__name__}")
+    data[ANSWERS_FILE] = str(path.resolve())
     return data
 
 
@@ -271,17 +292,22 @@ def run_lab(
     backend: Optional[str] = None,
     out: TextIO = sys.stdout,
     progress: Optional[Callable[[str], None]] = None,
+    proxy_mode: Optional[str] = None,
 ) -> LabReport:
     """Build the lab's cluster, run its setups, apply ``fix``, run every task; the cluster is always torn down."""
     from emu.controller import Cluster
 
-    cluster = Cluster.from_file([str(p) for p in lab.topology], backend=backend or lab.backend, progress=progress)
-    report = LabReport(lab.name, cluster.name, cluster.backend)
+    cluster = Cluster.from_file([str(p) for p in lab.topology], backend=backend or lab.backend, progress=progress,
+                                proxy_mode=proxy_mode)
+    report = LabReport(lab.name, cluster.name, cluster.backend, proxy_mode=cluster.plan.proxy_mode)
     with cluster:
         for fn in lab.setups:
             doc = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
             print(f"setup: {doc}", file=out)
-            fn(cluster)
+            if len(inspect.signature(fn).parameters) >= 2:
+                fn(cluster, answers)
+            else:
+                fn(cluster)
         if fix:
             print(f"your fix: {len(fix)} command{'s' if len(fix) != 1 else ''}", file=out)
             report.fix_failures = apply_fix(cluster, fix, out)
@@ -292,7 +318,8 @@ def run_lab(
 
 
 def format_report(report: LabReport) -> str:
-    lines = [f"lab {report.lab} (cluster {report.cluster}, backend {report.backend}):"]
+    mode = f", kube-proxy {report.proxy_mode}" if report.proxy_mode else ""
+    lines = [f"lab {report.lab} (cluster {report.cluster}, backend {report.backend}{mode}):"]
     for result in report.results:
         mark = "PASS" if result.passed else "FAIL"
         lines.append(f"  {mark}  {result.description}" + ("" if result.passed else f": {result.message}"))
@@ -305,7 +332,7 @@ def format_report(report: LabReport) -> str:
 
 
 def check_command(lab_name: str, answers_path: Optional[str] = None, fix_path: Optional[str] = None,
-                  backend: Optional[str] = None) -> int:
+                  backend: Optional[str] = None, proxy_mode: Optional[str] = None) -> int:
     """``emu check``: exit 0 when every task passes, 1 when one fails, 2 for a missing lab or bad answers."""
     directory = find_lab(lab_name)
     lab = load_lab(directory)
@@ -314,7 +341,7 @@ def check_command(lab_name: str, answers_path: Optional[str] = None, fix_path: O
     lines = fix_lines(answers, fix_path)
     print(f"checking lab {lab.name} with {path}" + (f" and {fix_path}" if fix_path else ""))
     sys.stdout.flush()
-    report = run_lab(lab, answers, lines, backend=backend)
+    report = run_lab(lab, answers, lines, backend=backend, proxy_mode=proxy_mode)
     sys.stdout.write(format_report(report))
     return 0 if report.passed else 1
 

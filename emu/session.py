@@ -5,8 +5,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from emu.control import ControlServer
 from emu.controller import Cluster
 from emu.errors import InputError
+from emu.faults.command import break_in
 from emu.plan.model import Plan
 from emu.shell import ClusterCLI
 
@@ -61,13 +63,15 @@ def up(plan: Plan, run: Optional[List[str]] = None, script: Optional[str] = None
             sys.stdout.write(summary(cluster))
             sys.stdout.flush()
         cli = ClusterCLI(cluster)
-        if lines is not None:
-            failures = cli.run_lines(lines)
-            status = 1 if failures else 0
-        else:
-            print("Type help for the commands, exit to tear the cluster down.")
-            cli.interact()
-            status = 0
+        # other shells reach the cluster through its state directory: emu break (see emu.control)
+        with ControlServer(cluster, {"break": break_in}):
+            if lines is not None:
+                failures = cli.run_lines(lines)
+                status = 1 if failures else 0
+            else:
+                print("Type help for the commands, exit to tear the cluster down.")
+                cli.interact()
+                status = 0
     if not quiet:
         _progress(f"cluster {plan.cluster} torn down ({time.monotonic() - started:.1f} s in all)")
     return status

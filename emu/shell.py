@@ -21,6 +21,8 @@ from mininet.cli import CLI
 from emu.apply.routers import flanneld_log
 from emu.controller import Cluster
 from emu.errors import EmuError
+from emu.faults.command import break_line
+from emu.graph.command import graph_line
 from emu.plan.impair import ImpairError, parse_change
 from emu.plan.render import to_text
 from emu.spec.errors import SpecError
@@ -44,7 +46,10 @@ class ClusterCLI(CLI):
         "  delete KIND NAME [-n NS]      delete a pod (its endpoints go with it), a networkpolicy, a namespace\n"
         "  apply -f FILE                 create Pods (or change their labels), NetworkPolicies and Namespaces\n"
         "  plan [NODE]                   the planned dataplane, to compare with what you see\n"
-        "  trace SRC DST [--port P] [--proto tcp|udp|icmp]   a packet's path, each hop seen or NOT SEEN\n"
+        "  trace SRC DST [--port P] [--proto tcp|udp|icmp] [--graph FILE]   a packet's path, each hop seen or\n"
+        "                                NOT SEEN (--graph: drawn on the cluster, .html or .svg)\n"
+        "  graph [-o FILE] [--format html|svg|dot|mermaid] [--node N]   a picture of the cluster as it is now\n"
+        "  break [SCENARIO] [--seed N] | --list   inject a fault to troubleshoot (emu break, lab 8)\n"
         "  link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]\n"
         "                                impair an underlay link in place (no change: show it as tc/ip do)\n"
         "  routers                       the routers of a routed underlay, with their addresses\n"
@@ -277,6 +282,15 @@ class ClusterCLI(CLI):
         """trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size B] [--format json] [--diagram F]:
         send packets from SRC to DST and show each hop of the planned path, seen or NOT SEEN (see emu.trace)."""
         self.last_status = trace_line(self.cluster, line)
+
+    def do_graph(self, line: str) -> None:
+        """graph [-o FILE] [--format html|svg|dot|mermaid] [--node NODE]: draw the cluster as it is now (without
+        -o: Mermaid text on the terminal)."""
+        self.last_status = graph_line(self.cluster, line)
+
+    def do_break(self, line: str) -> None:
+        """break [SCENARIO] [--seed N] [--dry-run] [--reveal] | break --list: inject a fault (see emu.faults)."""
+        self.last_status = break_line(self.cluster, line)
 
     def do_link(self, line: str) -> None:
         """link NODE-OR-ROUTER[:PEER] [bw=M] [delay=D] [jitter=J] [loss=P%] [up|down] [reset]: impair an underlay

@@ -39,7 +39,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ),
     ("features", ("emu.backends", "emu.proxy", "emu.addons", "emu.registry")),
     ("spec", ("emu.spec",)),
-    ("plan", ("emu.plan",)),
+    ("plan", ("emu.plan", "emu.graph")),
     ("apply", ("emu.apply",)),
     ("controller", ("emu.controller",)),
     (
@@ -53,6 +53,9 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
             "emu.experiment",
             "emu.trace",
             "emu.labs",
+            "emu.graph.command",
+            "emu.control",
+            "emu.faults",
         ),
     ),
 ]

@@ -9,6 +9,7 @@ scripted wrong one (each lab's cluster is built twice, under the lab's own clust
 """
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ def test_there_are_at_least_four_labs() -> None:
     assert len(LAB_DIRS) >= 4
     assert [p.name.split("-", 1)[0] for p in LAB_DIRS][:4] == ["1", "2", "3", "4"]
     assert (ROOT / "labs" / "README.md").is_file()
+
+
+def test_lab_numbers_are_unique() -> None:
+    """emu check N finds a lab by its number: two labs may not share one."""
+    numbers = [p.name.split("-", 1)[0] for p in LAB_DIRS]
+    assert sorted(set(numbers)) == sorted(numbers), f"labs share a number: {LAB_IDS}"
 
 
 @pytest.mark.parametrize("lab_dir", LAB_DIRS, ids=LAB_IDS)
@@ -104,6 +111,14 @@ def test_find_lab_by_number_name_or_path() -> None:
         labs.find_lab("99", ROOT / "labs")
 
 
+def test_find_lab_refuses_an_ambiguous_number(tmp_path: Path) -> None:
+    for name in ("6-a", "6-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "check.py").write_text("")
+    with pytest.raises(labs.LabError, match=r"lab '6' is ambiguous \(6-a, 6-b\)"):
+        labs.find_lab("6", tmp_path)
+
+
 @requires_root
 @pytest.mark.root
 @pytest.mark.parametrize("solution", ["correct", "wrong"])
@@ -134,5 +149,30 @@ def test_emu_check_command_exit_status() -> None:
     assert "7 of 7 tasks pass" in good.stdout and "FAIL" not in good.stdout
     bad = check("2-same-node", "--answers", "labs/2-same-node/solutions/wrong.yaml")
     assert bad.returncode == 1 and "0 of 7 tasks pass" in bad.stdout
+    nftables = check("5", "--answers", "labs/5-dns/solutions/correct.yaml", "--proxy-mode", "nftables")
+    assert nftables.returncode == 0, nftables.stdout + nftables.stderr
+    assert "kube-proxy nftables)" in nftables.stdout and "FAIL" not in nftables.stdout
     missing = check("99")
     assert missing.returncode == 2 and "no lab '99'" in missing.stderr
+
+
+@requires_root
+@pytest.mark.root
+@pytest.mark.slow
+def test_lab7_measurement_gives_what_its_checker_reads(tmp_path: Path) -> None:
+    """Lab 7's measure.py, as a student runs it but short (--quick: 10 Services only, one mode), writes results the
+    lab's checker reads: the committed solution's run is not the only one it accepts, and the file stays in step
+    with experiments/service_scale.py."""
+    run = subprocess.run([sys.executable, "-m", "emu", "run", "labs/7-kube-proxy/measure.py", "--quick",
+                          "--proxy-mode", "iptables", "--out", str(tmp_path)], cwd=str(ROOT), capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, EMU_CLUSTER_SUFFIX=f"-l7{os.getpid()}"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "5000 Services: skipped under --quick" in run.stderr
+    results = list(tmp_path.glob("*/*/results.csv"))
+    assert len(results) == 1, results
+    check = load_lab(ROOT / "labs" / "7-kube-proxy").module
+    rows = check._results({"results_csv": str(results[0])})
+    assert 0 < check._p50(rows, "iptables", 10) < 50
+    assert check._p50(rows, "iptables", 10, "connect_p50_over_loopback") > 0
+    with pytest.raises(TaskFailed, match="no connect_p50_ms to zzz-last for nftables at 10"):
+        check._p50(rows, "nftables", 10)

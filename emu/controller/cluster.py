@@ -26,6 +26,7 @@ from emu.apply.live import LiveCluster, Progress
 from emu.apply.processes import sigterm_to_exit
 from emu.controller.placements import Placement, placements
 from emu.errors import EmuError
+from emu.graph import render as render_graph
 from emu.plan import impair
 from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
@@ -229,6 +230,12 @@ class Cluster:
             if s.name == name and s.cluster_ip not in ("None", ""):  # headless, ExternalName: DNS names only
                 return s.cluster_ip
         return name
+
+    def graph(self, output_format: str = "html", node: Optional[str] = None, trace: Any = None) -> str:
+        """A picture of the cluster as it is now (``emu graph``): ``output_format`` html (one self-contained page,
+        details on hover), svg, dot or mermaid; only ``node`` when given; with ``trace`` (what ``emu.trace.trace``
+        returns) drawn on it: the hops highlighted, and where the packet was last seen."""
+        return render_graph(self.plan, output_format, node, trace)
 
     def _uses_cluster_dns(self, pod_name: str) -> bool:
         """Whether the pod's resolver is a Service of the cluster (cluster DNS), which then resolves names."""

@@ -8,6 +8,8 @@ import shlex
 import sys
 from typing import Optional
 
+from emu.errors import InputError
+from emu.graph.command import write_graph
 from emu.plan.build import build_plan
 from emu.spec.load import load
 from emu.trace import dns
@@ -33,10 +35,12 @@ def run_trace(
     output_format: str = "text",
     diagram: Optional[str] = None,
     predict_only: bool = False,
+    graph: Optional[str] = None,
 ) -> int:
     """Build the cluster of ``file``, trace ``src`` -> ``dst``, print (text or JSON), draw, tear down.
 
-    With ``predict_only`` nothing is built (no root): the predicted path is printed. Exit status: 0 when every
+    With ``predict_only`` nothing is built (no root): the predicted path is printed. ``graph`` names a file to
+    draw the cluster in with the hops on it (``emu graph``'s formats, by its suffix). Exit status: 0 when every
     hop was seen and the packet is delivered (predicted to be, with ``predict_only``), 1 otherwise; bad input
     raises TraceInputError or SpecError (exit 2).
     """
@@ -57,6 +61,8 @@ def run_trace(
         sys.stdout.write(text if output_format == "json" else before + to_text(prediction))
         if diagram:
             print(f"diagram: {draw(prediction, diagram)}", file=sys.stderr)
+        if graph:
+            print(f"graph: {write_graph(plan, graph, trace=prediction)}", file=sys.stderr)
         return 0 if prediction.delivered else 1
 
     from emu.controller import Cluster  # imports Mininet: only a live trace needs it
@@ -68,6 +74,8 @@ def run_trace(
     _write(result, lookup, output_format)
     if diagram:
         print(f"diagram: {draw(result, diagram)}", file=sys.stderr)
+    if graph:
+        print(f"graph: {write_graph(plan, graph, trace=result)}", file=sys.stderr)
     return 0 if result.ok and (lookup is None or lookup.ok) else 1
 
 
@@ -99,12 +107,13 @@ def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
     parser.add_argument("--size", type=int)
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--diagram")
+    parser.add_argument("--graph")
     try:
         args = parser.parse_args(shlex.split(line))
     except ValueError as exc:
         print(f"*** trace: {exc}", file=sys.stderr)
         print("*** usage: trace SRC DST [--port P] [--proto tcp|udp|icmp] [--count N] [--size BYTES] "
-              "[--format text|json] [--diagram FILE]", file=sys.stderr)
+              "[--format text|json] [--diagram FILE] [--graph FILE]", file=sys.stderr)
         return 2
     try:
         lookup = dns.exchange(cluster.plan, args.src, args.dst)
@@ -118,4 +127,10 @@ def trace_line(cluster, line: str) -> int:  # type: ignore[no-untyped-def]
     _write(result, lookup, args.format)
     if args.diagram:
         print(f"diagram: {draw(result, args.diagram)}")
+    if args.graph:
+        try:
+            print(f"graph: {write_graph(cluster.plan, args.graph, trace=result)}")
+        except InputError as exc:
+            print(f"*** {exc}", file=sys.stderr)
+            return 2
     return 0 if result.ok and (lookup is None or lookup.ok) else 1
