@@ -19,7 +19,7 @@ apt-get update
 # and nslookup for the pods. gcc and libc6-dev build the udp backend daemon's C loop (below) and
 # bench/udp_reference.c, the C forwarder bench/udp_daemon.py measures it against.
 apt-get install -y --no-install-recommends \
-    mininet iproute2 iptables nftables conntrack iperf3 iputils-ping tcpdump curl ethtool procps util-linux kmod \
+    mininet iproute2 iptables ipset nftables conntrack iperf3 iputils-ping tcpdump curl ethtool procps util-linux kmod \
     dnsmasq-base dnsutils \
     python3 python3-yaml python3-matplotlib python3-pytest python3-jsonschema python-is-python3 sudo \
     gcc libc6-dev

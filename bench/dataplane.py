@@ -1,6 +1,6 @@
 """Dataplane benchmark: every path of the source text built by emu, against the same path built by hand.
 
-    sudo python bench/dataplane.py [--quick] [--backends vxlan,host-gw,udp] [--out bench/results]
+    sudo python bench/dataplane.py [--quick] [--backends vxlan,host-gw,udp] [--policies 100] [--out bench/results]
 
 For each flannel backend, emu builds ``topologies/cross_node.yaml`` (``emu.Cluster``; ``cluster.placements()``
 gives the endpoints) and ``bench/baseline.sh up BACKEND`` builds the same two nodes and three pods with a
@@ -24,6 +24,10 @@ setups differ in the same run, the machine's own noise floor.
 Paths: same-pod (127.0.0.1), same-node (cni0), cross-node for each backend, pod-to-service (a ClusterIP with
 one endpoint on the other node: emu's kube-proxy rules vs one DNAT rule, ``baseline.sh service on``) and
 node-to-node (the underlay). The backend-independent paths are measured with the first backend only.
+
+NetworkPolicy row (``--policies N``, default 100; first backend): the cross-node path of the emu cluster with N
+NetworkPolicies that isolate both ends and allow the path last (``bench/policies.py``), applied before each of
+its turns and deleted before each turn without them (target: throughput with policies >= 0.95x without).
 
 The tables give, per path and judged figure (targets: tcp_rr RTT p50 and p99 <= 1.03, throughput >= 0.97,
 emu / baseline+kube), emu's ratio with its 95 % interval and a verdict: **met** (the whole interval on the
@@ -61,6 +65,10 @@ IPERF_PORT, RR_PORT = 5201, 5202
 #: an identical twin of the latter, the A/A comparison that shows the machine's own noise floor.
 IMPLS = ("emu", "baseline", "baseline+kube", "twin")
 KERNEL_PATHS = ("same-pod", "same-node", "cross-node", "pod-to-service", "node-to-node")
+#: The NetworkPolicy row: the cross-node path of two emu clusters, one with ``--policies`` NetworkPolicies
+#: (bench/policies.py) that leave it allowed, one without.
+POLICY_PATH = "cross-node-policies"
+POLICY_IMPLS = ("emu", "emu+policies")
 SHARED_PATHS = ("same-pod", "same-node", "pod-to-service", "node-to-node")
 
 
@@ -150,13 +158,15 @@ class Bench:
         self.rows: List[Row] = []
         self.pings = 50 if quick else 200
         self.exchanges = 200 if quick else 1000
+        self.policies = 0
 
     def add(
         self, backend: str, path: str, impl: str, repeat: int, tool: str, metric: str, value: float, unit: str
     ) -> None:
         self.rows.append(Row(backend, path, impl, repeat, tool, metric, float(value), unit))
 
-    def interleaved(self, what: Callable[[str, Any, Any, int], None], pairs: Dict[str, Tuple[Any, Any]]) -> None:
+    def interleaved(self, what: Callable[[str, Any, Any, int], None], pairs: Dict[str, Tuple[Any, Any]],
+                    before: Optional[Callable[[str], None]] = None) -> None:
         """A B C D, B C D A, C D A B, ...: every repeat (round) measures each implementation once, and who goes
         first rotates, so that neither a trend of the machine nor the order itself favours one of them, and
         repeat r of every implementation is measured within seconds of the others (the ratios pair them)."""
@@ -164,10 +174,13 @@ class Bench:
 
         for repeat in range(self.repeats):
             for impl in rotation(list(pairs), repeat):
+                if before is not None:  # put the implementation in place (the policy row switches rules)
+                    before(impl)
                 src, dst = pairs[impl]
                 what(impl, src, dst, repeat)
 
-    def path(self, backend: str, path: str, pairs: Dict[str, Tuple[Any, Any]]) -> None:
+    def path(self, backend: str, path: str, pairs: Dict[str, Tuple[Any, Any]],
+             before: Optional[Callable[[str], None]] = None) -> None:
         import emu
         from emu.measure.rr import tcp_rr
 
@@ -196,9 +209,9 @@ class Bench:
             self.add(backend, path, impl, repeat, "iperf3-tcp", "retransmits", result.retransmits or 0, "count")
             print(".", end="", flush=True)
 
-        self.interleaved(latency, pairs)
-        self.interleaved(throughput, pairs)
-        print(" " + self.summary_line(backend, path), flush=True)
+        self.interleaved(latency, pairs, before)
+        self.interleaved(throughput, pairs, before)
+        print(" " + self.summary_line(backend, path, list(pairs)), flush=True)
 
     def values(self, backend: str, path: str, impl: str, tool: str, metric: str) -> Dict[int, float]:
         """repeat -> value of one figure."""
@@ -222,12 +235,12 @@ class Bench:
         shared = sorted(set(a) & set(b))
         return ratio_ci([a[r] for r in shared], [b[r] for r in shared], paired=True)
 
-    def summary_line(self, backend: str, path: str) -> str:
+    def summary_line(self, backend: str, path: str, impls: Sequence[str] = IMPLS) -> str:
         parts = []
         for tool, metric, scale, unit in (("tcp_rr", "rtt_p50", 1000, "us"), ("iperf3-tcp", "throughput", 1, "Gbit/s")):
-            values = [self.interval(backend, path, impl, tool, metric).estimate * scale for impl in IMPLS]
+            values = [self.interval(backend, path, impl, tool, metric).estimate * scale for impl in impls]
             parts.append(f"{tool} {metric} {'/'.join(f'{v:.1f}' for v in values)} {unit}")
-        return "  ".join(parts) + "  (" + "/".join(IMPLS) + ")"
+        return "  ".join(parts) + "  (" + "/".join(impls) + ")"
 
 
 def write_csv(rows: List[Row], out: Path) -> Path:
@@ -265,7 +278,8 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
     from emu.report.stats import verdict
 
     seen = sorted(
-        {(r.backend, r.path) for r in bench.rows}, key=lambda bp: (KERNEL_PATHS.index(bp[1]), backends.index(bp[0]))
+        {(r.backend, r.path) for r in bench.rows if r.path != POLICY_PATH},
+        key=lambda bp: (KERNEL_PATHS.index(bp[1]), backends.index(bp[0])),
     )
     lines: List[str] = []
     for heading, tool, metric, target, better in TARGETS:
@@ -290,6 +304,7 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
                 f"{label:24s} | {' '.join(f'{m:7.2f}' for m in medians)} {'':6s} | {_ci(judged):>24s} {said:10s} | "
                 f"{_ci(twin):>22s} | {plain.estimate:10.2f}"
             )
+    lines += policy_table(bench)
     if "udp" in backends and "vxlan" in backends:
         lines.append("")
         for impl in IMPLS[:3]:
@@ -300,6 +315,65 @@ def table(bench: Bench, backends: Sequence[str]) -> str:
             ).estimate
             lines.append(f"udp / vxlan ({impl}): throughput {udp / vx:.2f}x, tcp_rr p50 {p50:.2f}x")
     return "\n".join(lines)
+
+
+def policy_table(bench: Bench) -> List[str]:
+    """The NetworkPolicy row: emu with policies over emu without, paired by round, against its target."""
+    from emu.report.stats import verdict
+
+    lines: List[str] = []
+    for backend in sorted({r.backend for r in bench.rows if r.path == POLICY_PATH}):
+        lines += ["", f"NetworkPolicy: cross-node ({backend}) under {bench.policies} policies / none "
+                      "(target: throughput >= 0.95)"]
+        for heading, tool, metric, target, better in (
+            ("TCP 1 stream", "iperf3-tcp", "throughput", 0.95, "higher"),
+            ("RTT p50", "tcp_rr", "rtt_p50", None, "lower"),
+        ):
+            ratio = bench.ratio(backend, POLICY_PATH, "emu+policies", "emu", tool, metric)
+            medians = [bench.interval(backend, POLICY_PATH, impl, tool, metric).estimate for impl in POLICY_IMPLS]
+            scale, unit = (1.0, "Gbit/s") if tool == "iperf3-tcp" else (1000.0, "us")
+            said = verdict(ratio, target, better) if target is not None else "(for reference)"
+            lines.append(f"  {heading:13s} {medians[1] * scale:8.2f} / {medians[0] * scale:8.2f} {unit:6s} = "
+                         f"{_ci(ratio)} {said}")
+    return lines
+
+
+def policy_row(bench: Bench, cluster: Any, backend: str, count: int) -> None:
+    """The cross-node path of ``cluster`` with ``count`` NetworkPolicies that leave it allowed (bench/policies.py)
+    against the same path without them, taking turns: the policies are applied before each turn of
+    "emu+policies" and deleted before each turn of "emu" (``cluster.apply`` / ``delete``, as at the prompt), so
+    the two differ in nothing but the policy rules."""
+    import tempfile
+
+    from policies import policy_manifest  # bench/policies.py
+
+    import emu
+    from emu.spec.yamlsrc import read_documents
+
+    bench.policies = count
+    with tempfile.TemporaryDirectory() as directory:
+        manifest = Path(directory) / "policies.yaml"
+        manifest.write_text(policy_manifest(count))
+        documents, _problems = read_documents(str(manifest))
+
+    def switch(impl: str) -> None:
+        policies = cluster.spec.objects_of("NetworkPolicy")
+        if impl == "emu+policies" and not policies:
+            cluster.apply(documents)
+            rules = sum(node.plan.iptables.count("-A EMU-NP") for node in cluster.nodes)
+            print(f"[{count} policies: {rules} rules]", end="", flush=True)
+        elif impl == "emu" and policies:
+            cluster.remove([("networkpolicy", p.name, p.namespace) for p in policies])  # one change
+        else:
+            return
+        settle()
+        emu.iperf3(pair[0], pair[1], seconds=1, port=IPERF_PORT)  # what the changes left running settles first
+
+    pair = emu_paths(cluster)["cross-node"]
+    try:
+        bench.path(backend, POLICY_PATH, {"emu": pair, "emu+policies": pair}, before=switch)
+    finally:
+        switch("emu")
 
 
 def main() -> int:
@@ -317,6 +391,9 @@ def main() -> int:
     )
     parser.add_argument("--paths", default=",".join(KERNEL_PATHS), help="comma list of paths to measure")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"), help="directory for the CSV")
+    parser.add_argument(
+        "--policies", type=int, default=100, help="NetworkPolicies of the policy row, on the first backend (0: no row)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/dataplane.py needs root: sudo python bench/dataplane.py", file=sys.stderr)
@@ -371,6 +448,8 @@ def main() -> int:
                                 baseline("service", "off")
                 finally:
                     baseline("down")
+                if index == 0 and args.policies >= 2 and "cross-node" in wanted:
+                    policy_row(bench, cluster, backend, args.policies)
     except KeyboardInterrupt:
         print("\ninterrupted: emu's cluster and the baseline are torn down", file=sys.stderr)
         status = 130

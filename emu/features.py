@@ -34,13 +34,14 @@ rules, merged with flanneld's into the node's one document; empty for a mode tha
 ``node_nftables(services, pod_cidr, service_cidr, node_ip)`` (its ``emu.plan.nftables`` tables, the node's
 nftables document) and ``describe(services)`` (what ``emu trace`` predicts). An **add-on**
 (``emu/addons/<name>``) defines ``NAME``, ``DEFAULT_ENABLED``, ``KERNEL_NEEDS``, ``TOOLS`` and the hooks listed in
-docs/architecture.md.
+docs/architecture.md; one of them,
+``trace_verdicts``, gives ``emu trace`` the decisions it makes about a packet (``TraceVerdict``).
 """
 
 from dataclasses import dataclass
 from typing import Tuple
 
-__all__ = ["KernelNeed", "Tool", "Daemon", "NO_NEEDS"]
+__all__ = ["KernelNeed", "Tool", "Daemon", "NO_NEEDS", "TraceVerdict"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,23 @@ class Daemon:
     module: str
     args: Tuple[str, ...]
     consequence: str = "cross-node traffic from {node} is dropped"
+
+
+@dataclass(frozen=True)
+class TraceVerdict:
+    """A decision a feature makes about a packet in a node's filter FORWARD hook (NetworkPolicy's allow or drop),
+    for ``emu trace`` to show as a hop of the path and to check against the kernel's counters.
+
+    node: the node that decides. side: "egress" (the packet leaving its source pod: decided in the source's node
+    as the packet is forwarded out of it) or "ingress" (entering its destination pod: decided in the destination's
+    node as the packet is forwarded to it). allowed: the decision.
+    text: the decision in words (which policy, which rule allowed or dropped it).
+    rule: (table, chain, a fragment of the rule as iptables-save prints it) of the rule whose packet counter grows
+        when the kernel decides the same; "" when no single rule tells.
+    """
+
+    node: str
+    side: str
+    allowed: bool
+    text: str
+    rule: Tuple[str, str, str] = ("", "", "")

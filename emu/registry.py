@@ -9,7 +9,7 @@ feature is writing its module (the contract is in ``emu.features``) and naming i
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
-from emu.addons import dns, standin
+from emu.addons import dns, policy, standin
 from emu.backends import host_gw, udp, vxlan
 from emu.features import KernelNeed, Tool
 from emu.proxy import iptables as proxy_iptables
@@ -25,7 +25,7 @@ DEFAULT_PROXY_MODE = next(iter(PROXY_MODES))
 
 
 #: add-on name (a key under the cluster's ``addons``) -> its module, in the order their plan fragments are made.
-ADDONS: Dict[str, ModuleType] = {m.NAME: m for m in (standin, dns)}
+ADDONS: Dict[str, ModuleType] = {m.NAME: m for m in (standin, dns, policy)}
 
 
 class UnknownFeature(KeyError):
@@ -65,6 +65,7 @@ _ADDON_DEFAULTS: Dict[str, Callable[..., Any]] = {
     "check_spec": lambda spec, settings, reader: None,
     "plan": lambda spec, plan, settings: plan,
     "plan_text": lambda fragment: [],
+    "trace_verdicts": lambda plan, src, dst, port, protocol: [],
     "start": lambda live, plan: None,
     "update": lambda live, old, new: None,
     "stop": lambda live: None,
@@ -72,8 +73,8 @@ _ADDON_DEFAULTS: Dict[str, Callable[..., Any]] = {
 
 
 def addon_hook(name: str, hook: str) -> Callable[..., Any]:
-    """Add-on ``name``'s ``hook`` (manifests, check_spec, plan, plan_text, start, update, stop); a no-op when the add-on
-    does not define it (see docs/architecture.md for what each is given and returns)."""
+    """Add-on ``name``'s ``hook`` (manifests, check_spec, plan, plan_text, trace_verdicts, start, update, stop);
+    a no-op when the add-on does not define it (see docs/architecture.md for what each is given and returns)."""
     return getattr(addon(name), hook, None) or _ADDON_DEFAULTS[hook]
 
 

@@ -4,7 +4,8 @@
     emu> client-0 ping -c 3 web-1             # a command in a pod; pod, node and Service names become IPs
     emu> exec client-0 -c shell -- cat /etc/hostname
     emu> pods | nodes | services | logs web-0 -c http | delete pod web-0
-    emu> apply -f pod.yaml                    # create pods; Services that select them get new endpoints
+    emu> apply -f pod.yaml                    # create pods (or relabel them), NetworkPolicies, Namespaces
+    emu> delete networkpolicy deny-all -n x   # every node's policy rules follow
     emu> link node-1 loss=1%                  # impair node-1's underlay link in place; link node-1 down / up
 
 Every Mininet command (``net``, ``dump``, ``pingall``, ``sh``, ``py``, ...) still works on the nodes.
@@ -42,8 +43,8 @@ class ClusterCLI(CLI):
         "  <node> CMD ARGS...            run CMD in the node (Mininet's syntax)\n"
         "  exec POD [-c CONTAINER] -- CMD ARGS...   run CMD inside a container (its files too)\n"
         "  logs POD [-c CONTAINER]       a container's output\n"
-        "  delete pod NAME               delete a pod (its Service endpoints go with it)\n"
-        "  apply -f FILE                 create the Pods of a YAML file (Services that select them get them)\n"
+        "  delete KIND NAME [-n NS]      delete a pod (its endpoints go with it), a networkpolicy, a namespace\n"
+        "  apply -f FILE                 create Pods (or change their labels), NetworkPolicies and Namespaces\n"
         "  plan [NODE]                   the planned dataplane, to compare with what you see\n"
         "  trace SRC DST [--port P] [--proto tcp|udp|icmp] [--graph FILE]   a packet's path, each hop seen or\n"
         "                                NOT SEEN (--graph: drawn on the cluster, .html or .svg)\n"
@@ -226,23 +227,27 @@ class ClusterCLI(CLI):
         sys.stdout.write(self.cluster.pod(words[0]).logs(container))
 
     def do_delete(self, line: str) -> None:
-        """delete pod NAME | delete service NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every
-        Service's endpoints) or a Service (every node's rules lose it)."""
+        """delete KIND NAME [-n NAMESPACE]: delete a pod (kube-proxy drops it from every Service's endpoints), a
+        Service (every node's rules lose it), a NetworkPolicy or a Namespace (every node's policy rules follow)."""
         words = line.split()
         namespace = None
         if len(words) == 4 and words[2] in ("-n", "--namespace"):
             namespace, words = words[3], words[:2]
-        kinds = ("pod", "pods", "po", "service", "services", "svc")
-        if len(words) != 2 or words[0] not in kinds:
-            print("*** usage: delete pod NAME | delete service NAME [-n NAMESPACE]", file=sys.stderr)
+        if len(words) != 2:
+            print("*** usage: delete pod|svc|networkpolicy|namespace NAME [-n NAMESPACE]", file=sys.stderr)
             self.last_status = 2
             return
-        self.cluster.delete(words[0], words[1], namespace)
-        print(f'{"pod" if words[0].startswith("po") else "service"} "{words[1]}" deleted')
+        try:
+            print(self.cluster.delete(words[0], words[1], namespace))
+        except SpecError as exc:
+            for problem in exc.problems:
+                print(f"*** {problem}", file=sys.stderr)
+            self.last_status = 2
 
     def do_apply(self, line: str) -> None:
         """apply -f FILE: create the Pods and Services of a YAML file (a Service selecting a pod gets it as an
-        endpoint; a new Service gets a ClusterIP and kube-proxy rules in every node)."""
+        endpoint; a new Service gets a ClusterIP and kube-proxy rules in every node), change running pods' labels,
+        and create or change its NetworkPolicies and Namespaces (every node's policy rules follow)."""
         words = shlex.split(line)
         if len(words) != 2 or words[0] not in ("-f", "--filename"):
             print("*** usage: apply -f FILE", file=sys.stderr)
@@ -255,13 +260,18 @@ class ClusterCLI(CLI):
             self.last_status = 2
             return
         for document in documents:  # one at a time, as kubectl: an invalid object does not stop the others
+            warnings: list = []
             try:
-                for created in self.cluster.apply([document]):
-                    print(created)
+                lines = self.cluster.apply([document], warnings)
             except SpecError as exc:
                 for problem in exc.problems:
                     print(f"*** {problem}", file=sys.stderr)
                 self.last_status = 2
+                continue
+            for problem in warnings:
+                print(f"*** {problem}", file=sys.stderr)
+            for text in lines:
+                print(text)
 
     def do_plan(self, line: str) -> None:
         """plan [NODE]: print the planned dataplane (of one node)."""

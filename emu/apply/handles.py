@@ -40,8 +40,8 @@ class Node:
     def exec(self, cmd: Command, timeout: Optional[float] = None) -> ExecResult:
         return commands.run(as_argv(cmd), self.namespaces, timeout=timeout)
 
-    def popen(self, argv: Command) -> "subprocess.Popen[str]":
-        return commands.popen(as_argv(argv), self.namespaces)
+    def popen(self, argv: Command, stdin: int = subprocess.DEVNULL) -> "subprocess.Popen[str]":
+        return commands.popen(as_argv(argv), self.namespaces, stdin=stdin)
 
     def __repr__(self) -> str:
         return f"<Node {self.name} {self.ip}>"
@@ -153,8 +153,14 @@ class Pod:
         files and the pod's /proc), or inside ``container`` (its own files, processes and environment)."""
         return commands.run(as_argv(cmd), self._namespaces(container), timeout=timeout, env=self.exec_env(container))
 
-    def popen(self, argv: Command, container: Optional[str] = None) -> "subprocess.Popen[str]":
-        return commands.popen(as_argv(argv), self._namespaces(container), env=self.exec_env(container))
+    def popen(
+        self, argv: Command, container: Optional[str] = None, stdin: int = subprocess.DEVNULL
+    ) -> "subprocess.Popen[str]":
+        """Start ``cmd`` like ``exec`` and return at once (stdout and stderr piped; ``stdin=subprocess.PIPE`` to
+        talk to it)."""
+        return commands.popen(
+            as_argv(argv), self._namespaces(container), env=self.exec_env(container), stdin=stdin
+        )
 
     def logs(self, container: Optional[str] = None) -> str:
         name = container or next(iter(self.containers), "")

@@ -32,7 +32,7 @@ from emu.apply.commands import check
 from emu.apply.daemons import start_daemon
 from emu.apply.handles import Container, Node, Pod, Router, Service
 from emu.apply.impair import EndReport, LinkControl
-from emu.apply.nodes import apply_node, flush_conntrack, update_rules
+from emu.apply.nodes import apply_node, change_rules, flush_conntrack
 from emu.apply.preflight import preflight
 from emu.apply.processes import signals_held, terminate
 from emu.apply.routers import apply_router, node_underlay
@@ -154,7 +154,7 @@ class LiveCluster:
         self.progress(f"containers: {count} processes")
         for pod_plan in plan.pods:
             self._start_containers(self.pods[pod_plan.name], pod_env(plan, pod_plan))
-        self._wait_started(list(self.pods.values()))
+        pod_ops.wait_started(list(self.pods.values()))
         self._wait_ready()
         for name, _fragment in plan.addons:
             self.progress(f"add-on {name}")
@@ -251,16 +251,6 @@ class LiveCluster:
                 pod.plan, container, pod.pause.pid, node_pid, pod.directory, env, record, self._spawner
             )
             pod.containers[container.name] = Container(pod, container.name, proc)
-
-    @staticmethod
-    def _wait_started(pods: Sequence[Pod]) -> None:
-        """Wait until every container of ``pods`` runs its program: from then on an exec into it, or a feature
-        handed it (the stand-in), sees the container's own namespaces, mounts and environment."""
-        for pod in pods:
-            for container in pod.containers.values():
-                wait = getattr(container.process, "wait_exec", None)
-                if wait is not None:
-                    wait()
 
     def _wait_ready(self, timeout: float = 15.0, pods: Optional[Sequence[Pod]] = None) -> None:
         """Like a readiness check: wait until every declared container port listens in its pod (of ``pods``,
@@ -382,9 +372,10 @@ class LiveCluster:
 
     def apply(self, diff: PlanDiff, plan: Plan) -> None:
         """Turn the running cluster into ``plan``, doing what ``diff`` lists: build the added pods (and wait until
-        their ports listen), tell the add-ons (``update``), change the changed nodes' rules
-        (``emu.apply.nodes.update_rules``), delete the conntrack entries kube-proxy would in every node, then stop
-        the removed pods. ``plan`` is published only once every node's rules agree with it."""
+        their ports listen), tell the add-ons (``update``), change the changed nodes' rules and sets in parallel
+        (``emu.apply.nodes.change_rules``; if one node refuses, all go back), delete the conntrack entries
+        kube-proxy would in every node, then stop the removed pods. ``plan`` is published only once every node's
+        rules agree with it."""
         with self.lock:
             if not self.running:
                 raise EmuError("the cluster is not running")
@@ -400,15 +391,11 @@ class LiveCluster:
                 for name, _fragment in plan.addons:
                     registry.addon_hook(name, "update")(self, self.plan, plan)
                 self.last_rule_update = {}
-                for node_plan in diff.changed_nodes:
-                    node = self.nodes[node_plan.name]
-                    started = time.monotonic()
-                    restored = node_plan.iptables != node.plan.iptables
-                    update_rules(node.plan, node_plan, node.namespaces)
-                    self.last_rule_update[node.name] = (started, time.monotonic())
-                    if restored and self.links is not None:  # a full restore may take a link's drop rules with it
-                        self.links.refresh(f"node:{node_plan.name}")
-                    node.plan = node_plan
+                try:
+                    commands.in_parallel([partial(self._load_rules, self.nodes[n.name], n) for n in diff.changed_nodes])
+                except BaseException:
+                    self._undo_change(diff, added)
+                    raise
                 if diff.stale_flows:
                     for node in self.nodes.values():
                         flush_conntrack(node.name, diff.stale_flows, node.namespaces)
@@ -416,6 +403,29 @@ class LiveCluster:
             finally:  # a removed pod goes even if a node refused its new rules
                 for pod in removed:
                     self._stop_pod(pod)
+
+    def _undo_change(self, diff: PlanDiff, added: Sequence[Pod]) -> None:
+        """A node refused its new rules: every changed node gets the rules and sets of the plan it runs again
+        (``self.plan``), and the pods built for the change go, so the cluster is what it was before."""
+        for new in diff.changed_nodes:
+            node, node.plan = self.nodes[new.name], new  # taken or not: the swap back goes from it
+            try:
+                self._load_rules(node, self.plan.node(new.name))
+            except Exception as exc:  # keep undoing; say what could not be undone
+                self.problems.append(f"{node.name}: rules not restored after a failed change: {exc}")
+                print(f"emu: warning: {self.problems[-1]}", file=sys.stderr)
+                node.plan = self.plan.node(new.name)
+        for pod in added:
+            pod.deleted = True
+            self._stop_pod(pod)
+
+    def _load_rules(self, node: Node, node_plan: NodePlan) -> None:
+        """A node's changed rules and sets (``change_rules``); a link's drop rules put back after a restore."""
+        started = time.monotonic()
+        if change_rules(node.plan, node_plan, node.namespaces) and self.links is not None:
+            self.links.refresh(f"node:{node.name}")  # a full restore took a link's drop rules with it
+        self.last_rule_update[node.name] = (started, time.monotonic())
+        node.plan = node_plan
 
     def link(self, target: str, change: Change, show: bool = True) -> List[EndReport]:
         """Impair (or restore) the underlay link ends ``target`` names, in place (``emu.apply.impair``)."""
@@ -438,7 +448,7 @@ class LiveCluster:
             pod_ops.wait_pause(pod_plan, pause)
             pod_ops.wire_pods(node.name, [pod_plan], {pod_plan.name: pause.pid}, node.namespaces)
             self._start_containers(pod, env)
-            self._wait_started([pod])
+            pod_ops.wait_started([pod])
         except BaseException:
             self._stop_pod(pod)
             raise

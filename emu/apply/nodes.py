@@ -2,7 +2,8 @@
 
 Sysctls, ``cni0``, the backend's devices (``flannel.1`` / ``flannel0``), addresses, routes and permanent
 neighbour entries in one ``ip -batch``, FDB entries in one ``bridge -batch``, ``/run/flannel/subnet.env`` in
-the node's private /run/flannel, the node's whole iptables document in one ``iptables-restore`` and each of its
+the node's private /run/flannel, the node's ipset document in one ``ipset restore`` (sets exist before the
+rules that name them), the node's whole iptables document in one ``iptables-restore`` and each of its
 nftables tables in one ``nft -f`` (one transaction). When the cluster changes, ``update_rules`` reloads the
 iptables document and changes the nftables tables in place (``emu.plan.nftables.update_script``: only the
 chains and elements that differ, never a flush of the table), and ``flush_conntrack`` deletes the conntrack
@@ -14,7 +15,7 @@ devices of a backend are created with the lines its module gives (``emu.registry
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Set
 
 from emu import registry
 from emu.apply.commands import Namespaces, check, ip_batch, run
@@ -76,9 +77,68 @@ def apply_node(
         tool="bridge",
     )
     started = time.monotonic()
+    load_ipsets(node, ns)
     load_iptables(node, ns)
     load_nftables(node, ns)
     return time.monotonic() - started
+
+
+def change_rules(old: NodePlan, new: NodePlan, ns: Namespaces) -> bool:
+    """Turn a node's rules and sets of ``old`` into those of ``new`` (or back: swap them): the sets first (new
+    ones exist, members swapped in), then the iptables document and nftables tables (``update_rules``), then the
+    sets no rule names any more go. Returns whether the iptables document was restored (which takes a link's
+    drop rules with it: ``emu.apply.impair``)."""
+    if new.ipsets != old.ipsets:
+        load_ipsets(new, ns)
+    restored = new.iptables != old.iptables
+    update_rules(old, new, ns)
+    if new.ipsets != old.ipsets:
+        remove_ipsets(new, old.ipsets, ns)
+    return restored
+
+
+def load_ipsets(node: NodePlan, ns: Namespaces) -> None:
+    """Load the node's ipset document (``create``/``add`` lines, as ``ipset save`` prints them): every set is
+    created if missing, and its members are replaced at once (filled under a temporary name, then swapped in),
+    so a rule naming the set never sees it half filled."""
+    script = ipset_swap_script(node.ipsets)
+    if script:
+        check(f"{node.name}: ipsets", ["ipset", "restore", "-exist"], ns, input=script)
+
+
+def remove_ipsets(node: NodePlan, old_document: str, ns: Namespaces) -> None:
+    """Destroy the sets of ``old_document`` that ``node``'s document no longer has (once no rule names them)."""
+    gone = sorted(ipset_names(old_document) - ipset_names(node.ipsets))
+    if gone:
+        check(f"{node.name}: stale ipsets", ["ipset", "restore"], ns, input="".join(f"destroy {n}\n" for n in gone))
+
+
+def ipset_names(document: str) -> Set[str]:
+    return {line.split()[1] for line in document.splitlines() if line.startswith("create ")}
+
+
+def ipset_swap_script(document: str) -> str:
+    """An ``ipset restore -exist`` script that makes the sets of ``document`` hold exactly its members: each set
+    is created if missing, filled under a temporary name, swapped in, and the temporary set destroyed."""
+    out: List[str] = []
+    current: List[str] = []  # [name, temporary] of the set being filled
+
+    def finish() -> None:
+        if current:
+            out.extend([f"swap {current[1]} {current[0]}", f"destroy {current[1]}"])
+
+    for line in document.splitlines():
+        words = line.split()
+        if words and words[0] == "create":
+            finish()
+            current[:] = [words[1], words[1][:26] + "-new"]
+            out += [line, " ".join(["create", current[1]] + words[2:]), f"flush {current[1]}"]
+        elif words and words[0] == "add" and current and words[1] == current[0]:
+            out.append(" ".join(["add", current[1]] + words[2:]))
+        elif words:
+            raise ValueError(f"not an ipset document line (create or add of the set above): {line!r}")
+    finish()
+    return "\n".join(out) + "\n" if out else ""
 
 
 def load_iptables(node: NodePlan, ns: Namespaces, document: Optional[str] = None) -> None:

@@ -40,6 +40,7 @@ from emu.errors import BuildError
 from emu.plan.model import ContainerPlan, PodPlan
 
 if TYPE_CHECKING:
+    from emu.apply.handles import Pod
     from emu.apply.spawner import Mount, Spawner
 
 #: The directory holding the ``emu`` package: emu's helper programs import it from there.
@@ -277,3 +278,13 @@ def listening_ports(pid: int) -> Set[Tuple[int, str]]:
         except (OSError, StopIteration, IndexError, ValueError):
             continue
     return found
+
+
+def wait_started(pods: Sequence["Pod"]) -> None:
+    """Wait until every container of ``pods`` runs its program: from then on an exec into it, or a feature
+    handed it (the stand-in), sees the container's own namespaces, mounts and environment."""
+    for pod in pods:
+        for container in pod.containers.values():
+            wait = getattr(container.process, "wait_exec", None)
+            if wait is not None:
+                wait()

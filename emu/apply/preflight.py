@@ -1,7 +1,8 @@
 """Checks made before a build, so that a missing tool or kernel feature stops emu before anything is created.
 
 What a plan needs comes from the modules of its features (``emu.registry``: the backend's kernel needs and
-tools) and from the core (bridges, veths, br_netfilter, and netem when a link asks for delay or loss).
+tools, and those of every add-on with a part in the plan) and from the core (bridges, veths, br_netfilter, and
+netem when a link asks for delay or loss).
 ``emu doctor`` reports the same facts without stopping.
 """
 
@@ -31,6 +32,9 @@ def plan_needs(plan: Plan) -> List[KernelNeed]:
     needs = [CORE_NEEDS["bridge"], CORE_NEEDS["veth"]]
     needs += list(registry.backend(plan.backend).KERNEL_NEEDS)
     needs += list(registry.proxy_mode(plan.proxy_mode).KERNEL_NEEDS)
+    for name, fragment in plan.addons:  # an add-on with a part in this plan
+        if fragment is not None:
+            needs += list(registry.addon(name).KERNEL_NEEDS)
     if any(n.link.delay or n.link.jitter or n.link.loss is not None for n in plan.nodes):
         needs.append(CORE_NEEDS["netem"])
     return needs
@@ -41,7 +45,7 @@ def preflight(plan: Plan) -> None:
     if os.geteuid() != 0:
         raise EnvironmentProblem("building a cluster needs root: run it with sudo (e.g. sudo python -m emu up ...)")
     features = [registry.backend(plan.backend), registry.proxy_mode(plan.proxy_mode)]
-    features += [registry.addon(name) for name, _fragment in plan.addons]
+    features += [registry.addon(name) for name, fragment in plan.addons if fragment is not None]
     missing = missing_tools(TOOLS + tuple(t.command for m in features for t in getattr(m, "TOOLS", ())))
     if missing:
         raise EnvironmentProblem(f"missing commands: {', '.join(missing)}; {INSTALL_HINT}")

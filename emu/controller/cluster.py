@@ -19,6 +19,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from emu import registry
 from emu.apply.handles import Node, Pod, Router, Service
 from emu.apply.impair import EndReport
 from emu.apply.live import LiveCluster, Progress
@@ -31,7 +32,8 @@ from emu.plan.build import build_plan
 from emu.plan.changes import diff, replan
 from emu.plan.model import Plan
 from emu.spec.added import load_added_service
-from emu.spec.errors import Problem, SpecError
+from emu.spec.changes import apply_object, delete_object, kind_of
+from emu.spec.errors import Problem
 from emu.spec.load import load, load_added_pod
 from emu.spec.model import ClusterSpec
 from emu.spec.yamlsrc import Document
@@ -284,14 +286,20 @@ class Cluster:
         service = manifest.get("metadata", {}) if isinstance(manifest, dict) else {}
         return self.service(str(service.get("name")), str(service.get("namespace") or "default"))
 
-    def apply(self, documents: Sequence[Document]) -> List[str]:
-        """``kubectl apply -f``: create the Pods and Services of ``documents``, in one change (every object is
-        validated first: a SpecError for any invalid one, and nothing is created); a line per object."""
+    def apply(self, documents: Sequence[Document], warnings: Optional[List[Problem]] = None) -> List[str]:
+        """``kubectl apply -f``: create or change the objects of ``documents``, in one change, and return a line per
+        object (``pod "web-1" created (10.244.2.3 on node-2)``, ``networkpolicy "default/deny" configured``).
+
+        Pods are created (or, when they exist, relabeled: the rest of a running pod is immutable); Services are
+        created; the kinds add-ons read (NetworkPolicy, Namespace) are created or replaced, and every node's rules
+        follow. Deployments are read when the cluster is built. Every object is validated first: a SpecError for
+        any invalid one, and nothing changes. ``warnings``, when given, collects the warnings found.
+        """
         with self.live.lock:
             if not self.live.running:
                 raise EmuError("the cluster is not running: cannot apply objects")
             spec = self.spec
-            created: List[str] = []
+            lines: List[str] = []
             ips = {
                 IPv4Address(s.cluster_ip): f"{s.namespace}/{s.name}"
                 for s in self.plan.services
@@ -299,62 +307,72 @@ class Cluster:
             }
             node_ports = {p.node_port: s.name for s in self.plan.services for p in s.ports if p.node_port}
             for document in documents:
-                kind = document.data.get("kind") if isinstance(document.data, dict) else None
-                if kind == "Pod":
-                    pod = load_added_pod(document.data, spec, document)
-                    spec = replace(spec, pods=spec.pods + (pod,))
-                    created.append(f'pod "{pod.name}"')
-                elif kind == "Service":
+                if isinstance(document.data, dict) and document.data.get("kind") == "Service":
                     svc = load_added_service(document.data, spec, document, ips, node_ports)
                     spec = replace(spec, services=spec.services + (svc,))
                     if svc.cluster_ip is not None:
                         ips[svc.cluster_ip] = f"{svc.namespace}/{svc.name}"
                     node_ports.update({p.node_port: svc.name for p in svc.ports if p.node_port})
-                    created.append(f'service "{svc.namespace}/{svc.name}"')
-                else:
-                    what = f"kind {kind!r}" if kind else "an object without a kind"
-                    problem = Problem(
-                        document.file, document.line(("kind",)), "kind",
-                        f"{what} cannot be applied to a running cluster",
-                        "kind: Pod or Service (Deployments are read when the cluster is built)",
-                    )
-                    raise SpecError([problem])
-            self._change(spec)
-        return [self._created(line) for line in created]
+                    lines.append(f'service "{svc.namespace}/{svc.name}" created')
+                    continue
+                spec, line, found = apply_object(spec, document)  # a Pod, or an object of an add-on's kind
+                if warnings is not None:
+                    warnings.extend(found)
+                lines.append(line)
+            if spec is not self.spec:
+                self._change(spec)
+        return [self._created(line) for line in lines]
 
     def _created(self, line: str) -> str:
-        kind, name = line.split(" ", 1)
+        """An apply's line, with what the cluster gave a created pod (address, node) or Service (ClusterIP)."""
+        if not line.endswith(" created"):
+            return line
+        kind, name = line[: -len(" created")].split(" ", 1)
         name = name.strip('"')
         if kind == "pod":
             pod = self.live.pod(name)
-            return f'pod "{name}" created ({pod.ip} on {pod.node})'
-        namespace, _, short = name.partition("/")
-        return f'service "{name}" created ({self.service(short, namespace).cluster_ip})'
+            return f"{line} ({pod.ip} on {pod.node})"
+        if kind == "service":
+            namespace, _, short = name.partition("/")
+            return f"{line} ({self.service(short, namespace).cluster_ip})"
+        return line
 
-    def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> None:
-        """``kubectl delete KIND NAME [-n NAMESPACE]``, for the kinds a running cluster can lose (pods, Services)."""
-        self.remove([(kind, name, namespace)])
+    def delete(self, kind: str, name: str, namespace: Optional[str] = None) -> str:
+        """``kubectl delete KIND NAME [-n NAMESPACE]``: a pod, a Service, or an object of a kind an add-on reads (a
+        NetworkPolicy, a Namespace: every node's rules follow). Returns a line saying what was deleted."""
+        return self.remove([(kind, name, namespace)])[0]
 
     def delete_service(self, name: str, namespace: str = "default") -> None:
         """Delete a Service: every node's kube-proxy rules lose it; its ClusterIP is free again."""
         self.remove([("service", name, namespace)])
 
-    def remove(self, objects: Sequence[Tuple[str, str, Optional[str]]]) -> None:
-        """Delete several pods and Services, ``(kind, name, namespace or None)`` each, in one change."""
+    def remove(self, objects: Sequence[Tuple[str, str, Optional[str]]]) -> List[str]:
+        """Delete several objects, ``(kind, name, namespace or None)`` each, in one change (each of the kinds
+        ``delete`` takes); a line per object. Raises KeyError for a missing pod or Service, SpecError for a
+        missing object of an add-on's kind, EmuError for a kind a running cluster cannot lose; nothing changes."""
         with self.live.lock:
             spec = self.spec
+            lines: List[str] = []
             for kind, name, namespace in objects:
-                if kind.lower() in ("pod", "pods", "po"):
+                resolved = "Service" if kind.lower() in ("service", "services", "svc") else kind_of(kind)
+                if resolved == "Pod":
                     self.pod(name)  # a KeyError naming the live pods when there is none
                     spec = replace(spec, pods=tuple(p for p in spec.pods if p.name != name))
-                elif kind.lower() in ("service", "services", "svc"):
+                    lines.append(f'pod "{name}" deleted')
+                elif resolved == "Service":
                     ns = namespace or "default"
                     self.service(name, ns)  # a KeyError naming the Services when there is none
                     spec = replace(spec, services=tuple(
                         s for s in spec.services if (s.namespace, s.name) != (ns, name)))
+                    lines.append(f'service "{name}" deleted')
+                elif resolved is not None:
+                    spec, line = delete_object(spec, resolved, name, namespace)
+                    lines.append(line)
                 else:
-                    raise EmuError(f"cannot delete a {kind} from a running cluster (pods and Services can be)")
+                    kinds = ", ".join(["pod", "service"] + sorted(k.lower() for k in registry.addon_kinds()))
+                    raise EmuError(f"cannot delete a {kind} from a running cluster (these can be: {kinds})")
             self._change(spec)
+        return lines
 
     def link(
         self,

@@ -1,10 +1,10 @@
 """A running cluster's plan after a change, and what differs: the pure half of the controller's work.
 
 ``replan(plan, spec)`` is the plan of a changed spec for a cluster that runs ``plan`` now: pods that stay keep
-their addresses and everything else of theirs (a live pod never changes its IP), new pods get the lowest free
-address of their node's subnet, Services that stay keep their ClusterIPs and node ports, and every Service's
-endpoints and every node's rule documents are computed again. ``diff(old, new)`` says what the apply layer must do
-to go from one to the other (with the conntrack entries kube-proxy deletes after the change:
+their addresses and everything else of theirs but their labels (a live pod never changes its IP), new pods get
+the lowest free address of their node's subnet, Services that stay keep their ClusterIPs and node ports, and every
+Service's endpoints and every node's rule documents are computed again. ``diff(old, new)`` says what the apply
+layer must do to go from one to the other (with the conntrack entries kube-proxy deletes after the change:
 ``emu.proxy.conntrack``).
 """
 
@@ -41,8 +41,9 @@ def replan(plan: Plan, spec: ClusterSpec) -> Plan:
 
     Raises ValueError or IpamError (from ``plan_added_pod``) when a new pod cannot be placed.
     """
-    wanted = {p.name for p in spec.pods}
-    pods: List[PodPlan] = [p for p in plan.pods if p.name in wanted]
+    wanted = {p.name: p for p in spec.pods}
+    # a pod that stays keeps everything but its labels (``kubectl label`` / apply of new labels)
+    pods: List[PodPlan] = [replace(p, labels=wanted[p.name].labels) for p in plan.pods if p.name in wanted]
     known = {p.name for p in pods}
     for pod in spec.pods:
         if pod.name not in known:

@@ -124,6 +124,9 @@ class NodePlan:
     # a packet to a Service with no endpoints (not DNATed) is dropped by routing before the REJECT rule in
     # FORWARD, and a node's own connection to a cluster IP fails before nat OUTPUT can DNAT it.
     service_routes: Tuple[Route, ...] = ()
+    #: The ipsets the node's rules name, as one ``ipset restore`` document (``create``/``add`` lines), loaded
+    #: before the iptables document; empty when no rule names a set (and then left out of the JSON).
+    ipsets: str = field(default="", metadata=OMIT_DEFAULT)
     #: On a routed underlay: the node's segment, its own network configuration (a default route via its
     #: segment's router), and the routes its backend could not add. Not in the JSON while empty.
     segment: str = field(default="", metadata=OMIT_DEFAULT)
@@ -355,6 +358,10 @@ class Plan:
 
     def to_dict(self) -> Dict[str, Any]:
         data = _record(self, skip=("spec",))
+        # an enabled add-on with nothing to add (networkPolicy without policies) has no fragment: not shown
+        data["addons"] = [(name, fragment) for name, fragment in data.get("addons", ()) if fragment is not None]
+        if not data["addons"]:
+            del data["addons"]
         data["format"] = "emu-plan/v1"
         return _lists(data)
 
@@ -393,4 +400,4 @@ _PAIR_FIELDS = {"options", "sysctls", "labels", "backend_options", "env", "addon
 
 
 def _pairs_to_dict(value: Any) -> Dict[str, Any]:
-    return {k: v for k, v in value}
+    return {k: _lists(v) for k, v in value}

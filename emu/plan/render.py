@@ -148,6 +148,9 @@ def _node_text(plan: Plan, n: NodePlan, iptables: bool, nftables: bool) -> List[
     if iptables:
         out.append("  iptables-save:")
         out.extend(f"    {line}" for line in n.iptables.splitlines())
+        if n.ipsets:
+            out.append("  ipsets (ipset restore, loaded before iptables-restore):")
+            out.extend(f"    {line}" for line in n.ipsets.splitlines())
     if nftables:
         for table in n.nftables:
             out.append(f"  nft list table {table.prefix}:")

@@ -219,11 +219,11 @@ TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec", "status"}
 
 # Workload kinds whose pod template emu expands into pods.
 WORKLOAD_KINDS = {"Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"}
-# Kinds that are legal in a manifest but have nothing to emulate: accepted with a notice.
+# Kinds that are legal in a manifest but have nothing to emulate: accepted with a notice. (NetworkPolicy and
+# Namespace are read by the networkPolicy add-on: emu.registry.addon_kinds.)
 IGNORED_KINDS = {
     "ConfigMap",
     "Secret",
-    "Namespace",
     "ServiceAccount",
     "Role",
     "RoleBinding",
@@ -232,7 +232,6 @@ IGNORED_KINDS = {
     "Ingress",
     "PersistentVolumeClaim",
     "PersistentVolume",
-    "NetworkPolicy",
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "Job",

@@ -421,6 +421,17 @@ def _schedule(pods: List[Tuple[Pod, bool]], node_names: List[str]) -> List[Pod]:
     return out
 
 
+def read_object_document(document: Document) -> Tuple[Any, List[Problem]]:
+    """One object of an add-on's kind (a NetworkPolicy applied to a running cluster), validated exactly as at load
+    time; returns it with the warnings found. Raises SpecError with every problem when it is invalid."""
+    collected = _Collector()
+    collected.read_document(document, Path("."))
+    if any(p.severity == "error" for p in collected.problems) or not collected.objects:
+        line = document.line(())
+        raise SpecError(collected.problems or [Problem(document.file, line, "", "no object could be read")])
+    return collected.objects[0][1], [p for p in collected.problems if p.severity != "error"]
+
+
 def _spread_match(pod: Pod, other: Pod) -> bool:
     labels = other.label_map
     return other.namespace == pod.namespace and all(labels.get(k) == v for k, v in pod.spread)

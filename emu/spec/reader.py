@@ -216,3 +216,38 @@ def closest(word: str, options: Iterable[str]) -> Optional[str]:
         return match[0]
     lowered = {o.lower(): o for o in options}
     return lowered.get(word.lower())
+
+
+def read_labels(r: Reader, value: Any, path: FieldPath) -> Dict[str, str]:
+    """Labels (or a selector's matchLabels): keys ``[prefix/]name``, values of at most 63 characters."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        r.error(path, f"expected a mapping of labels, got {type_name(value)}", "e.g. {app: web}")
+        return {}
+    labels: Dict[str, str] = {}
+    for key, val in value.items():
+        if not label_key_ok(key):
+            r.error(
+                path + (key,),
+                f"{short(key)} is not a label key",
+                "an optional DNS prefix and '/', then at most 63 of A-Z a-z 0-9 - _ ., e.g. app.kubernetes.io/name",
+            )
+            continue
+        text = r.string(val, path + (key,), "")
+        if text is None:
+            continue
+        if len(text) > 63 or not LABEL_VALUE.match(text):
+            r.error(path + (key,), f"{short(text)} is not a label value", "at most 63 of A-Z a-z 0-9 - _ .")
+            continue
+        labels[key] = text
+    return labels
+
+
+def label_key_ok(key: Any) -> bool:
+    if not isinstance(key, str) or not key:
+        return False
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not all(DNS_LABEL.match(part) for part in prefix.split("."))):
+        return False
+    return 0 < len(name) <= 63 and bool(LABEL_VALUE.match(name))

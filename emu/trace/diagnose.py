@@ -1,7 +1,7 @@
 """Why the first hop of a live trace that was not seen was not reached: the live state compared with the plan there
-and further on (a missing route, a device missing, down, off cni0 or too small for the packet, a path MTU the
-source remembers, an ARP request nobody answers, a missing neighbour or FDB entry, a dead pod or flanneld, an
-iptables rule that dropped the packets).
+and further on (a policy hop of the plan that drops the packet, a missing route, a device missing, down, off
+cni0 or too small for the packet, a path MTU the source remembers, an ARP request nobody answers, a missing
+neighbour or FDB entry, a dead pod or flanneld, an iptables rule that dropped the packets).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def diagnose(cluster: "Cluster", result: TraceResult, after: Snapshot, before: S
     previous = [h for h in hops[: index - 1] if h.device]
     last_device = previous[-1] if previous else None
     reasons: List[str] = []
+    verdict = next((h for h in hops[: index - 1] if h.step == "policy" and h.drop), None)
+    if verdict is not None:  # the plan itself says a policy drops the packet there: that is why
+        reasons.append(f"dropped by NetworkPolicy at hop {verdict.index} ({verdict.location}): {verdict.action}")
 
     for loc, kind in ((hop.location, hop.location_kind),) + (
             ((last_device.location, last_device.location_kind),) if last_device else ()):

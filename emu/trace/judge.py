@@ -3,7 +3,8 @@
 A device hop needs its counter in the hop's direction to grow by the packets sent (and as many IPv4 packets
 captured there, when tcpdump watched it); a routing hop needs the live route to be the planned one and the packets
 to have got there; a kube-proxy hop needs its KUBE-SERVICES and KUBE-SEP DNAT rule counters to grow (iptables
-mode), or the counters a trace puts at the head of the service-... and endpoint-... chains (nftables mode).
+mode), or the counters a trace puts at the head of the service-... and endpoint-... chains (nftables mode); a
+policy hop needs the counter of the rule that makes its verdict to grow.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def judge(cluster: "Cluster", prediction: Prediction, before: Snapshot, after: S
                     seen, evidence = False, evidence + "; but the packets did not get here"
         elif hop.step == "kube-proxy":
             seen, evidence = _judge_kube_proxy(hop, before, after, reached)
+        elif hop.step == "policy":
+            seen, evidence = _judge_verdict(hop, before, after, reached)
         elif hop.step == "drop":
             seen = reached
             evidence = "the packets end here, as the plan says" if reached else "not reached"
@@ -71,6 +74,17 @@ def judge(cluster: "Cluster", prediction: Prediction, before: Snapshot, after: S
         results.append(HopResult(hop, seen, evidence, sample))
         reached = seen
     return results
+
+
+def _judge_verdict(hop: Hop, before: Snapshot, after: Snapshot, reached: bool) -> Tuple[bool, str]:
+    """A policy verdict: the rule that makes it (the pod chain's ``allowed by`` RETURN, or its DROP) counted the
+    connection's first packet (later packets of an allowed connection pass as established, before any chain)."""
+    table, chain, fragment = hop.rule
+    if not chain:
+        return reached, ("no single rule tells" if reached else "not reached")
+    delta = rule_delta(before, after, hop.location, lambda t, c, r: t == table and c == chain and fragment in r)
+    evidence = f"{table} {chain} `{fragment}` +{delta}"
+    return reached and delta >= 1, evidence + ("" if reached else "; but the packets did not get here")
 
 
 def service_delta(before: Snapshot, after: Snapshot, node: str, svc_chain: str) -> int:

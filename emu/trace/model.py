@@ -35,6 +35,7 @@ STEPS = (
     "deliver",  # it enters the destination pod's eth0
     "router",  # a router of a routed underlay decides where the packet goes (emu.trace.routed)
     "drop",  # the plan says the packet ends here
+    "policy",  # a feature's verdict in a node's filter FORWARD (NetworkPolicy: allowed, or dropped here)
 )
 
 
@@ -125,6 +126,9 @@ class Hop:
     included, in bytes.
     expects: planned state the hop relies on, as (kind, text) pairs, kind "neigh" or "fdb".
     capture: a tcpdump filter that shows the packet on this hop's device ("" when none is suggested).
+    verdict: for a "policy" hop, "allowed" or "dropped" (a dropped packet goes no further: the hops after it are
+    where it would have gone); rule: (table, chain, a fragment of the rule) whose packet counter grows when the
+    kernel decides the same ("" parts: no single rule tells).
     """
 
     index: int
@@ -140,10 +144,13 @@ class Hop:
     size: int = 0
     expects: Tuple[Tuple[str, str], ...] = ()
     capture: str = ""
+    verdict: str = ""
+    rule: Tuple[str, str, str] = ("", "", "")
 
     @property
     def drop(self) -> bool:
-        return self.step == "drop"
+        """Whether the packet ends here: the plan drops it, or a policy does."""
+        return self.step == "drop" or self.verdict == "dropped"
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,8 @@ class Prediction:
     target: where the packet is finally addressed (the endpoint after kube-proxy's DNAT, else ``dst``).
     proto, port: "icmp", "tcp" or "udp", and the destination port (None for icmp).
     size: the IP packet's size at the source, in bytes.
-    delivered: False when the plan itself drops the packet (then the last hop is a "drop" hop).
+    delivered: False when the plan itself drops the packet: the last hop is a "drop" hop, or a "policy" hop on the
+    way drops it (``dropped_at``).
     """
 
     src: Place
@@ -175,6 +183,11 @@ class Prediction:
                 return hop.service
         return None
 
+    @property
+    def dropped_at(self) -> Optional[Hop]:
+        """The hop where the plan says the packet ends, if it does not reach its target."""
+        return next((hop for hop in self.hops if hop.drop), None)
+
     def locations(self) -> List[Tuple[str, str]]:
         """(location, kind) of every hop, in path order, each once."""
         seen: List[Tuple[str, str]] = []
@@ -187,7 +200,7 @@ class Prediction:
         data = asdict(self)
         data["format"] = FORMAT
         for hop in data["hops"]:
-            hop["drop"] = hop["step"] == "drop"
+            hop["drop"] = hop["step"] == "drop" or hop["verdict"] == "dropped"
             hop["expects"] = [list(e) for e in hop["expects"]]
             if hop["service"] is not None:
                 hop["service"]["alternatives"] = [list(a) for a in hop["service"]["alternatives"]]

@@ -7,7 +7,8 @@ plan data. The parts:
 
 - ``emu.trace.model``: the records (``Place``, ``Hop``, ``Prediction``, ...) and ``TraceInputError``;
 - ``emu.trace.routing``: each namespace's routing table and the longest-prefix ``lookup``;
-- ``emu.trace.walk``: the walk itself (pods, the bridge, kube-proxy, flannel's devices, the underlay).
+- ``emu.trace.walk``: the walk itself (pods, the bridge, kube-proxy, flannel's devices, the underlay);
+- ``emu.trace.verdicts``: the add-ons' verdicts on the packet (NetworkPolicy) as hops where the kernel decides.
 
 Every hop is a ``Hop`` record: where it happens (pod, node or switch), on which device, in which direction the
 device's packet counter must grow (``rx``/``tx``), what happens in words, and for routing and kube-proxy decisions
@@ -34,6 +35,7 @@ from emu.trace.model import (
     TraceInputError,
 )
 from emu.trace.routing import lookup, route_table
+from emu.trace.verdicts import with_verdicts
 from emu.trace.walk import Walk
 
 __all__ = ["TraceInputError", "Place", "RouteChoice", "ServiceChoice", "Hop", "Prediction", "predict", "resolve",
@@ -165,6 +167,9 @@ def predict(
     if service is not None:
         pod = plan.pod(service.pod)
         final = Place(pod.name, "pod", pod.ip, pod.node)
+    # the filter table sees the source pod's own address (a masquerade comes after it) and the DNAT's result
+    sender = source.ip if source.kind == "pod" else walk.src_ip
+    hops, passed = with_verdicts(plan, walk.hops, sender, walk.dst_ip, walk.port, proto)
     return Prediction(
         src=source,
         dst=target,
@@ -174,8 +179,8 @@ def predict(
         size=ip_size,
         backend=plan.backend,
         cluster=plan.cluster,
-        hops=tuple(walk.hops),
-        delivered=walk.delivered,
+        hops=tuple(hops),
+        delivered=walk.delivered and passed,
         notes=tuple(walk.notes),
     )
 

@@ -52,7 +52,7 @@ def to_text(result: Union["TraceResult", Prediction]) -> str:
         lines += _wrap(" " * indent + r.evidence, indent)
         if r.capture:
             lines += _wrap(" " * indent + r.capture, indent + 2)
-    for note in list(p.notes) + result.notes:
+    for note in list(p.notes) + _drop_notes(p) + result.notes:
         lines += _wrap(f"note: {note}", 6)
     if result.first_not_seen is not None:
         hop = result.hops[result.first_not_seen - 1].hop
@@ -65,15 +65,26 @@ def to_text(result: Union["TraceResult", Prediction]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _drop_notes(p: Prediction) -> List[str]:
+    """A policy hop that drops the packet before the end of the path: the hops after it are where it would go."""
+    hop = p.dropped_at
+    if hop is None or hop.step != "policy" or hop.index == len(p.hops):
+        return []
+    return [f"the packet is dropped at hop {hop.index} ({hop.location}); hops {hop.index + 1} to {len(p.hops)} "
+            "show where it would have gone"]
+
+
 def _prediction_text(p: Prediction) -> str:
     lines = [_title(p) + " (predicted from the plan, nothing sent)"]
     where_width = max(len(_where(h)) for h in p.hops) if p.hops else 0
     for hop in p.hops:
         head = f"{hop.index:>3}. {_where(hop):<{where_width}}  "
         lines += _wrap(head + hop.action, len(head))
-    for note in p.notes:
+    for note in list(p.notes) + _drop_notes(p):
         lines += _wrap(f"note: {note}", 6)
-    lines.append("predicted: delivered" if p.delivered else f"predicted: dropped ({p.hops[-1].action})")
+    dropped = p.dropped_at or (p.hops[-1] if p.hops else None)
+    verdict = "predicted: delivered" if p.delivered else f"predicted: dropped ({dropped.action if dropped else ''})"
+    lines += _wrap(verdict, 11)
     return "\n".join(lines) + "\n"
 
 
@@ -105,6 +116,8 @@ def short_label(hop: Hop, limit: int = 34) -> str:
             what += " -> " + hop.action.split(" -> ")[1].split()[0]
     elif hop.step == "drop":
         what = "DROPPED"
+    elif hop.step == "policy":
+        what = "policy: DROPPED" if hop.drop else "policy: allowed"
     else:
         what = _SHORT.get(hop.step, hop.step)
     if len(what) > limit:

@@ -201,7 +201,7 @@ def trace(
         result.first_not_seen = missing[0]
         result.reason = diagnose(cluster, result, seen.after, seen.before)
     elif not chosen.delivered:
-        result.reason = chosen.hops[-1].action
+        result.reason = (chosen.dropped_at or chosen.hops[-1]).action
     elif answered == 0 and chosen.proto == "icmp":
         result.notes.append("every hop on the way there was seen but no reply came back: trace the way back "
                             f"(trace {chosen.target.name} {chosen.src.name})")
