@@ -146,6 +146,9 @@ def test_inject_detect_fix_on_lab6() -> None:
         frontend = cluster.pod("frontend")
         assert reach(frontend, [api])[api] == "connected", "the policies allow frontend -> api:8080"
         assert survey(cluster) == []
+        with open(os.devnull) as devnull:  # nothing injected, the planned policy written for its fix
+            assert ClusterCLI(cluster, stdin=devnull).run_lines(["break policy-typo --seed 0 --dry-run"]) == 0
+        assert (cluster.state.directory / "policy-typo-shop-api.yaml").exists() and survey(cluster) == []
         fault = next(f for f in TYPO.targets(cluster.plan) if f.target == "shop/api" and f.get("direction") == "Ingress")
         inject(cluster, fault, 0)
         assert injected(cluster)[-1] == fault
@@ -160,4 +163,6 @@ def test_inject_detect_fix_on_lab6() -> None:
             assert ClusterCLI(cluster, stdin=devnull).run_lines(lines) == 0
         assert reach(frontend, [api])[api] == "connected"
         assert TYPO.problems(cluster, fault) == [] and survey(cluster) == []
+        directory = cluster.state.directory
+    assert not directory.exists(), "the planned policy's file goes with the cluster's state"
     print(f"lab 6 policy-typo: {time.monotonic() - started:.1f} s")

@@ -108,7 +108,7 @@ def _label_values(pods: Collection[PodInfo], key: Optional[str] = None) -> List[
 
 class PolicyTypo(Scenario):
     name = "policy-typo"
-    summary = ("a NetworkPolicy re-applied with a typo in an allow rule's pod label (app: fronted for app: frontend, "
+    summary = ("a NetworkPolicy re-applied with a typo in an allow rule's pod label (app: fronend for app: frontend, "
                "a hand-edited kubectl apply): the pods it meant to allow are denied")
     symptom = ("connections from (or to) the pods the rule meant to allow time out; trace shows the policy's drop on "
                "the node of the pods it selects; everything else works")
