@@ -258,8 +258,22 @@ def container_mounts(container: ContainerPlan, pod_dir: Path, resolv: bool = Fal
         mounts.append((str(pod_dir / "volumes" / mount.volume), mount.path, None, ("bind",), None))
         if mount.read_only:
             mounts.append((None, mount.path, None, ("remount", "bind", "rdonly"), None))
+    mounts += package_mounts([m.path for m in container.mounts])
     mounts.append(PROC_MOUNT)
     return mounts
+
+
+def package_mounts(volume_paths: Sequence[str], package_root: str = PACKAGE_ROOT) -> List["Mount"]:
+    """The mounts that keep emu's package reachable in a container whose private /tmp or volumes would hide it
+    (emu checked out under /tmp, say): emu's programs run in pods (cluster DNS's nanny, the measurement helpers
+    run with ``exec``) import it from ``package_root``. Bound read-only at the same path; none when nothing
+    hides it."""
+    hidden = any(os.path.commonpath([package_root, os.path.normpath(p)]) == os.path.normpath(p)
+                 for p in ["/tmp", *volume_paths])
+    if not hidden:
+        return []
+    return [(package_root, package_root, "emu-keep", (), None),
+            (None, package_root, None, ("remount", "bind", "rdonly"), None)]
 
 
 def listening_ports(pid: int) -> Set[Tuple[int, str]]:

@@ -14,7 +14,8 @@ Protocol on the SOCK_SEQPACKET socket FD, one JSON object per message; every ans
   child holds until its exec (emu reads end of file there once the program runs).
   The child enters the ``setns`` namespaces, ``unshare``s,
   then waits for one line on the gate: at end of file (emu died before recording it) it exits with status 1.
-  Then it makes its mounts, sets its hostname, changes directory and execs ``argv`` with ``env``, stdin
+  Then it makes its mounts (an entry of fstype ``emu-keep`` binds a directory back where later mounts would hide
+  it), sets its hostname, changes directory and execs ``argv`` with ``env``, stdin
   /dev/null. Any failure is written to its stderr and it exits 127. Answer: ``{"pid": N}`` or ``{"error": ...}``.
   ``pidns`` (optional) puts the child in a PID namespace: ``"new"`` makes one with the child as its PID 1,
   a path (``/proc/P/ns/pid``) joins P's. A PID namespace can only be entered by a new process, so the server
@@ -36,6 +37,8 @@ from typing import Any, Dict, List
 
 CLONE = {"mnt": 0x00020000, "uts": 0x04000000, "pid": 0x20000000, "net": 0x40000000}
 MS = {"rdonly": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "remount": 32, "bind": 4096, "rec": 16384, "private": 1 << 18}
+#: The fstype of a mount entry that keeps its source directory reachable at its target (see ``_mount_all``).
+KEEP = "emu-keep"
 #: setns order (that of nsenter): the mount namespace last, /proc paths are opened before any of them.
 SETNS_ORDER = ("uts", "net", "mnt")
 
@@ -58,6 +61,21 @@ def _mount(source: Any, target: str, fstype: Any, flags: List[str], data: Any) -
         bits |= MS[flag]
     what = f"mount {source or ''} {target} ({','.join(flags) or fstype})"
     _check(_libc.mount(_bytes(source), _bytes(target), _bytes(fstype), ctypes.c_ulong(bits), _bytes(data)), what)
+
+
+def _mount_all(mounts: List[Any]) -> None:
+    """Make ``mounts`` in order. An entry of fstype ``KEEP`` binds its source directory, as it was before any
+    of these mounts, onto its target (made if missing): a directory a later mount (a private /tmp, a volume)
+    would hide stays reachable. It is opened first and bound through /proc/self/fd, which names the directory
+    itself, not a path the other mounts change."""
+    kept = {i: os.open(m[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for i, m in enumerate(mounts) if m[2] == KEEP}
+    for i, (source, target, fstype, mflags, data) in enumerate(mounts):
+        if i in kept:
+            os.makedirs(target, exist_ok=True)
+            _mount(f"/proc/self/fd/{kept[i]}", target, None, ["bind"], None)
+            os.close(kept[i])
+        else:
+            _mount(source, target, fstype, mflags, data)
 
 
 def _read_gate(fd: int) -> bool:
@@ -92,8 +110,7 @@ def _child(request: Dict[str, Any], gate: int, out: int, err: int) -> None:
         if not _read_gate(gate):
             os._exit(1)
         os.close(gate)
-        for source, target, fstype, mflags, data in request.get("mounts", []):
-            _mount(source, target, fstype, mflags, data)
+        _mount_all(request.get("mounts", []))
         hostname = request.get("hostname")
         if hostname:
             raw = hostname.encode()
