@@ -11,6 +11,7 @@ from emu.errors import InputError
 from emu.faults.dataplane import MissingFdb, MissingNeighbour, MissingRoute, PodMtu, StoppedDaemon, StrictRpFilter
 from emu.faults.model import Fault, Scenario, pod_mtu
 from emu.faults.netfilter import BridgeNetfilterOff, ConntrackFull, MissingServiceEndpointRule, MissingServiceMapElement
+from emu.faults.policy import PolicyTypo
 from emu.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ __all__ = ["SCENARIOS", "scenario", "applicable", "choose", "survey", "traffic",
 
 SCENARIOS: Dict[str, Scenario] = {s.name: s for s in (
     PodMtu(), MissingFdb(), MissingNeighbour(), MissingRoute(), StoppedDaemon(), BridgeNetfilterOff(),
-    StrictRpFilter(), ConntrackFull(), MissingServiceEndpointRule(), MissingServiceMapElement(),
+    StrictRpFilter(), ConntrackFull(), MissingServiceEndpointRule(), MissingServiceMapElement(), PolicyTypo(),
 )}
 #: New connections each client opens to each Service port in ``traffic``.
 CONNECTIONS = 10
@@ -59,10 +60,11 @@ def choose(plan: Plan, name: Optional[str] = None, seed: Optional[int] = None) -
 
 
 def survey(cluster: "Cluster") -> List[str]:
-    """Everything that differs from the plan, at every place any scenario could have broken."""
+    """Everything that differs from the plan, at every place any scenario could have broken (a scenario whose
+    fault changes the plan itself, as policy-typo's does, looks at the places that look broken that way too)."""
     found: List[str] = []
-    for each in applicable(cluster.plan):
-        for fault in each.targets(cluster.plan):
+    for each in SCENARIOS.values():
+        for fault in each.places(cluster.plan):
             for problem in each.problems(cluster, fault):
                 if problem not in found:
                     found.append(problem)

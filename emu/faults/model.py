@@ -7,7 +7,8 @@ A ``Scenario`` is data plus four steps, each using only the cluster API (``clust
   apply, and ``unfit(plan)`` says why);
 - ``inject(cluster, fault)``: break the live cluster there, as a real mishap would;
 - ``problems(cluster, fault)``: what differs at that place between the live cluster and its plan (empty once
-  repaired): ``emu check`` grades with it, and ``survey`` runs it at every target of every scenario;
+  repaired): ``emu check`` grades with it, and ``survey`` runs it at every place (``places(plan)``: the targets,
+  unless the scenario says more) of every scenario;
 - ``fix(cluster, fault)``: the CLI commands (as typed at ``emu>``) that repair it: the scripted fix.
 
 A ``Fault`` names its scenario, the node where a student must find it, the object (a route's destination, a MAC,
@@ -70,6 +71,11 @@ class Scenario:
         return "" if self.targets(plan) else self.needs
 
     needs = "the cluster has nothing it could break"
+
+    def places(self, plan: Plan) -> List[Fault]:
+        """Every place ``survey`` looks at: the targets, and, for a scenario whose fault changes the plan itself (a
+        policy re-applied with a typo), the places in ``plan`` that look broken that way."""
+        return self.targets(plan)
 
     def inject(self, cluster: "Cluster", fault: Fault) -> None:
         raise NotImplementedError
