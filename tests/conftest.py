@@ -24,6 +24,7 @@ import dataclasses
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,13 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Several tests send Ctrl-C (SIGINT) to an emu they start, and check what it does. A shell starts a command it
+# puts in the background (``cmd &`` in a script) with SIGINT ignored, every child inherits that, and a Python
+# started with SIGINT ignored never raises KeyboardInterrupt: those tests would fail for the way the suite was
+# started. Handled here, the disposition is the default again in every program the tests start.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 TOPOLOGIES = REPO / "topologies"
 STATE_ROOT = Path(os.environ.get("EMU_STATE_DIR", "/run/emu"))
 #: The root network namespace (the tests run in it).
