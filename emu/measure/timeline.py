@@ -77,6 +77,29 @@ def _run_events(events: Sequence[Event], started: float, done: threading.Event, 
         action()
 
 
+def _communicate_with_events(
+    proc: "subprocess.Popen[str]", events: Sequence[Event], timeout: float, what: str
+) -> Tuple[str, str, List[float]]:
+    """Wait for ``proc``'s output while ``events`` run at their times (counted from now); returns stdout, stderr
+    and when each event ran. The process is killed if it outlives ``timeout`` (MeasurementError) or the wait."""
+    started = time.monotonic()
+    done = threading.Event()
+    when: List[float] = []
+    runner = threading.Thread(target=_run_events, args=(events, started, done, when), daemon=True)
+    runner.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise MeasurementError(f"{what}: no result within {timeout:g} s") from None
+    finally:
+        done.set()
+        runner.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out or "", err or "", when
+
+
 def iperf3_timeline(
     src: Any,
     dst: Any,
@@ -97,25 +120,11 @@ def iperf3_timeline(
         raise MeasurementError(f"port {port} already has a listener in {dst.name}")
     server = dst.popen(["iperf3", "-s", "-1", "-J", "-p", str(port)])
     grace = 0.0
-    done = threading.Event()
-    when: List[float] = []
     try:
         _wait_listening(dst, server, port, SERVER_START_TIMEOUT_S)
         client = src.popen(["iperf3", "-c", target, "-p", str(port), "-J", "-t", str(int(seconds)),
                             "-i", f"{interval:g}", "--connect-timeout", "5000"] + (["-R"] if reverse else []))
-        started = time.monotonic()
-        runner = threading.Thread(target=_run_events, args=(events, started, done, when), daemon=True)
-        runner.start()
-        try:
-            out, err = client.communicate(timeout=seconds + 30)
-        except subprocess.TimeoutExpired:
-            raise MeasurementError(f"iperf3 {src.name} -> {target}: no result within {seconds + 30} s") from None
-        finally:
-            done.set()
-            runner.join()
-            if client.poll() is None:
-                client.kill()
-                client.wait()
+        out, err, when = _communicate_with_events(client, events, seconds + 30, f"iperf3 {src.name} -> {target}")
         grace = SERVER_EXIT_GRACE_S
         samples = parse_iperf3_intervals(out or err or "")
     finally:
@@ -144,20 +153,7 @@ def ping_timeline(
     count = max(1, int(seconds / interval))
     proc = src.popen(["env", "LC_ALL=C", "ping", "-n", "-D", "-i", f"{interval:g}", "-c", str(count), "-W", "1",
                       address])
-    started_wall, started = time.time(), time.monotonic()
-    done = threading.Event()
-    when: List[float] = []
-    runner = threading.Thread(target=_run_events, args=(events, started, done, when), daemon=True)
-    runner.start()
-    try:
-        out, _err = proc.communicate(timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        raise MeasurementError(f"ping {src.name} -> {address}: no result within {seconds + 30} s") from None
-    finally:
-        done.set()
-        runner.join()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    started_wall = time.time()
+    out, _err, when = _communicate_with_events(proc, events, seconds + 30, f"ping {src.name} -> {address}")
     replies = [(stamp - started_wall, seq, rtt) for stamp, seq, rtt in parse_ping_timeline(out or "")]
     return Timeline(tuple(replies), tuple(when))
